@@ -1,0 +1,144 @@
+"""Batch background removal of images, folders and videos, with a progress bar and a report.
+
+One failed input never stops the batch: it is recorded with its reason and the batch
+goes on. Outputs are written atomically and existing outputs are skipped unless
+``overwrite`` is set, so a rerun after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from dinomask.composite import Background, render
+from dinomask.errors import DinomaskError
+from dinomask.files import AtomicVideoWriter, WorkItem, write_image_atomic
+from dinomask.preprocess import load_image
+from dinomask.segmenter import Segmenter
+from dinomask.video import FrameSource
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What each output file holds.
+
+    Attributes:
+        kind: ``composite``, ``mask``, ``heatmap`` or ``overlay``.
+        background: for ``composite``: black, white, transparent, blur or a colour.
+        overwrite: replace outputs that already exist (default: skip them).
+    """
+
+    kind: str = "composite"
+    background: Background = field(default_factory=lambda: Background.parse("black"))
+    overwrite: bool = False
+
+    @property
+    def transparent(self) -> bool:
+        return self.kind == "composite" and self.background.kind == "transparent"
+
+
+@dataclass
+class BatchReport:
+    """Counts, failures by file, and timing of one batch run."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"{len(self.written)} written, {len(self.skipped)} skipped (output exists), "
+            f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s ({rate:.2f} frames/s)"
+        ]
+        lines += [f"  FAILED {name}: {reason}" for name, reason in self.failed.items()]
+        return "\n".join(lines)
+
+
+def _output_exists(item: WorkItem) -> bool:
+    if item.output.is_dir():
+        return (item.output / ".complete").is_file()
+    return item.output.is_file()
+
+
+def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions) -> int:
+    image = load_image(item.source)
+    segmenter.reset()  # separate images are not a video: no smoothing across them
+    result = segmenter.predict(image)
+    output = render(image, result.mask, result.similarity, result.labels, options.kind, options.background)
+    write_image_atomic(item.output, output)
+    return 1
+
+
+def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm) -> int:
+    source = FrameSource(str(item.source))
+    segmenter.reset()
+    frames = 0
+    if options.transparent:
+        item.output.mkdir(parents=True, exist_ok=True)
+        (item.output / ".complete").unlink(missing_ok=True)
+        for frame in source:
+            result = segmenter.predict(frame.image)
+            output = render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
+            write_image_atomic(item.output / f"{frame.index:06d}.png", output)
+            frames += 1
+            progress.set_postfix_str(f"{item.source.name} frame {frames}")
+        (item.output / ".complete").write_text(f"{frames} frames\n")
+        return frames
+    writer: AtomicVideoWriter | None = None
+    try:
+        for frame in source:
+            result = segmenter.predict(frame.image)
+            output = render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
+            if output.ndim == 2:
+                output = output[:, :, None].repeat(3, axis=2)
+            if writer is None:
+                writer = AtomicVideoWriter(item.output, source.fps, (output.shape[1], output.shape[0]))
+            writer.write(output)
+            frames += 1
+            progress.set_postfix_str(f"{item.source.name} frame {frames}")
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
+    if writer is None:
+        raise DinomaskError(f"{item.source}: the video holds no readable frames")
+    writer.close(keep=True)
+    return frames
+
+
+def remove_batch(
+    segmenter: Segmenter, items: Sequence[WorkItem], options: OutputOptions, *, show_progress: bool = True
+) -> BatchReport:
+    """Run every work item; never stop on one failure.
+
+    Returns:
+        A :class:`BatchReport`; ``report.ok`` is False when any input failed.
+    """
+    report = BatchReport()
+    started = time.perf_counter()
+    with tqdm(items, desc="removing background", unit="file", disable=not show_progress) as progress:
+        for item in progress:
+            if _output_exists(item) and not options.overwrite:
+                report.skipped.append(item.output)
+                continue
+            try:
+                if item.kind == "image":
+                    report.frames += _process_image(segmenter, item, options)
+                else:
+                    report.frames += _process_video(segmenter, item, options, progress)
+                report.written.append(item.output)
+            except (DinomaskError, OSError, ValueError) as exc:
+                report.failed[str(item.source)] = str(exc)
+    report.seconds = time.perf_counter() - started
+    return report

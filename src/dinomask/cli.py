@@ -1,0 +1,273 @@
+"""The ``dinomask`` command line. Options shared by several commands are declared once below.
+
+Errors that dinomask raises on purpose print one message and exit with code 2; a batch
+in which some inputs failed exits with code 1 after finishing the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dinomask.errors import DinomaskError
+
+app = typer.Typer(
+    name="dinomask",
+    help="One-shot DINOv2 background removal: show it one photo of your object, get every frame back with only the object.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+eval_app = typer.Typer(help="Measure masks, recognition and control on a labelled dataset.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+# ----------------------------------------------------------------------------- shared options
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="DINOv2 short name (dinov2_vits14_reg, ...), Hugging Face id, "
+                 "save_pretrained folder, .safetensors or Meta .pth. Default: the reference's own backbone."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option(help="float32 (exact), bfloat16, float16, or auto (fast path where the hardware has it).")]
+ResolutionOpt = Annotated[Optional[int], typer.Option(help="Network input short side in px (518 -> 37 patches). Default: the method's.")]
+MethodOpt = Annotated[str, typer.Option(help="Preset: 'dinomask' (improved default) or 'paper' (the method as written).")]
+ThresholdOpt = Annotated[Optional[str], typer.Option(help="0.5 or any cosine, otsu, relative:F, fg-vs-bg, or auto. Default: the preset's.")]
+PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or kmeans. Default: the preset's.")]
+KOpt = Annotated[Optional[int], typer.Option("--k", help="k-means object prototypes.")]
+BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Background prototypes from: none, reference, frame, both.")]
+UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest, bilinear or guided.")]
+TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing weight of the past in [0, 1) for video; 0 is off.")]
+RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
+BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, white, transparent, blur, #rrggbb or r,g,b.")]
+OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def segmenter_config(
+    method: str, resolution: int | None, threshold: str | None, prototype: str | None, k: int | None,
+    bg_source: str | None, upsample: str | None, temporal: float | None,
+):
+    """The preset for ``method`` with the options the user set on top."""
+    from dinomask.postprocess import TemporalSettings
+    from dinomask.preprocess import InputGeometry
+    from dinomask.segmenter import SegmenterConfig
+
+    config = SegmenterConfig.preset(method)
+    changes: dict = {}
+    if resolution is not None:
+        changes["geometry"] = InputGeometry(resolution=resolution, keep_aspect=config.geometry.keep_aspect)
+    for name, value in (("threshold", threshold), ("prototype", prototype), ("k", k),
+                        ("background", bg_source), ("upsample", upsample)):
+        if value is not None:
+            changes[name] = value
+    if temporal is not None:
+        changes["temporal"] = TemporalSettings(alpha=temporal)
+    return config.replace(**changes) if changes else config
+
+
+def _load_segmenter(refs, model, device, dtype, config):
+    from dinomask.backbone import load_backbone
+    from dinomask.reference import Reference
+    from dinomask.segmenter import Segmenter
+
+    if not refs:
+        raise typer.BadParameter("give at least one --ref reference file (make one with 'dinomask reference')")
+    references = [Reference.load(path) for path in refs]
+    backbone = load_backbone(model or references[0].backbone.name, device=device, dtype=dtype)
+    return Segmenter(backbone, references, config)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command()
+def reference(
+    images: Annotated[list[Path], typer.Argument(help="Reference photo(s) of ONE object, background painted black/white/transparent, or with --mask.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the reference (.npz).")],
+    mask: Annotated[Optional[list[Path]], typer.Option("--mask", help="A mask per image (non-zero = object), instead of a painted background.")] = None,
+    background: Annotated[str, typer.Option(help="Painted background: auto, black, white or transparent.")] = "auto",
+    label: Annotated[str, typer.Option(help="The object's name.")] = "object",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    resolution: Annotated[int, typer.Option(help="Input short side in px for the reference photo.")] = 518,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Compute an object's DINOv2 features from reference photo(s) and save them."""
+    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.preprocess import InputGeometry
+    from dinomask.reference import Reference, ReferenceSettings
+
+    if output.exists() and not overwrite:
+        raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
+    backbone = load_backbone(model or DEFAULT_BACKBONE, device=device, dtype=dtype)
+    settings = ReferenceSettings(background=background, geometry=InputGeometry(resolution=resolution))
+    ref = Reference.from_images(backbone, images, mask or None, settings=settings, label=label)
+    path = ref.save(output, overwrite=overwrite)
+    typer.echo(
+        f"wrote {path}: {len(ref.foreground)} object patches from {len(images)} image(s), "
+        f"{len(ref.background)} scene-background patches, backbone {backbone.spec.name}"
+    )
+
+
+@app.command()
+def remove(
+    inputs: Annotated[list[Path], typer.Argument(help="Images, folders and video files.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; inputs are never overwritten).")],
+    ref: RefOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    method: MethodOpt = "dinomask",
+    resolution: ResolutionOpt = None,
+    threshold: ThresholdOpt = None,
+    prototype: PrototypeOpt = None,
+    k: KOpt = None,
+    bg_source: BgSourceOpt = None,
+    upsample: UpsampleOpt = None,
+    temporal: TemporalOpt = 0.5,
+    background: BackgroundOpt = "black",
+    output_kind: OutputKindOpt = "composite",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Remove the background of images, folders and videos; one output per input."""
+    from dinomask.batch import OutputOptions, remove_batch
+    from dinomask.composite import OUTPUT_KINDS, Background
+    from dinomask.files import plan_outputs
+
+    if output_kind not in OUTPUT_KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(OUTPUT_KINDS)}, got {output_kind!r}", param_hint="--output-kind")
+    options = OutputOptions(kind=output_kind, background=Background.parse(background), overwrite=overwrite)
+    suffix = "" if output_kind == "composite" else f"_{output_kind}"
+    items, problems = plan_outputs(inputs, output, transparent=options.transparent, suffix=suffix)
+    for problem in problems:
+        typer.echo(f"skipped {problem}", err=True)
+    if not items:
+        raise DinomaskError("no image or video files to process among the inputs")
+    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal)
+    segmenter = _load_segmenter(ref, model, device, dtype, config)
+    report = remove_batch(segmenter, items, options, show_progress=not quiet)
+    typer.echo(report.summary(), err=not report.ok)
+    if not report.ok or problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def live(
+    ref: RefOpt = [],  # noqa: B006
+    source: Annotated[str, typer.Option(help="Camera index (0), stream URL, or video file.")] = "0",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Record to this .mp4 (headless).")] = None,
+    window: Annotated[bool, typer.Option(help="Show a window (needs an OpenCV build with GUI).")] = True,
+    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
+    retry_seconds: Annotated[float, typer.Option(help="How long to retry a camera or stream that disconnects.")] = 10.0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    method: MethodOpt = "dinomask",
+    resolution: ResolutionOpt = None,
+    threshold: ThresholdOpt = None,
+    prototype: PrototypeOpt = None,
+    k: KOpt = None,
+    bg_source: BgSourceOpt = None,
+    upsample: UpsampleOpt = None,
+    temporal: TemporalOpt = 0.5,
+    background: BackgroundOpt = "black",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Live background removal from a camera, stream or video, with FPS and stage latencies."""
+    from dinomask.live import LiveOptions, run_live_command
+
+    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal)
+    options = LiveOptions(
+        source=source, output=output, window=window and output is None, max_frames=max_frames,
+        retry_seconds=retry_seconds, background=background, overwrite=overwrite,
+    )
+    if options.window:
+        from dinomask.live import check_window_support
+
+        check_window_support()
+    segmenter = _load_segmenter(ref, model, device, dtype, config)
+    stats = run_live_command(segmenter, options)
+    stages = ", ".join(f"{name[:-3]} {value:.1f} ms" for name, value in stats.stage_ms.items())
+    typer.echo(
+        f"{stats.frames_processed} frames processed in {stats.seconds:.1f} s ({stats.fps:.2f} FPS); "
+        f"{stats.frames_dropped} dropped; reconnects {stats.reconnects}; {stages}"
+    )
+
+
+@app.command()
+def download(
+    name: Annotated[str, typer.Argument(help="Short name (dinov2_vits14_reg, ...) or Hugging Face id.")],
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default: huggingface_hub's, HF_HOME).")] = None,
+) -> None:
+    """Fetch a model ahead of time, for machines that will be offline."""
+    from dinomask.backbone import download as fetch
+
+    path = fetch(name, str(cache_dir) if cache_dir else None)
+    typer.echo(f"downloaded {name} to {path}\nuse it offline with HF_HUB_OFFLINE=1 --model {name}, or --model {path}")
+
+
+@app.command("models")
+def models() -> None:
+    """List the short model names and their Hugging Face ids."""
+    from dinomask.backbone import BACKBONES, DEFAULT_BACKBONE
+
+    for short, hub in BACKBONES.items():
+        typer.echo(f"{short:20s} {hub}{'   (default)' if short == DEFAULT_BACKBONE else ''}")
+
+
+@app.command("random-model")
+def random_model(
+    directory: Annotated[Path, typer.Argument(help="Folder to write (save_pretrained layout).")],
+    hidden_size: Annotated[int, typer.Option(help="Feature size C (multiple of 32).")] = 64,
+    layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
+    registers: Annotated[int, typer.Option(help="Register tokens (0 = no registers).")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a tiny DINOv2 with RANDOM weights, for tests, demos and speed checks only (its masks mean nothing)."""
+    from dinomask.backbone import random_backbone_dir
+
+    if (directory / "config.json").exists():
+        raise DinomaskError(f"{directory} already holds a model; choose another folder")
+    random_backbone_dir(directory, hidden_size=hidden_size, layers=layers, registers=registers, seed=seed)
+    typer.echo(f"wrote a random-weight DINOv2 to {directory} (for tests only: its masks carry no meaning)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, turning dinomask errors into one line and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="dinomask: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except DinomaskError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except FileExistsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        return 130
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

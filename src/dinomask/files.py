@@ -1,0 +1,184 @@
+"""Inputs and outputs on disk: expand what the user named, plan output paths, write atomically.
+
+Rules that keep users' data safe:
+
+* an output never lands on an input (checked before any work starts);
+* two inputs never map to one output (checked before any work starts);
+* an existing output is skipped, not overwritten, unless ``overwrite`` is set;
+* every file is written to a temporary name beside it and renamed into place, so a
+  crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from dinomask.preprocess import IMAGE_SUFFIXES
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+InputKind = Literal["image", "video"]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One input and where its output goes.
+
+    Attributes:
+        source: the input file.
+        kind: ``image`` or ``video``.
+        output: the output file (image: ``.png``; video: ``.mp4``, or a folder of PNG
+            frames when the output needs transparency).
+    """
+
+    source: Path
+    kind: InputKind
+    output: Path
+
+
+def input_kind(path: Path) -> InputKind | None:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    return None
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Files and folders -> ``(file, path relative to what the user named)`` pairs.
+
+    Folders are walked recursively for image and video files, in sorted order.
+
+    Returns:
+        The files, and a list of problems (missing paths, unsupported files named directly).
+    """
+    found: list[tuple[Path, Path]] = []
+    problems: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and input_kind(p) is not None)
+            if not files:
+                problems.append(f"{path}: folder holds no image or video files")
+            found.extend((p, p.relative_to(path)) for p in files)
+        elif path.is_file():
+            if input_kind(path) is None:
+                problems.append(
+                    f"{path}: not an image or video file (expected one of "
+                    f"{', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"
+                )
+            else:
+                found.append((path, Path(path.name)))
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return found, problems
+
+
+def plan_outputs(
+    inputs: Sequence[str | Path], out_dir: str | Path, *, transparent: bool = False, suffix: str = ""
+) -> tuple[list[WorkItem], list[str]]:
+    """Map inputs to outputs under ``out_dir``, keeping folder structure.
+
+    Image ``a/b.jpg`` -> ``OUT/a/b{suffix}.png``; video ``v.mp4`` -> ``OUT/v{suffix}.mp4``,
+    or ``OUT/v{suffix}/`` (PNG frames) when ``transparent``.
+
+    Raises:
+        ValueError: an output would overwrite an input, or two inputs share an output.
+    """
+    out_dir = Path(out_dir)
+    files, problems = expand_inputs(inputs)
+    items: list[WorkItem] = []
+    for source, relative in files:
+        kind = input_kind(source)
+        assert kind is not None
+        stem = relative.with_suffix("")
+        if kind == "image":
+            output = out_dir / stem.parent / f"{stem.name}{suffix}.png"
+        elif transparent:
+            output = out_dir / stem.parent / f"{stem.name}{suffix}"
+        else:
+            output = out_dir / stem.parent / f"{stem.name}{suffix}.mp4"
+        items.append(WorkItem(source, kind, output))
+    sources = {item.source.resolve() for item in items}
+    seen: dict[Path, Path] = {}
+    for item in items:
+        target = item.output.resolve()
+        if target in sources:
+            raise ValueError(
+                f"the output {item.output} would overwrite the input {item.source}; choose another -o folder"
+            )
+        if target in seen:
+            raise ValueError(
+                f"{seen[target]} and {item.source} would both be written to {item.output}; "
+                "give them in separate folders or run them separately"
+            )
+        seen[target] = item.source
+    return items, problems
+
+
+def _temporary(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_image_atomic(path: Path, image: np.ndarray) -> Path:
+    """Write an RGB(A) or grey uint8 image (format from the suffix) via a temp file + rename."""
+    tmp = _temporary(path)
+    try:
+        Image.fromarray(image).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class AtomicVideoWriter:
+    """An OpenCV mp4 writer that only appears under its final name once closed cleanly.
+
+    Args:
+        path: final ``.mp4`` path.
+        fps: frames per second to record.
+        size: ``(width, height)`` of every frame.
+    """
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        self.path = Path(path)
+        self._tmp = _temporary(self.path)
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
+        if not self._writer.isOpened():
+            self._tmp.unlink(missing_ok=True)
+            raise OSError(f"OpenCV could not open a video writer for {self.path}")
+        self.size = size
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one ``H x W x 3`` uint8 RGB frame of the writer's size."""
+        if (rgb.shape[1], rgb.shape[0]) != self.size:
+            raise ValueError(f"frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the video's {self.size}")
+        self._writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the file; with ``keep=False`` (an error happened) delete it instead."""
+        self._writer.release()
+        if keep and self.frames:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "AtomicVideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(keep=exc_type is None)

@@ -1,0 +1,196 @@
+"""Similarity maps -> decisions -> full-size masks: thresholds, upsampling, refinement, time.
+
+A *score map* is ``h x w`` float32 on the patch grid; the mask is ``score > threshold``.
+For a fixed, Otsu or relative threshold the score is the object similarity itself; in
+the foreground-vs-background rule the score is ``sim_object - sim_background`` and the
+threshold is 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+UpsampleMode = Literal["nearest", "bilinear", "guided"]
+UPSAMPLE_MODES: tuple[str, ...] = ("nearest", "bilinear", "guided")
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """A parsed threshold: ``0.5`` (fixed), ``otsu``, ``relative:0.8`` or ``fg-vs-bg``.
+
+    Attributes:
+        kind: ``fixed``, ``otsu``, ``relative`` or ``fg-vs-bg``.
+        value: the fixed threshold, or the fraction of the best match for ``relative``.
+    """
+
+    kind: str
+    value: float = 0.0
+
+    @classmethod
+    def parse(cls, text: "str | float | ThresholdRule") -> "ThresholdRule":
+        if isinstance(text, ThresholdRule):
+            return text
+        if isinstance(text, (int, float)):
+            return cls._fixed(float(text))
+        text = str(text).strip().lower()
+        if text in ("otsu", "fg-vs-bg"):
+            return cls(text)
+        if text.startswith("relative:"):
+            fraction = _as_float(text.split(":", 1)[1], text)
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(f"relative threshold fraction must be in (0, 1], got {fraction}")
+            return cls("relative", fraction)
+        return cls._fixed(_as_float(text, text))
+
+    @classmethod
+    def _fixed(cls, value: float) -> "ThresholdRule":
+        if not -1.0 <= value <= 1.0:
+            raise ValueError(f"a fixed threshold is a cosine similarity in [-1, 1], got {value}")
+        return cls("fixed", value)
+
+    def __str__(self) -> str:
+        if self.kind == "fixed":
+            return f"{self.value:g}"
+        if self.kind == "relative":
+            return f"relative:{self.value:g}"
+        return self.kind
+
+
+def _as_float(text: str, whole: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"threshold must be a number in [-1, 1], 'otsu', 'relative:F' or 'fg-vs-bg'; got {whole!r}"
+        ) from None
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of a set of similarities (any shape), via OpenCV on 256 bins.
+
+    A constant map has no split; its value is returned, so nothing exceeds it.
+    """
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-6:
+        return high
+    scaled = np.round((values - low) / (high - low) * 255).astype(np.uint8).reshape(-1, 1)
+    level, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # cv2 keeps pixels > level; map the bin edge back to similarity units.
+    return low + (level + 0.5) / 255.0 * (high - low)
+
+
+def apply_threshold(similarity: np.ndarray, rule: ThresholdRule) -> float:
+    """The threshold value the rule gives for this ``h x w`` similarity map."""
+    if rule.kind == "fixed":
+        return rule.value
+    if rule.kind == "otsu":
+        return otsu_threshold(similarity)
+    if rule.kind == "relative":
+        return rule.value * float(similarity.max())
+    if rule.kind == "fg-vs-bg":
+        return 0.0
+    raise ValueError(f"unknown threshold kind {rule.kind!r}")
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Guided-filter refinement of the upsampled score (``upsample='guided'``).
+
+    Attributes:
+        radius_patches: filter radius as a fraction of one patch's size in the frame.
+        eps: regularisation on the score scale (smaller follows image edges harder).
+    """
+
+    radius_patches: float = 0.5
+    eps: float = 1e-3
+
+
+def upsample_score(
+    score: np.ndarray,
+    size: tuple[int, int],
+    mode: UpsampleMode,
+    image: np.ndarray | None = None,
+    refine: RefineSettings = RefineSettings(),
+) -> np.ndarray:
+    """Decision score on the grid (``h x w``, > 0 = object) -> ``H x W`` float32 at frame size.
+
+    * ``nearest``: blocky nearest-neighbour upsampling, so ``> 0`` gives exactly the
+      coarse mask's blocks (the method as written);
+    * ``bilinear``: the soft score upsampled bilinearly before it is thresholded;
+    * ``guided``: bilinear, then a guided filter steered by the frame's own colours
+      (needs ``image``, ``H x W x 3`` uint8 RGB) so the zero crossing snaps to edges.
+    """
+    height, width = size
+    score = score.astype(np.float32)
+    if mode == "nearest":
+        return cv2.resize(score, (width, height), interpolation=cv2.INTER_NEAREST)
+    soft = cv2.resize(score, (width, height), interpolation=cv2.INTER_LINEAR)
+    if mode == "bilinear":
+        return soft
+    if mode == "guided":
+        if image is None or image.shape[:2] != (height, width):
+            raise ValueError("guided refinement needs the frame (H x W x 3 uint8) at the mask's size")
+        cell = max(height / score.shape[0], width / score.shape[1])
+        radius = max(1, int(round(refine.radius_patches * cell)))
+        guide = image[:, :, :3].astype(np.float32) / 255.0
+        return cv2.ximgproc.guidedFilter(guide, soft, radius, refine.eps)
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {mode!r}")
+
+
+@dataclass(frozen=True)
+class TemporalSettings:
+    """Exponential moving average of score maps across video frames.
+
+    Attributes:
+        alpha: weight of the past, in [0, 1); 0 turns smoothing off.
+        scene_cut: reset when the cosine between this frame's and the last frame's
+            mean patch feature drops below this (a cut, or the camera moved away).
+    """
+
+    alpha: float = 0.0
+    scene_cut: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"temporal alpha must be in [0, 1), got {self.alpha}")
+
+
+class TemporalSmoother:
+    """Smooths successive score maps; resets on a scene change or a new grid size."""
+
+    def __init__(self, settings: TemporalSettings):
+        self.settings = settings
+        self._state: np.ndarray | None = None
+        self._descriptor: np.ndarray | None = None
+        self.resets = 0
+
+    def reset(self) -> None:
+        self._state = None
+        self._descriptor = None
+
+    def update(self, score: np.ndarray, descriptor: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Feed one ``... x h x w`` score map and a unit global descriptor of the frame.
+
+        Returns:
+            The smoothed map and whether this frame started a new scene.
+        """
+        if self.settings.alpha == 0.0:
+            return score, False
+        cut = (
+            self._state is None
+            or self._state.shape != score.shape
+            or float(np.dot(descriptor, self._descriptor)) < self.settings.scene_cut
+        )
+        if cut:
+            if self._state is not None:
+                self.resets += 1
+            self._state = score.astype(np.float32).copy()
+        else:
+            a = self.settings.alpha
+            self._state = a * self._state + (1.0 - a) * score
+        self._descriptor = descriptor
+        return self._state.copy(), cut

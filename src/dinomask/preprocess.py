@@ -1,0 +1,181 @@
+"""Images in any common form -> RGB uint8 arrays -> normalised tensors on the patch grid.
+
+Conventions used throughout dinomask:
+
+* an *image* is an ``H x W x 3`` ``uint8`` numpy array in **RGB** order;
+* a *grid* is ``(h, w)``, the number of patches down and across;
+* the network input is ``h * patch`` by ``w * patch`` pixels. The whole frame is
+  resized to that size (never cropped), so patch ``(i, j)`` always covers the same
+  fraction ``[i/h, (i+1)/h) x [j/w, (j+1)/w)`` of the original frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dinomask.errors import ImageReadError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from dinomask.backbone import BackboneSpec
+
+ColorOrder = Literal["rgb", "bgr"]
+#: Anything :func:`load_image` accepts: a path, a PIL image, or a numpy array.
+FrameLike = Union[str, Path, Image.Image, np.ndarray]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """How a frame is mapped onto the patch grid.
+
+    Attributes:
+        resolution: pixels of the network input's short side (``keep_aspect``) or of
+            both sides (square). 518 gives 37 patches of 14 px.
+        keep_aspect: keep the frame's aspect ratio (the long side gets a proportional
+            number of patches); ``False`` squashes to ``resolution x resolution`` as
+            the method is written.
+    """
+
+    resolution: int = 518
+    keep_aspect: bool = True
+
+    def __post_init__(self) -> None:
+        if self.resolution < 14:
+            raise ValueError(f"resolution must be at least one patch (14 px), got {self.resolution}")
+
+    def grid(self, height: int, width: int, patch: int) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` for a frame of ``height x width`` pixels."""
+        side = max(1, round(self.resolution / patch))
+        if not self.keep_aspect:
+            return side, side
+        if height <= width:
+            return side, max(1, round(side * width / height))
+        return max(1, round(side * height / width)), side
+
+
+def _from_array(array: np.ndarray, color: ColorOrder, keep_alpha: bool) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise ImageReadError(f"expected a uint8 image array, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageReadError(
+            f"expected an image array of shape H x W, H x W x 3 or H x W x 4, got {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageReadError(f"expected a non-empty image, got shape {array.shape}")
+    if color == "bgr":
+        array = array[:, :, [2, 1, 0, 3][: array.shape[2]]]
+    elif color != "rgb":
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+    if not keep_alpha:
+        array = array[:, :, :3]
+    return np.ascontiguousarray(array)
+
+
+def _open_pil(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageReadError(f"no such image file: {path}")
+    if path.is_dir():
+        raise ImageReadError(f"expected an image file, got a directory: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"could not decode {path} as an image ({exc.__class__.__name__}: {exc})") from None
+
+
+def _pil_to_array(image: Image.Image, keep_alpha: bool) -> np.ndarray:
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    mode = "RGBA" if keep_alpha and has_alpha else "RGB"
+    return np.asarray(image.convert(mode)).copy()
+
+
+def load_image(frame: FrameLike, *, color: ColorOrder = "rgb", keep_alpha: bool = False) -> np.ndarray:
+    """Any accepted frame -> ``H x W x 3`` (or ``x 4`` with ``keep_alpha``) uint8 RGB(A).
+
+    Args:
+        frame: a path, a PIL image, or a uint8 numpy array (``H x W``, ``H x W x 3``
+            or ``H x W x 4``).
+        color: channel order of a numpy array: ``rgb``, or ``bgr`` as OpenCV gives.
+            Paths and PIL images are always read as RGB.
+        keep_alpha: keep a 4th alpha channel when the input has one.
+
+    Raises:
+        ImageReadError: the input is missing, corrupt or not an image.
+    """
+    if isinstance(frame, (str, Path)):
+        return _pil_to_array(_open_pil(Path(frame)), keep_alpha)
+    if isinstance(frame, Image.Image):
+        return _pil_to_array(frame, keep_alpha)
+    if isinstance(frame, np.ndarray):
+        return _from_array(frame, color, keep_alpha)
+    raise ImageReadError(
+        f"expected a path, a PIL image or a numpy array, got {type(frame).__name__}"
+    )
+
+
+def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask image or array -> ``H x W`` bool (True = object).
+
+    Non-zero pixels are the object. An RGBA mask uses its alpha channel.
+
+    Args:
+        size: ``(height, width)`` the mask must have; a mismatch is an error, not a resize.
+    """
+    if isinstance(mask, np.ndarray) and mask.dtype == bool:
+        array = mask
+    else:
+        image = load_image(mask, keep_alpha=True)
+        array = image[:, :, 3] > 127 if image.shape[2] == 4 else image.max(axis=2) > 127
+    if array.ndim != 2:
+        raise ImageReadError(f"expected a 2-D mask, got shape {array.shape}")
+    if size is not None and tuple(array.shape) != tuple(size):
+        raise ImageReadError(
+            f"mask size {array.shape[0]}x{array.shape[1]} (h x w) does not match the image "
+            f"size {size[0]}x{size[1]}"
+        )
+    return array
+
+
+def resize_to_grid(image: np.ndarray, grid: tuple[int, int], patch: int) -> np.ndarray:
+    """Resize an ``H x W x 3`` uint8 image to ``grid[0]*patch x grid[1]*patch``."""
+    target_h, target_w = grid[0] * patch, grid[1] * patch
+    if image.shape[:2] == (target_h, target_w):
+        return image
+    shrinking = target_h * target_w < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (target_w, target_h), interpolation=interpolation)
+
+
+def to_pixel_values(images: list[np.ndarray], spec: "BackboneSpec", grid: tuple[int, int]) -> "torch.Tensor":
+    """RGB uint8 images -> ``B x 3 x (h*patch) x (w*patch)`` float32 tensor, normalised.
+
+    Every image is resized (not cropped) to the same grid.
+    """
+    import torch
+
+    batch = np.stack([resize_to_grid(image[:, :, :3], grid, spec.patch_size) for image in images])
+    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (tensor - mean) / std
+
+
+def patch_coverage(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Fraction of each patch covered by ``mask`` (``H x W`` bool) -> ``h x w`` float32 in [0, 1].
+
+    Uses area interpolation, so each value is the mean of the mask over the patch's
+    share of the frame.
+    """
+    return cv2.resize(mask.astype(np.float32), (grid[1], grid[0]), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,348 @@
+"""Reference: what the object looks like to DINOv2, built once from one or more photos.
+
+A reference photo shows the object with its background painted black, white or
+transparent, or it is an ordinary photo given with a mask. From each photo we keep:
+
+* ``cls``: the CLS feature of the photo with its background painted black (the method
+  as written compares this one global vector with every patch of a frame);
+* ``foreground``: the patch tokens whose patch is at least ``min_coverage`` object;
+* ``background``: patch tokens with no object pixel, only when the photo shows its
+  real scene (a photo given with a mask); painted backgrounds say nothing about scenes.
+
+Prototypes (:meth:`Reference.prototypes`) are derived from these on demand, so one
+saved reference serves every prototype mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from dinomask._version import __version__
+from dinomask.backbone import Backbone, BackboneSpec
+from dinomask.errors import InvalidReferenceError, ReferenceMismatchError
+from dinomask.features import extract_features
+from dinomask.preprocess import FrameLike, InputGeometry, load_image, load_mask, patch_coverage
+from dinomask.prototypes import kmeans_prototypes, l2_normalize, mean_prototype
+
+BackgroundKind = Literal["auto", "black", "white", "transparent"]
+PrototypeMode = Literal["cls", "patch-mean", "kmeans"]
+PROTOTYPE_MODES: tuple[str, ...] = ("cls", "patch-mean", "kmeans")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """How foreground is found in a reference photo.
+
+    Attributes:
+        background: ``auto`` detects transparent (alpha), black or white from the
+            photo's border; or state it. Ignored where a mask is given.
+        tolerance: how far (0-255) a pixel may be from pure black/white and still be
+            painted background (JPEG noise).
+        min_coverage: a patch is foreground when at least this fraction of it is object.
+        geometry: how the photo maps onto the patch grid.
+    """
+
+    background: BackgroundKind = "auto"
+    tolerance: int = 16
+    min_coverage: float = 0.5
+    geometry: InputGeometry = field(default_factory=InputGeometry)
+
+    def __post_init__(self) -> None:
+        if self.background not in ("auto", "black", "white", "transparent"):
+            raise ValueError(
+                f"background must be auto, black, white or transparent, got {self.background!r}"
+            )
+        if not 0.0 < self.min_coverage <= 1.0:
+            raise ValueError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
+
+
+def _border(array: np.ndarray) -> np.ndarray:
+    return np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+
+
+def detect_background(image: np.ndarray, tolerance: int = 16) -> str:
+    """Which painted background an ``H x W x 3|4`` uint8 photo has: transparent, black or white.
+
+    Raises:
+        InvalidReferenceError: the border is not mostly one of them.
+    """
+    if image.shape[2] == 4 and (image[:, :, 3] < 128).any():
+        return "transparent"
+    border = _border(image[:, :, :3]).astype(np.int16)
+    black = float(np.mean(border.max(axis=1) <= tolerance))
+    white = float(np.mean(border.min(axis=1) >= 255 - tolerance))
+    if black >= 0.8 and black >= white:
+        return "black"
+    if white >= 0.8:
+        return "white"
+    raise InvalidReferenceError(
+        "could not tell the reference's background: expected a border that is mostly black, white "
+        f"or transparent, got {black:.0%} black and {white:.0%} white border pixels. Paint the "
+        "background, state it with --background, or give a mask with --mask."
+    )
+
+
+def foreground_from_painted(image: np.ndarray, background: str, tolerance: int = 16) -> np.ndarray:
+    """``H x W`` bool object mask of a photo with a painted background.
+
+    For black/white, background is the near-black/near-white region connected to the
+    image border, so dark or bright pixels inside the object stay object.
+    """
+    if background == "transparent":
+        if image.shape[2] != 4:
+            raise InvalidReferenceError("background 'transparent' was stated, but the image has no alpha channel")
+        return image[:, :, 3] >= 128
+    rgb = image[:, :, :3].astype(np.int16)
+    if background == "black":
+        near = rgb.max(axis=2) <= tolerance
+    elif background == "white":
+        near = rgb.min(axis=2) >= 255 - tolerance
+    else:
+        raise ValueError(f"background must be transparent, black or white, got {background!r}")
+    count, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=4)
+    touching = np.unique(_border(labels))
+    touching = touching[touching > 0]
+    return ~np.isin(labels, touching)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Features of one object, ready for a :class:`~dinomask.Segmenter`.
+
+    Attributes:
+        backbone: spec of the backbone that made it; a segmenter with another is refused.
+        cls: ``n_images x C`` unit CLS vectors of the black-painted photos.
+        foreground: ``N x C`` unit patch tokens of object patches (all photos pooled).
+        background: ``M x C`` unit patch tokens of real-scene background patches (may be empty).
+        label: the object's name (used in label maps and reports).
+        sources: where each photo came from.
+        settings: the :class:`ReferenceSettings` used.
+    """
+
+    backbone: BackboneSpec
+    cls: np.ndarray
+    foreground: np.ndarray
+    background: np.ndarray
+    label: str = "object"
+    sources: tuple[str, ...] = ()
+    settings: ReferenceSettings = field(default_factory=ReferenceSettings)
+
+    def __post_init__(self) -> None:
+        dim = self.backbone.feature_dim
+        for name in ("cls", "foreground", "background"):
+            array = getattr(self, name)
+            if array.ndim != 2 or (array.size and array.shape[1] != dim):
+                raise ValueError(f"expected {name} of shape n x {dim}, got {array.shape}")
+        if len(self.foreground) == 0 or len(self.cls) == 0:
+            raise InvalidReferenceError("a reference needs at least one object patch and one CLS vector")
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_images(
+        cls,
+        backbone: Backbone,
+        images: Sequence[FrameLike],
+        masks: Sequence[FrameLike] | None = None,
+        *,
+        settings: ReferenceSettings | None = None,
+        label: str = "object",
+    ) -> "Reference":
+        """Build a reference from photos with painted backgrounds, or photos plus masks.
+
+        Args:
+            backbone: the backbone every later frame will go through.
+            images: paths, PIL images or RGB(A) uint8 arrays.
+            masks: one mask per image (non-zero = object), or ``None`` to find the
+                object from the painted background.
+            settings: see :class:`ReferenceSettings`.
+
+        Raises:
+            InvalidReferenceError: a photo has no object left, or an object smaller than
+                one patch, or a background that cannot be told.
+            ImageReadError: a photo or mask cannot be read.
+        """
+        settings = settings or ReferenceSettings()
+        if not images:
+            raise InvalidReferenceError("expected at least one reference image, got none")
+        if masks is not None and len(masks) != len(images):
+            raise InvalidReferenceError(f"expected one mask per image, got {len(masks)} masks for {len(images)} images")
+        cls_rows, fg_rows, bg_rows, sources = [], [], [], []
+        for index, source in enumerate(images):
+            name = str(source) if isinstance(source, (str, Path)) else f"image[{index}]"
+            image = load_image(source, keep_alpha=True)
+            if masks is not None:
+                object_mask = load_mask(masks[index], size=image.shape[:2])
+                real_scene = True
+            else:
+                kind = settings.background
+                if kind == "auto":
+                    kind = detect_background(image, settings.tolerance)
+                object_mask = foreground_from_painted(image, kind, settings.tolerance)
+                real_scene = False
+            rgb = image[:, :, :3]
+            if not object_mask.any():
+                raise InvalidReferenceError(
+                    f"no object left in reference {name}: every pixel is background. "
+                    "Expected the object on a black, white or transparent background (or a mask with "
+                    "non-zero object pixels)."
+                )
+            painted = np.where(object_mask[:, :, None], rgb, 0).astype(np.uint8)
+            grid = settings.geometry.grid(*rgb.shape[:2], backbone.spec.patch_size)
+            coverage = patch_coverage(object_mask, grid)
+            fg_cells = coverage >= settings.min_coverage
+            if not fg_cells.any():
+                raise InvalidReferenceError(
+                    f"the object in reference {name} is smaller than one patch: it covers at most "
+                    f"{coverage.max():.0%} of any patch ({grid[0]}x{grid[1]} grid of "
+                    f"{backbone.spec.patch_size}px patches), {settings.min_coverage:.0%} needed. Use a closer "
+                    "photo, crop it around the object, or raise the resolution."
+                )
+            (painted_features,) = extract_features(backbone, [painted], settings.geometry)
+            cls_rows.append(painted_features.cls)
+            fg_rows.append(painted_features.patches[fg_cells])
+            if real_scene:
+                (scene_features,) = extract_features(backbone, [rgb], settings.geometry)
+                bg_rows.append(scene_features.patches[coverage == 0.0])
+            sources.append(name)
+        dim = backbone.spec.feature_dim
+        return cls(
+            backbone=backbone.spec,
+            cls=l2_normalize(np.stack(cls_rows)),
+            foreground=np.concatenate(fg_rows).astype(np.float32),
+            background=np.concatenate(bg_rows).astype(np.float32) if bg_rows else np.zeros((0, dim), np.float32),
+            label=label,
+            sources=tuple(sources),
+            settings=settings,
+        )
+
+    # ------------------------------------------------------------------ prototypes
+
+    def prototypes(self, mode: PrototypeMode = "patch-mean", k: int = 4) -> np.ndarray:
+        """Object prototypes, ``K x C`` unit vectors.
+
+        * ``cls``: the mean CLS direction over photos (K = 1), the method as written;
+        * ``patch-mean``: the mean direction of all object patch tokens (K = 1);
+        * ``kmeans``: ``k`` spherical k-means centres of the object patch tokens.
+        """
+        if mode == "cls":
+            return mean_prototype(self.cls)
+        if mode == "patch-mean":
+            return mean_prototype(self.foreground)
+        if mode == "kmeans":
+            return kmeans_prototypes(self.foreground, k)
+        raise ValueError(f"prototype mode must be one of {', '.join(PROTOTYPE_MODES)}; got {mode!r}")
+
+    def background_prototypes(self, k: int = 4) -> np.ndarray:
+        """``K x C`` unit k-means centres of the reference's real-scene background (may be ``0 x C``)."""
+        if len(self.background) == 0:
+            return self.background
+        return kmeans_prototypes(self.background, k)
+
+    def check_backbone(self, spec: BackboneSpec, where: str = "this reference") -> None:
+        """Raise :class:`ReferenceMismatchError` unless ``spec`` produces the same features."""
+        mine = self.backbone
+        if mine.fingerprint != spec.fingerprint or mine.feature_dim != spec.feature_dim:
+            raise ReferenceMismatchError(
+                f"{where} was made with backbone {mine.name!r} (dim {mine.feature_dim}, fingerprint "
+                f"{mine.fingerprint}), but the segmenter uses {spec.name!r} (dim {spec.feature_dim}, "
+                f"fingerprint {spec.fingerprint}). Rebuild it with: dinomask reference ... --model {spec.name}"
+            )
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the reference to a ``.npz`` file (atomically). Refuses to overwrite unless asked."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        meta = {
+            "format": FORMAT_VERSION,
+            "dinomask_version": __version__,
+            "backbone": self.backbone.__dict__,
+            "label": self.label,
+            "sources": list(self.sources),
+            "settings": {
+                "background": self.settings.background,
+                "tolerance": self.settings.tolerance,
+                "min_coverage": self.settings.min_coverage,
+                "resolution": self.settings.geometry.resolution,
+                "keep_aspect": self.settings.geometry.keep_aspect,
+            },
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez_compressed(
+                    handle, meta=np.array(json.dumps(meta)), cls=self.cls,
+                    foreground=self.foreground, background=self.background,
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, backbone: BackboneSpec | None = None) -> "Reference":
+        """Read a reference written by :meth:`save`; with ``backbone``, check it matches."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidReferenceError(f"no reference file at {path}; make one with: dinomask reference IMAGE -o {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {k: data[k].astype(np.float32) for k in ("cls", "foreground", "background")}
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise InvalidReferenceError(
+                f"{path} is not a dinomask reference file (expected an .npz written by "
+                f"'dinomask reference'): {exc.__class__.__name__}: {exc}"
+            ) from None
+        if meta.get("format") != FORMAT_VERSION:
+            raise InvalidReferenceError(
+                f"{path} has reference format {meta.get('format')}, this dinomask reads format {FORMAT_VERSION}"
+            )
+        spec_data = dict(meta["backbone"])
+        spec_data["mean"], spec_data["std"] = tuple(spec_data["mean"]), tuple(spec_data["std"])
+        s = meta["settings"]
+        settings = ReferenceSettings(
+            background=s["background"], tolerance=s["tolerance"], min_coverage=s["min_coverage"],
+            geometry=InputGeometry(resolution=s["resolution"], keep_aspect=s["keep_aspect"]),
+        )
+        reference = cls(
+            backbone=BackboneSpec(**spec_data), label=meta["label"], sources=tuple(meta["sources"]),
+            settings=settings, **arrays,
+        )
+        if backbone is not None:
+            reference.check_backbone(backbone, where=f"reference {path}")
+        return reference
+
+    @staticmethod
+    def merge(references: Sequence["Reference"], label: str | None = None) -> "Reference":
+        """Pool several references of the same object (same backbone) into one."""
+        if not references:
+            raise InvalidReferenceError("expected at least one reference to merge, got none")
+        first = references[0]
+        for other in references[1:]:
+            other.check_backbone(first.backbone, where=f"reference {other.label!r}")
+        return Reference(
+            backbone=first.backbone,
+            cls=np.concatenate([r.cls for r in references]),
+            foreground=np.concatenate([r.foreground for r in references]),
+            background=np.concatenate([r.background for r in references]),
+            label=label or first.label,
+            sources=tuple(s for r in references for s in r.sources),
+            settings=first.settings,
+        )

@@ -1,0 +1,344 @@
+"""Segmenter: set the reference once, then ``predict(frame)`` for every frame.
+
+Per frame: preprocess -> backbone -> unit patch features (``h x w x C``) -> cosine
+similarity to the object's prototypes (best match) -> decision score -> coarse mask on
+the grid -> mask at the frame's size.
+
+The method as written is the preset ``paper``: CLS prototype, fixed threshold 0.5,
+nearest upsampling, 518 x 518 squashed input. ``dinomask`` (the default) keeps the
+aspect ratio, uses k-means patch prototypes, an adaptive threshold, the reference's
+own background where it has one, and bilinear upsampling of the soft score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+from dinomask.backbone import Backbone
+from dinomask.errors import InvalidReferenceError
+from dinomask.features import FrameFeatures, extract_features
+from dinomask.postprocess import (
+    UPSAMPLE_MODES,
+    RefineSettings,
+    TemporalSettings,
+    TemporalSmoother,
+    ThresholdRule,
+    UpsampleMode,
+    apply_threshold,
+    otsu_threshold,
+    upsample_score,
+)
+from dinomask.preprocess import ColorOrder, FrameLike, InputGeometry, load_image
+from dinomask.prototypes import best_match, kmeans_prototypes
+from dinomask.reference import PROTOTYPE_MODES, PrototypeMode, Reference
+
+BackgroundSource = Literal["none", "reference", "frame", "both"]
+BACKGROUND_SOURCES: tuple[str, ...] = ("none", "reference", "frame", "both")
+METHODS: tuple[str, ...] = ("dinomask", "paper")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Every choice the segmenter makes, in one place. See :meth:`preset`.
+
+    Attributes:
+        method: name of the preset this came from (reported in results and evals).
+        prototype: ``cls`` (method as written), ``patch-mean`` or ``kmeans``.
+        k: number of k-means object prototypes.
+        threshold: ``0.5`` or any fixed cosine, ``otsu``, ``relative:F`` (F times the
+            best match in the frame), ``fg-vs-bg``, or ``auto`` (``fg-vs-bg`` when
+            background prototypes are in use, else ``otsu``).
+        background: where background prototypes come from: ``none``; ``reference``
+            (the reference photo's real scene, when it was given with a mask);
+            ``frame`` (confidently-background patches of the current frame); ``both``.
+        background_k: k-means prototypes per background source.
+        upsample: ``nearest`` (blocks), ``bilinear`` or ``guided`` (edge-aware).
+        refine: guided-filter settings for ``upsample='guided'``.
+        geometry: how frames map onto the patch grid.
+        temporal: score smoothing across frames (video and live).
+    """
+
+    method: str = "dinomask"
+    prototype: PrototypeMode = "kmeans"
+    k: int = 4
+    threshold: str = "auto"
+    background: BackgroundSource = "reference"
+    background_k: int = 4
+    upsample: UpsampleMode = "bilinear"
+    refine: RefineSettings = field(default_factory=RefineSettings)
+    geometry: InputGeometry = field(default_factory=InputGeometry)
+    temporal: TemporalSettings = field(default_factory=TemporalSettings)
+
+    def __post_init__(self) -> None:
+        if self.prototype not in PROTOTYPE_MODES:
+            raise ValueError(f"prototype must be one of {', '.join(PROTOTYPE_MODES)}; got {self.prototype!r}")
+        if self.background not in BACKGROUND_SOURCES:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUND_SOURCES)}; got {self.background!r}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {self.upsample!r}")
+        if self.k < 1 or self.background_k < 1:
+            raise ValueError(f"k and background_k must be at least 1, got {self.k} and {self.background_k}")
+        if str(self.threshold) != "auto":
+            rule = ThresholdRule.parse(self.threshold)
+            if rule.kind == "fg-vs-bg" and self.background == "none":
+                raise ValueError("threshold 'fg-vs-bg' needs background prototypes; set background to reference, frame or both")
+
+    @classmethod
+    def preset(cls, method: str) -> "SegmenterConfig":
+        """``paper``: the method as written. ``dinomask``: the improved default."""
+        if method == "paper":
+            return cls(
+                method="paper", prototype="cls", threshold="0.5", background="none", upsample="nearest",
+                geometry=InputGeometry(resolution=518, keep_aspect=False),
+            )
+        if method == "dinomask":
+            return cls()
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+
+    def replace(self, **changes) -> "SegmenterConfig":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """What :meth:`Segmenter.predict` returns for one frame.
+
+    Attributes:
+        similarity: ``h x w`` float32, best cosine of each patch to the object
+            prototypes (max over objects when there are several).
+        score: ``h x w`` float32 decision score; the object is where it is > 0.
+        coarse_mask: ``h x w`` bool, ``score > 0``.
+        mask: ``H x W`` bool at the frame's own size.
+        labels: ``H x W`` uint8 label map: 0 background, ``i + 1`` for object ``i``.
+        threshold: the similarity threshold applied, or ``None`` under ``fg-vs-bg``.
+        rule: the threshold rule used (``0.5``, ``otsu``, ``relative:0.8``, ``fg-vs-bg``),
+            with ``+bg`` when background prototypes also had to be beaten.
+        object_names: labels of the objects, in label order.
+        scene_cut: True when temporal smoothing was reset on this frame.
+    """
+
+    similarity: np.ndarray
+    score: np.ndarray
+    coarse_mask: np.ndarray
+    mask: np.ndarray
+    labels: np.ndarray
+    threshold: float | None
+    rule: str
+    object_names: tuple[str, ...] = ("object",)
+    scene_cut: bool = False
+
+    def __post_init__(self) -> None:
+        grid = self.similarity.shape
+        if self.similarity.ndim != 2 or self.score.shape != grid or self.coarse_mask.shape != grid:
+            raise ValueError(
+                f"expected similarity, score and coarse_mask of one h x w shape, got "
+                f"{self.similarity.shape}, {self.score.shape}, {self.coarse_mask.shape}"
+            )
+        if self.mask.ndim != 2 or self.labels.shape != self.mask.shape:
+            raise ValueError(f"expected mask and labels of one H x W shape, got {self.mask.shape}, {self.labels.shape}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the patch grid."""
+        return self.similarity.shape  # type: ignore[return-value]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the frame."""
+        return self.mask.shape  # type: ignore[return-value]
+
+
+@dataclass
+class _ObjectModel:
+    name: str
+    prototypes: np.ndarray
+    background: np.ndarray
+
+
+class Segmenter:
+    """One-shot DINOv2 background removal.
+
+    Example::
+
+        backbone = load_backbone("dinov2_vits14_reg")
+        reference = Reference.from_images(backbone, ["mug_on_black.png"])
+        segmenter = Segmenter(backbone, reference)            # improved default
+        paper = Segmenter(backbone, reference, method="paper")  # the method as written
+        result = segmenter.predict(frame_rgb)                  # H x W x 3 uint8 RGB
+        result.mask                                            # H x W bool
+
+    Args:
+        backbone: a loaded :class:`~dinomask.backbone.Backbone`.
+        reference: one :class:`Reference`, or several (one per object, giving a label map).
+        config: all settings; default is ``SegmenterConfig.preset(method)``.
+        method: preset used when ``config`` is not given: ``dinomask`` or ``paper``.
+        threshold: shortcut that overrides ``config.threshold`` (e.g. ``0.5``, ``"otsu"``).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        reference: Reference | Sequence[Reference],
+        config: SegmenterConfig | None = None,
+        *,
+        method: str = "dinomask",
+        threshold: float | str | None = None,
+    ):
+        config = config or SegmenterConfig.preset(method)
+        if threshold is not None:
+            config = config.replace(threshold=str(threshold))
+        self.backbone = backbone
+        self.config = config
+        self._smoother = TemporalSmoother(config.temporal)
+        self._objects: list[_ObjectModel] = []
+        self.last_timings: dict[str, float] = {}
+        self.set_reference(reference)
+
+    # ------------------------------------------------------------------ reference
+
+    def set_reference(self, reference: Reference | Sequence[Reference]) -> None:
+        """Compute prototypes once; later frames reuse them. Resets temporal state."""
+        references = [reference] if isinstance(reference, Reference) else list(reference)
+        if not references:
+            raise InvalidReferenceError("expected at least one reference, got none")
+        if len(references) > 255:
+            raise InvalidReferenceError(f"at most 255 objects fit a uint8 label map, got {len(references)}")
+        objects = []
+        use_reference_bg = self.config.background in ("reference", "both")
+        for reference in references:
+            reference.check_backbone(self.backbone.spec, where=f"reference {reference.label!r}")
+            background = (
+                reference.background_prototypes(self.config.background_k)
+                if use_reference_bg else np.zeros((0, reference.foreground.shape[1]), np.float32)
+            )
+            objects.append(
+                _ObjectModel(reference.label, reference.prototypes(self.config.prototype, self.config.k), background)
+            )
+        self._objects = objects
+        self._smoother.reset()
+
+    @property
+    def object_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self._objects)
+
+    def reset(self) -> None:
+        """Forget temporal state (call between unrelated videos)."""
+        self._smoother.reset()
+
+    # ------------------------------------------------------------------ frames
+
+    def predict(self, frame: FrameLike, *, color: ColorOrder = "rgb") -> SegmentationResult:
+        """Segment one frame.
+
+        Args:
+            frame: path, PIL image, or uint8 array ``H x W x 3`` (``color`` says RGB or BGR).
+        """
+        return self.predict_batch([frame], color=color)[0]
+
+    def predict_batch(self, frames: Sequence[FrameLike], *, color: ColorOrder = "rgb") -> list[SegmentationResult]:
+        """Segment several frames; frames of one size share one backbone call.
+
+        Temporal smoothing (if on) runs over them in the given order. Seconds spent per
+        stage (``preprocess``, ``backbone``, ``postprocess``) are left in ``last_timings``.
+        """
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        images = [load_image(frame, color=color) for frame in frames]
+        timings["preprocess"] = time.perf_counter() - start
+        features: list[FrameFeatures | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(index)
+        for indices in by_size.values():
+            for index, feats in zip(indices, extract_features(
+                self.backbone, [images[i] for i in indices], self.config.geometry, timings
+            )):
+                features[index] = feats
+        start = time.perf_counter()
+        results = [self.decide(image, feats) for image, feats in zip(images, features)]
+        timings["postprocess"] = time.perf_counter() - start
+        self.last_timings = timings
+        return results
+
+    def similarity_maps(self, features: FrameFeatures) -> tuple[np.ndarray, np.ndarray | None]:
+        """Object similarity ``n_objects x h x w`` and background similarity (same shape, or None)."""
+        patches = features.patches
+        similarity = np.stack([best_match(patches, o.prototypes) for o in self._objects])
+        bg_sources = []
+        if self.config.background in ("frame", "both"):
+            frame_bg = self._frame_background(patches, similarity.max(axis=0))
+            if frame_bg is not None:
+                bg_sources.append(best_match(patches, frame_bg))
+        background = []
+        for obj in self._objects:
+            maps = list(bg_sources)
+            if len(obj.background):
+                maps.append(best_match(patches, obj.background))
+            background.append(np.max(np.stack(maps), axis=0) if maps else None)
+        if all(b is None for b in background):
+            return similarity, None
+        filled = [b if b is not None else np.full(patches.shape[:2], -1.0, np.float32) for b in background]
+        return similarity, np.stack(filled)
+
+    def _frame_background(self, patches: np.ndarray, similarity: np.ndarray) -> np.ndarray | None:
+        """k-means prototypes of the frame's confidently-background patches (below Otsu)."""
+        low = similarity < otsu_threshold(similarity)
+        if low.sum() < self.config.background_k:
+            return None
+        return kmeans_prototypes(patches[low], self.config.background_k, iterations=5)
+
+    def decide(self, image: np.ndarray, features: FrameFeatures) -> SegmentationResult:
+        """Features of one frame -> result (thresholds, smoothing, upsampling)."""
+        similarity, background = self.similarity_maps(features)
+        rule_text = str(self.config.threshold)
+        if rule_text == "auto":
+            rule_text = "fg-vs-bg" if background is not None else "otsu"
+        rule = ThresholdRule.parse(rule_text)
+        if rule.kind == "fg-vs-bg" and background is None:
+            rule = ThresholdRule("otsu")  # no background to compare against: say so in the result
+        scores = []
+        threshold: float | None = None
+        for index in range(len(self._objects)):
+            sim = similarity[index]
+            parts = []
+            if rule.kind != "fg-vs-bg":
+                threshold = apply_threshold(sim, rule)
+                parts.append(sim - threshold)
+            if background is not None:
+                parts.append(sim - background[index])
+            scores.append(np.min(np.stack(parts), axis=0))
+        score_stack = np.stack(scores).astype(np.float32)
+        descriptor = features.patches.reshape(-1, features.patches.shape[-1]).mean(axis=0)
+        descriptor = descriptor / max(float(np.linalg.norm(descriptor)), 1e-12)
+        score_stack, cut = self._smoother.update(score_stack, descriptor)
+
+        best = score_stack.max(axis=0)
+        size = image.shape[:2]
+        if len(self._objects) == 1:
+            full = upsample_score(score_stack[0], size, self.config.upsample, image, self.config.refine)
+            mask = full > 0
+            labels = mask.astype(np.uint8)
+        else:
+            full_stack = np.stack(
+                [upsample_score(s, size, self.config.upsample, image, self.config.refine) for s in score_stack]
+            )
+            mask = full_stack.max(axis=0) > 0
+            labels = np.where(mask, full_stack.argmax(axis=0) + 1, 0).astype(np.uint8)
+        rule_name = str(rule) + ("+bg" if background is not None and rule.kind != "fg-vs-bg" else "")
+        return SegmentationResult(
+            similarity=similarity.max(axis=0),
+            score=best,
+            coarse_mask=best > 0,
+            mask=mask,
+            labels=labels,
+            threshold=None if rule.kind == "fg-vs-bg" else threshold,
+            rule=rule_name,
+            object_names=self.object_names,
+            scene_cut=cut,
+        )

@@ -1,0 +1,317 @@
+"""Frame sources (camera, stream URL, video file), the FPS/latency meter and the live loop.
+
+The live loop runs three stages concurrently so that none waits for another:
+
+    capture thread  -> [latest frame slot] -> inference (caller's thread) -> [latest result slot] -> output thread
+
+Each slot holds one item: a newer item replaces an older one that was not taken yet
+(counted as dropped), so no queue grows and the output always shows the newest frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from dinomask.errors import SourceError
+
+log = logging.getLogger("dinomask")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame.
+
+    Attributes:
+        image: ``H x W x 3`` uint8 RGB.
+        index: position in the source (0, 1, ...).
+        timestamp: seconds; the video position for files, capture time for cameras.
+    """
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """How a frame source behaves when it fails.
+
+    Attributes:
+        retry_seconds: how long to keep trying to reopen a camera or stream that
+            stopped delivering frames before giving up.
+        retry_interval: pause between reopen attempts.
+    """
+
+    retry_seconds: float = 10.0
+    retry_interval: float = 0.5
+
+
+def parse_source(source: str) -> int | str:
+    """``"0"`` -> camera 0; anything else (file path, rtsp/http URL) stays a string."""
+    return int(source) if source.isdigit() else source
+
+
+def is_live(source: int | str) -> bool:
+    return isinstance(source, int) or "://" in str(source)
+
+
+class FrameSource:
+    """Frames from a camera index, a stream URL or a video file, as RGB.
+
+    A camera or stream that stops delivering is reopened for ``retry_seconds``; a file
+    simply ends. Iterating yields :class:`Frame` objects.
+
+    Args:
+        source: camera index, URL or path.
+        settings: retry behaviour.
+        open_capture: factory for the OpenCV capture (tests replace it).
+    """
+
+    def __init__(
+        self,
+        source: int | str,
+        settings: SourceSettings = SourceSettings(),
+        open_capture: Callable[[int | str], "cv2.VideoCapture"] = cv2.VideoCapture,
+    ):
+        self.source = source
+        self.settings = settings
+        self._open = open_capture
+        self._capture = self._open_or_raise()
+        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.reconnects = 0
+
+    def _open_or_raise(self):
+        capture = self._open(self.source)
+        if not capture.isOpened():
+            what = f"camera {self.source}" if isinstance(self.source, int) else repr(self.source)
+            raise SourceError(
+                f"could not open {what}: expected a camera index, a stream URL or a readable video file"
+            )
+        return capture
+
+    def _reconnect(self) -> bool:
+        deadline = time.monotonic() + self.settings.retry_seconds
+        log.warning("source %s stopped delivering frames; retrying for %.0f s", self.source, self.settings.retry_seconds)
+        while time.monotonic() < deadline:
+            self._capture.release()
+            time.sleep(self.settings.retry_interval)
+            capture = self._open(self.source)
+            if capture.isOpened():
+                ok, _ = capture.read()
+                if ok:
+                    self._capture = capture
+                    self.reconnects += 1
+                    log.warning("source %s is back", self.source)
+                    return True
+            capture.release()
+        return False
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        start = time.monotonic()
+        live = is_live(self.source)
+        try:
+            while True:
+                ok, bgr = self._capture.read()
+                if not ok or bgr is None:
+                    if not live:
+                        return
+                    if not self._reconnect():
+                        raise SourceError(
+                            f"source {self.source} disconnected and did not come back within "
+                            f"{self.settings.retry_seconds:.0f} s; stopped after {index} frames"
+                        )
+                    continue
+                if live:
+                    stamp = time.monotonic() - start
+                else:
+                    stamp = float(self._capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0 or index / self.fps
+                yield Frame(np.ascontiguousarray(bgr[:, :, ::-1]), index, stamp)
+                index += 1
+        finally:
+            self._capture.release()
+
+
+class LatestSlot:
+    """A one-item mailbox: ``put`` replaces what was not taken yet (counted in ``dropped``)."""
+
+    def __init__(self) -> None:
+        self._item = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None = None):
+        """The newest item, or ``None`` once closed and empty (or on timeout)."""
+        with self._cond:
+            while self._item is None and not self._closed:
+                if not self._cond.wait(timeout):
+                    return None
+            item, self._item = self._item, None
+            return item
+
+
+@dataclass
+class StageMeter:
+    """Rolling per-stage latencies (ms) and throughput over the last ``window`` frames."""
+
+    window: int = 120
+    stages: dict[str, deque] = field(default_factory=dict)
+    _frame_times: deque = field(default_factory=lambda: deque(maxlen=121))
+    frames: int = 0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.stages.setdefault(stage, deque(maxlen=self.window)).append(seconds * 1000.0)
+
+    def tick(self) -> None:
+        self.frames += 1
+        self._frame_times.append(time.perf_counter())
+
+    @property
+    def fps(self) -> float:
+        times = self._frame_times
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+
+    def summary(self) -> dict[str, float]:
+        """Mean ms per stage, plus ``fps``."""
+        out = {f"{name}_ms": float(np.mean(values)) for name, values in self.stages.items() if values}
+        out["fps"] = self.fps
+        return out
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    """What a finished live run reports."""
+
+    frames_captured: int
+    frames_processed: int
+    frames_dropped: int
+    frames_output: int
+    seconds: float
+    fps: float
+    stage_ms: dict[str, float]
+    reconnects: int
+
+
+def run_live(
+    source: FrameSource,
+    process: Callable[[Frame, StageMeter], object],
+    output: Callable[[Frame, object, StageMeter], bool],
+    *,
+    max_frames: int | None = None,
+    stop: threading.Event | None = None,
+) -> LiveStats:
+    """Run capture, processing and output concurrently until the source ends or ``stop``.
+
+    Args:
+        source: where frames come from (runs in its own thread).
+        process: (frame, meter) -> result; runs in this thread (the model's). It may
+            add its own sub-stages to the meter.
+        output: (frame, result, meter) -> keep going?; runs in its own thread. Return
+            False to stop (e.g. the user pressed q).
+        max_frames: stop after this many processed frames.
+        stop: set it from elsewhere to stop.
+
+    Raises:
+        SourceError: the source was lost for good (after its retries).
+    """
+    stop = stop or threading.Event()
+    frames_in, results_out = LatestSlot(), LatestSlot()
+    meter = StageMeter()
+    errors: list[BaseException] = []
+    counts = {"captured": 0, "output": 0}
+
+    def capture() -> None:
+        try:
+            last = time.perf_counter()
+            for frame in source:
+                now = time.perf_counter()
+                meter.add("capture", now - last)
+                counts["captured"] += 1
+                frames_in.put(frame)
+                last = time.perf_counter()
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+        finally:
+            frames_in.close()
+
+    def emit() -> None:
+        try:
+            while True:
+                item = results_out.take()
+                if item is None:
+                    return
+                frame, result = item
+                start = time.perf_counter()
+                keep_going = output(frame, result, meter)
+                meter.add("output", time.perf_counter() - start)
+                counts["output"] += 1
+                if not keep_going:
+                    stop.set()
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    capture_thread = threading.Thread(target=capture, name="dinomask-capture", daemon=True)
+    output_thread = threading.Thread(target=emit, name="dinomask-output", daemon=True)
+    started = time.perf_counter()
+    capture_thread.start()
+    output_thread.start()
+    processed = 0
+    try:
+        while not stop.is_set():
+            frame = frames_in.take(timeout=0.5)
+            if frame is None:
+                if not capture_thread.is_alive():
+                    break
+                continue
+            result = process(frame, meter)
+            results_out.put((frame, result))
+            meter.tick()
+            processed += 1
+            if max_frames is not None and processed >= max_frames:
+                break
+    finally:
+        stop.set()
+        results_out.close()
+        output_thread.join()
+        capture_thread.join(timeout=5.0)
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    summary = meter.summary()
+    return LiveStats(
+        frames_captured=counts["captured"],
+        frames_processed=processed,
+        frames_dropped=frames_in.dropped + results_out.dropped,
+        frames_output=counts["output"],
+        seconds=elapsed,
+        fps=processed / elapsed if elapsed > 0 else 0.0,
+        stage_ms={k: v for k, v in summary.items() if k.endswith("_ms")},
+        reconnects=source.reconnects,
+    )
