@@ -56,8 +56,7 @@ BACKBONES: dict[str, str] = {
 #: The default backbone: ViT-S/14 with registers (no high-norm artifact tokens).
 DEFAULT_BACKBONE = "dinov2_vits14_reg"
 
-# Meta's ViT sizes by embedding dim: (heads, swiglu ffn). Heads are dim // 64 for all.
-_META_GIANT_DIM = 1536
+# Meta's checkpoints do not store the head count; every DINOv2 size uses 64-dim heads.
 
 
 @dataclass(frozen=True)
@@ -309,10 +308,8 @@ def meta_to_transformers(state: dict):
     patch = state["patch_embed.proj.weight"].shape[-1]
     layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     swiglu = "blocks.0.mlp.w12.weight" in state
-    if swiglu:
-        mlp_ratio = 4 if dim == _META_GIANT_DIM else state["blocks.0.mlp.w3.weight"].shape[1] * 3 / (2 * dim)
-    else:
-        mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / dim
+    # SwiGLU (ViT-g) derives its hidden size from mlp_ratio 4 the same way in both codebases.
+    mlp_ratio = 4 if swiglu else state["blocks.0.mlp.fc1.weight"].shape[0] // dim
     grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
     registers = state["register_tokens"].shape[1] if "register_tokens" in state else 0
     common = dict(
@@ -398,8 +395,36 @@ def _load_file(path: Path):
 
     config = AutoConfig.from_pretrained(str(path.parent))
     model = _model_class(config.model_type)(config)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(_to_model_layout(state, model), strict=True)
     return model
+
+
+_OLD_HF_NAMES = {
+    "attention.attention.query": "q", "attention.attention.key": "k",
+    "attention.attention.value": "v", "attention.output.dense": "o",
+}
+
+
+def _to_model_layout(state: dict, model) -> dict:
+    """Rename Hugging Face keys between the older (``attention.attention.query``,
+    ``mlp.weights_in``) and newer (``attention.q_proj``, ``mlp.gate_proj``) layouts to
+    whatever the installed transformers' model expects."""
+    style = _hf_key_style(model)
+    out = {}
+    for key, value in state.items():
+        renamed = key
+        for old, short in _OLD_HF_NAMES.items():
+            if f".{old}." in key:
+                renamed = key.replace(old, style[short])
+        if ".mlp.weights_in." in key and "gate" in style:
+            gate, up = value.chunk(2, dim=0)
+            out[key.replace("mlp.weights_in", style["gate"])] = gate
+            out[key.replace("mlp.weights_in", style["up"])] = up
+            continue
+        if ".mlp.weights_out." in key and "down" in style:
+            renamed = key.replace("mlp.weights_out", style["down"])
+        out[renamed] = value
+    return out
 
 
 def _load_pretrained(source: str, local_only: bool):

@@ -27,6 +27,9 @@ app.add_typer(eval_app, name="eval")
 
 # ----------------------------------------------------------------------------- shared options
 
+#: Temporal smoothing used for video and live input unless the user sets --temporal.
+VIDEO_TEMPORAL_ALPHA = 0.5
+
 ModelOpt = Annotated[
     Optional[str],
     typer.Option("--model", "-m", help="DINOv2 short name (dinov2_vits14_reg, ...), Hugging Face id, "
@@ -41,7 +44,7 @@ PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or km
 KOpt = Annotated[Optional[int], typer.Option("--k", help="k-means object prototypes.")]
 BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Background prototypes from: none, reference, frame, both.")]
 UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest, bilinear or guided.")]
-TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing weight of the past in [0, 1) for video; 0 is off.")]
+TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
 RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
 BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, white, transparent, blur, #rrggbb or r,g,b.")]
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
@@ -66,9 +69,10 @@ def segmenter_config(
                         ("background", bg_source), ("upsample", upsample)):
         if value is not None:
             changes[name] = value
-    if temporal is not None:
-        changes["temporal"] = TemporalSettings(alpha=temporal)
-    return config.replace(**changes) if changes else config
+    if temporal is None:  # video and live: smooth by default, except the method as written
+        temporal = 0.0 if method == "paper" else VIDEO_TEMPORAL_ALPHA
+    changes["temporal"] = TemporalSettings(alpha=temporal)
+    return config.replace(**changes)
 
 
 def _load_segmenter(refs, model, device, dtype, config):
@@ -131,7 +135,7 @@ def remove(
     k: KOpt = None,
     bg_source: BgSourceOpt = None,
     upsample: UpsampleOpt = None,
-    temporal: TemporalOpt = 0.5,
+    temporal: TemporalOpt = None,
     background: BackgroundOpt = "black",
     output_kind: OutputKindOpt = "composite",
     overwrite: OverwriteOpt = False,
@@ -177,7 +181,7 @@ def live(
     k: KOpt = None,
     bg_source: BgSourceOpt = None,
     upsample: UpsampleOpt = None,
-    temporal: TemporalOpt = 0.5,
+    temporal: TemporalOpt = None,
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -244,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dinomask errors into one line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="dinomask: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
+        if isinstance(code, int):
+            return code
     except DinomaskError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

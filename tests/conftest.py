@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random DINOv2s (real architecture), a colour backbone with planted
+features, and the davis-mini frames. Nothing here touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis-mini"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def davis() -> Path:
+    """The DAVIS-layout sample: ../shared/data/davis-mini, or the copy in tests/fixtures."""
+    for candidate in (DAVIS, FIXTURES / "davis-mini"):
+        if (candidate / "JPEGImages").is_dir():
+            return candidate
+    pytest.skip("davis-mini is not available")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight Dinov2Model (C=64, 2 blocks) written with save_pretrained."""
+    from dinomask.backbone import random_backbone_dir
+
+    return random_backbone_dir(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64, layers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_reg_model_dir(tmp_path_factory) -> Path:
+    """A random-weight Dinov2WithRegistersModel (4 registers)."""
+    from dinomask.backbone import random_backbone_dir
+
+    return random_backbone_dir(tmp_path_factory.mktemp("tinyreg") / "model", hidden_size=64, layers=2, registers=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tiny_model_dir):
+    from dinomask.backbone import load_backbone
+
+    return load_backbone(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture
+def colour_backbone():
+    """A backbone whose patch feature is the patch's mean normalised colour (C = 3) and
+    whose CLS is the mean patch: features are planted by painting pixels."""
+    from tests.helpers import make_colour_backbone
+
+    return make_colour_backbone()

@@ -1,0 +1,61 @@
+"""Test helpers: a planted-feature backbone and image factories."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from dinomask.backbone import Backbone, BackboneSpec
+
+RED = (255, 0, 0)
+BLUE = (0, 0, 255)
+GREEN = (0, 200, 0)
+
+
+class ColourPatchModel(torch.nn.Module):
+    """Stands in for a ViT: token i is the mean (normalised) colour of patch i."""
+
+    def __init__(self, patch: int = 14):
+        super().__init__()
+        self.patch = patch
+        self.config = SimpleNamespace(patch_size=patch, hidden_size=3, num_register_tokens=0)
+
+    def forward(self, pixel_values):
+        pooled = torch.nn.functional.avg_pool2d(pixel_values, self.patch)  # B x 3 x h x w
+        tokens = pooled.flatten(2).transpose(1, 2)  # B x hw x 3
+        cls = tokens.mean(dim=1, keepdim=True)
+        return SimpleNamespace(last_hidden_state=torch.cat([cls, tokens], dim=1))
+
+
+def make_colour_backbone(fingerprint: str = "colour") -> Backbone:
+    spec = BackboneSpec(
+        name="colour-test", patch_size=14, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        feature_dim=3, num_register_tokens=0, fingerprint=fingerprint,
+    )
+    return Backbone(ColourPatchModel(), spec, torch.device("cpu"), torch.float32)
+
+
+def canvas(height: int, width: int, colour=BLUE) -> np.ndarray:
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = colour
+    return image
+
+
+def cell_box(height: int, width: int, grid: tuple[int, int], rows: slice, cols: slice) -> tuple[int, int, int, int]:
+    """Pixel box (y0, y1, x0, x1) in the frame that patch cells rows x cols cover."""
+    gh, gw = grid
+    y0 = round(rows.start * height / gh)
+    y1 = round(rows.stop * height / gh)
+    x0 = round(cols.start * width / gw)
+    x1 = round(cols.stop * width / gw)
+    return y0, y1, x0, x1
+
+
+def reference_on_black(size: int = 140, colour=RED, margin: int | None = None) -> np.ndarray:
+    """An object of one colour in the middle, background painted black ``margin`` px wide."""
+    image = np.zeros((size, size, 3), np.uint8)
+    q = size // 4 if margin is None else margin
+    image[q:size - q, q:size - q] = colour
+    return image

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dinomask.backbone import (
+    BACKBONES,
+    load_backbone,
+    meta_to_transformers,
+    random_backbone_dir,
+    resolve_dtype,
+)
+from dinomask.errors import ModelNotFoundError
+
+
+def hf_to_meta(model) -> dict:
+    """The inverse of the conversion under test: transformers layout -> Meta's layout."""
+    sd = model.state_dict()
+    cfg = model.config
+    out = {
+        "cls_token": sd["embeddings.cls_token"],
+        "mask_token": sd["embeddings.mask_token"],
+        "pos_embed": sd["embeddings.position_embeddings"],
+        "patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": sd["layernorm.weight"],
+        "norm.bias": sd["layernorm.bias"],
+    }
+    if "embeddings.register_tokens" in sd:
+        out["register_tokens"] = sd["embeddings.register_tokens"]
+    q_name = "attention.q_proj" if "encoder.layer.0.attention.q_proj.weight" in sd else "attention.attention.query"
+    names = {
+        "attention.q_proj": ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
+        "attention.attention.query": ("attention.attention.query", "attention.attention.key",
+                                      "attention.attention.value", "attention.output.dense"),
+    }[q_name]
+    for i in range(cfg.num_hidden_layers):
+        h, m = f"encoder.layer.{i}.", f"blocks.{i}."
+        for part in ("norm1", "norm2"):
+            for t in ("weight", "bias"):
+                out[f"{m}{part}.{t}"] = sd[f"{h}{part}.{t}"]
+        for t in ("weight", "bias"):
+            out[f"{m}attn.qkv.{t}"] = torch.cat([sd[f"{h}{n}.{t}"] for n in names[:3]])
+            out[f"{m}attn.proj.{t}"] = sd[f"{h}{names[3]}.{t}"]
+            if cfg.use_swiglu_ffn:
+                out[f"{m}mlp.w12.{t}"] = torch.cat([sd[f"{h}mlp.gate_proj.{t}"], sd[f"{h}mlp.up_proj.{t}"]])
+                out[f"{m}mlp.w3.{t}"] = sd[f"{h}mlp.down_proj.{t}"]
+            else:
+                out[f"{m}mlp.fc1.{t}"] = sd[f"{h}mlp.fc1.{t}"]
+                out[f"{m}mlp.fc2.{t}"] = sd[f"{h}mlp.fc2.{t}"]
+        out[f"{m}ls1.gamma"] = sd[f"{h}layer_scale1.lambda1"]
+        out[f"{m}ls2.gamma"] = sd[f"{h}layer_scale2.lambda1"]
+    return out
+
+
+def test_short_names_cover_all_sizes_with_and_without_registers():
+    for size in ("s", "b", "l", "g"):
+        assert f"dinov2_vit{size}14" in BACKBONES
+        assert "with-registers" in BACKBONES[f"dinov2_vit{size}14_reg"]
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_save_pretrained_dir_loads_with_its_own_spec_and_grid(tmp_path, registers):
+    path = random_backbone_dir(tmp_path / "m", hidden_size=64, layers=1, registers=registers)
+    backbone = load_backbone(str(path), device="cpu")
+    assert backbone.spec.patch_size == 14
+    assert backbone.spec.feature_dim == 64
+    assert backbone.spec.num_register_tokens == registers
+    out = backbone(torch.zeros(2, 3, 518, 518))
+    assert out.cls.shape == (2, 64)
+    assert out.patches.shape == (2, 37, 37, 64)
+    out = backbone(torch.zeros(1, 3, 224, 700))
+    assert out.patches.shape == (1, 16, 50, 64)
+
+
+def test_input_not_a_multiple_of_the_patch_is_refused(tiny_backbone):
+    with pytest.raises(ValueError, match="multiples of the patch size 14"):
+        tiny_backbone(torch.zeros(1, 3, 520, 518))
+
+
+def test_same_weights_same_fingerprint_other_weights_other_fingerprint(tmp_path):
+    a = load_backbone(str(random_backbone_dir(tmp_path / "a", seed=0, layers=1)), device="cpu")
+    b = load_backbone(str(random_backbone_dir(tmp_path / "b", seed=0, layers=1)), device="cpu")
+    c = load_backbone(str(random_backbone_dir(tmp_path / "c", seed=1, layers=1)), device="cpu")
+    assert a.spec.fingerprint == b.spec.fingerprint != c.spec.fingerprint
+
+
+def test_safetensors_file_with_config_beside_it_loads(tiny_model_dir, tiny_backbone):
+    backbone = load_backbone(str(tiny_model_dir / "model.safetensors"), device="cpu")
+    x = torch.randn(1, 3, 56, 84)
+    assert torch.allclose(backbone(x).patches, tiny_backbone(x).patches, atol=1e-5)
+
+
+@pytest.mark.parametrize("registers,swiglu", [(0, False), (4, False), (0, True)])
+def test_meta_checkpoint_converts_to_the_same_network(tmp_path, registers, swiglu):
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    torch.manual_seed(0)
+    common = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=4,
+                  patch_size=14, image_size=518, use_swiglu_ffn=swiglu)
+    if registers:
+        model = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=registers, **common))
+    else:
+        model = Dinov2Model(Dinov2Config(**common))
+    # layer scales start at 1.0; perturb them so a wrong mapping cannot hide
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lambda1" in name or "bias" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path / ("dinov2_vitb14_reg4_pretrain.pth" if registers else "dinov2_vitb14_pretrain.pth")
+    torch.save(hf_to_meta(model.eval()), path)
+    loaded = load_backbone(str(path), device="cpu")
+    x = torch.randn(1, 3, 98, 126)
+    with torch.no_grad():
+        expected = model(pixel_values=x).last_hidden_state
+    got = loaded(x)
+    assert loaded.spec.num_register_tokens == registers
+    assert torch.allclose(got.cls, expected[:, 0], atol=1e-4)
+    assert torch.allclose(got.patches.reshape(1, -1, 128), expected[:, 1 + registers:], atol=1e-4)
+
+
+def test_meta_checkpoint_wrapped_in_teacher_with_backbone_prefix(tmp_path, tiny_backbone):
+    from transformers import Dinov2Config, Dinov2Model
+
+    model = Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, mlp_ratio=2,
+                                     image_size=518)).eval()
+    state = {"teacher": {f"backbone.{k}": v for k, v in hf_to_meta(model).items()}}
+    converted = meta_to_transformers(state)
+    assert converted.config.num_hidden_layers == 1
+
+
+def test_missing_hub_model_offline_says_where_it_looked_and_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotFoundError) as info:
+        load_backbone("dinov2_vits14", device="cpu")
+    message = str(info.value)
+    assert "facebook/dinov2-small" in message
+    assert "dinomask download dinov2_vits14" in message
+    assert "--model" in message
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda d: str(d / "nope.pth"), "no such file"),
+        (lambda d: str(d), "has no config.json"),
+        (lambda d: (d / "broken.pth").write_bytes(b"not a checkpoint") and str(d / "broken.pth"), "could not read"),
+        (lambda d: (d / "weights.npy").write_bytes(b"x") and str(d / "weights.npy"), "expected a .safetensors"),
+    ],
+)
+def test_bad_local_model_paths_give_one_clear_error(tmp_path, make, match):
+    with pytest.raises(ModelNotFoundError, match=match):
+        load_backbone(make(tmp_path), device="cpu")
+
+
+def test_dtype_choices(tiny_backbone):
+    cpu = torch.device("cpu")
+    assert resolve_dtype("float32", cpu) == torch.float32
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="float16 is not supported on CPU"):
+        resolve_dtype("float16", cpu)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        resolve_dtype("int8", cpu)
+
+
+def test_bf16_features_stay_faithful_to_fp32_on_a_real_image(tiny_model_dir, davis):
+    from dinomask.features import extract_features
+    from dinomask.preprocess import InputGeometry, load_image
+
+    image = load_image(davis / "JPEGImages/480p/dog/00000.jpg")
+    fp32 = load_backbone(str(tiny_model_dir), device="cpu", dtype="float32")
+    bf16 = load_backbone(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    geometry = InputGeometry(518)
+    (a,) = extract_features(fp32, [image], geometry)
+    (b,) = extract_features(bf16, [image], geometry)
+    cosine = np.sum(a.patches * b.patches, axis=-1)
+    assert cosine.min() >= 0.99

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinomask.cli import main
+
+
+@pytest.fixture
+def dog_ref(tmp_path, tiny_model_dir, davis):
+    path = tmp_path / "dog.npz"
+    code = main([
+        "reference", str(davis / "JPEGImages/480p/dog/00000.jpg"), "--mask", str(davis / "Annotations/480p/dog/00000.png"),
+        "-o", str(path), "--model", str(tiny_model_dir), "--label", "dog", "--device", "cpu",
+    ])
+    assert code == 0
+    return path
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("reference", "remove", "live", "download", "eval", "models", "random-model"):
+        assert command in out
+
+
+def test_remove_writes_one_output_per_input_at_the_input_size(tmp_path, dog_ref, davis, capsys):
+    out = tmp_path / "out"
+    frames = sorted((davis / "JPEGImages/480p/dog").glob("*.jpg"))
+    assert main(["remove", "--ref", str(dog_ref), str(davis / "JPEGImages/480p/dog"), "-o", str(out), "-q"]) == 0
+    written = sorted(out.glob("*.png"))
+    assert [p.stem for p in written] == [p.stem for p in frames]
+    for path in written:
+        assert Image.open(path).size == (854, 480)
+    assert "12 written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["paper", "dinomask"])
+@pytest.mark.parametrize("kind,mode", [("composite", "RGB"), ("mask", "L"), ("heatmap", "RGB"), ("overlay", "RGB")])
+def test_remove_output_kinds(tmp_path, dog_ref, davis, method, kind, mode):
+    frame = davis / "JPEGImages/480p/dog/00004.jpg"
+    code = main(["remove", "--ref", str(dog_ref), str(frame), "-o", str(tmp_path / "o"), "--output-kind", kind,
+                 "--method", method, "-q"])
+    assert code == 0
+    (path,) = (tmp_path / "o").glob("*.png")
+    assert Image.open(path).mode == mode
+
+
+def test_transparent_background_writes_rgba(tmp_path, dog_ref, davis):
+    frame = davis / "JPEGImages/480p/dog/00004.jpg"
+    assert main(["remove", "-r", str(dog_ref), str(frame), "-o", str(tmp_path / "o"), "-b", "transparent", "-q"]) == 0
+    assert Image.open(tmp_path / "o/00004.png").mode == "RGBA"
+
+
+def test_a_corrupt_input_is_reported_and_the_rest_still_written(tmp_path, dog_ref, davis, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(davis / "JPEGImages/480p/dog/00004.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8 broken")
+    code = main(["remove", "--ref", str(dog_ref), str(folder), "-o", str(tmp_path / "out"), "-q"])
+    assert code == 1
+    assert (tmp_path / "out/a.png").is_file()
+    assert not (tmp_path / "out/b.png").exists()
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "b.jpg" in err
+
+
+def test_missing_model_is_one_clear_message_without_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    image = np.zeros((140, 140, 3), np.uint8)
+    image[30:110, 30:110] = 200
+    Image.fromarray(image).save(tmp_path / "obj.png")
+    code = main(["reference", str(tmp_path / "obj.png"), "-o", str(tmp_path / "r.npz"), "--model", "dinov2_vits14_reg"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "dinomask download dinov2_vits14_reg" in err
+    assert "Traceback" not in err
+
+
+def test_reference_with_no_object_left_is_a_clear_error(tmp_path, tiny_model_dir, capsys):
+    Image.fromarray(np.zeros((140, 140, 3), np.uint8)).save(tmp_path / "black.png")
+    code = main(["reference", str(tmp_path / "black.png"), "-o", str(tmp_path / "r.npz"), "--model", str(tiny_model_dir),
+                 "--background", "black"])
+    assert code == 2
+    assert "no object left" in capsys.readouterr().err
+
+
+def test_reference_is_not_overwritten_by_surprise(dog_ref, davis, tiny_model_dir, capsys):
+    before = dog_ref.read_bytes()
+    code = main(["reference", str(davis / "JPEGImages/480p/dog/00000.jpg"), "--mask",
+                 str(davis / "Annotations/480p/dog/00000.png"), "-o", str(dog_ref), "--model", str(tiny_model_dir)])
+    assert code == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert dog_ref.read_bytes() == before
+
+
+def test_reference_made_with_another_model_is_refused(tmp_path, dog_ref, davis, capsys):
+    other = tmp_path / "other"
+    assert main(["random-model", str(other), "--seed", "7"]) == 0
+    code = main(["remove", "--ref", str(dog_ref), str(davis / "JPEGImages/480p/dog/00004.jpg"), "-o",
+                 str(tmp_path / "o"), "--model", str(other), "-q"])
+    assert code == 2
+    assert "was made with backbone" in capsys.readouterr().err
+
+
+def test_live_headless_on_a_video_file_records_an_mp4(tmp_path, dog_ref, davis, capsys):
+    from dinomask.files import AtomicVideoWriter
+    from dinomask.preprocess import load_image
+
+    video = tmp_path / "dog.mp4"
+    with AtomicVideoWriter(video, 10, (854, 480)) as writer:
+        for path in sorted((davis / "JPEGImages/480p/dog").glob("*.jpg")):
+            writer.write(load_image(path))
+    out = tmp_path / "live.mp4"
+    code = main(["live", "--ref", str(dog_ref), "--source", str(video), "--output", str(out), "--no-window"])
+    assert code == 0
+    assert out.is_file() and out.stat().st_size > 0
+    assert "FPS" in capsys.readouterr().out
+
+
+def test_live_with_a_camera_that_is_not_there(tmp_path, dog_ref, capsys):
+    code = main(["live", "--ref", str(dog_ref), "--source", "7", "--no-window", "--retry-seconds", "0"])
+    assert code == 2
+    assert "could not open camera 7" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinomask.errors import ImageReadError
+from dinomask.preprocess import InputGeometry, load_image, load_mask, patch_coverage, resize_to_grid
+
+
+@pytest.mark.parametrize(
+    "geometry,size,grid",
+    [
+        (InputGeometry(518, keep_aspect=False), (480, 854), (37, 37)),
+        (InputGeometry(518), (518, 518), (37, 37)),
+        (InputGeometry(518), (480, 854), (37, 66)),
+        (InputGeometry(518), (854, 480), (66, 37)),
+        (InputGeometry(224), (100, 1000), (16, 160)),
+        (InputGeometry(14), (5, 7), (1, 1)),
+    ],
+)
+def test_grid_keeps_aspect_or_squashes(geometry, size, grid):
+    assert geometry.grid(*size, patch=14) == grid
+
+
+def test_resize_never_crops_it_maps_the_whole_frame():
+    image = np.zeros((480, 854, 3), np.uint8)
+    image[:, -10:] = 255  # a stripe at the right edge must survive
+    resized = resize_to_grid(image, (37, 66), 14)
+    assert resized.shape == (518, 924, 3)
+    assert resized[:, -5:].mean() > 200
+
+
+def test_bgr_arrays_are_flipped_to_rgb():
+    bgr = np.zeros((4, 4, 3), np.uint8)
+    bgr[..., 0] = 255  # blue in OpenCV order
+    rgb = load_image(bgr, color="bgr")
+    assert rgb[0, 0].tolist() == [0, 0, 255]
+    assert load_image(bgr, color="rgb")[0, 0].tolist() == [255, 0, 0]
+
+
+def test_pil_paths_and_grey_arrays(tmp_path):
+    Image.new("RGB", (5, 3), (1, 2, 3)).save(tmp_path / "a.png")
+    assert load_image(tmp_path / "a.png").shape == (3, 5, 3)
+    assert load_image(str(tmp_path / "a.png"))[0, 0].tolist() == [1, 2, 3]
+    assert load_image(Image.new("L", (2, 2), 7)).shape == (2, 2, 3)
+    assert load_image(np.zeros((2, 2), np.uint8)).shape == (2, 2, 3)
+    rgba = Image.new("RGBA", (2, 2), (1, 2, 3, 0))
+    assert load_image(rgba, keep_alpha=True).shape == (2, 2, 4)
+    assert load_image(rgba).shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "frame,match",
+    [
+        (np.zeros((4, 4, 3), np.float32), "uint8"),
+        (np.zeros((4, 4, 2), np.uint8), "H x W x 3"),
+        (np.zeros((0, 4, 3), np.uint8), "non-empty"),
+        (12, "expected a path"),
+    ],
+)
+def test_bad_arrays_are_refused_with_what_was_expected(frame, match):
+    with pytest.raises(ImageReadError, match=match):
+        load_image(frame)
+
+
+def test_corrupt_missing_and_directory_paths(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.raises(ImageReadError, match="could not decode"):
+        load_image(tmp_path / "bad.jpg")
+    with pytest.raises(ImageReadError, match="no such image file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageReadError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_truncated_jpeg_is_an_error_not_a_half_image(tmp_path, davis):
+    data = (davis / "JPEGImages/480p/dog/00000.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageReadError):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_mask_size_must_match():
+    with pytest.raises(ImageReadError, match="does not match"):
+        load_mask(np.zeros((4, 4), np.uint8), size=(5, 4))
+    assert load_mask(np.full((2, 3), 255, np.uint8)).all()
+
+
+def test_patch_coverage_is_the_area_fraction():
+    mask = np.zeros((28, 28), bool)
+    mask[:14, :7] = True
+    coverage = patch_coverage(mask, (2, 2))
+    np.testing.assert_allclose(coverage, [[0.5, 0.0], [0.0, 0.0]], atol=1e-6)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dinomask.errors import ReferenceMismatchError
+from dinomask.postprocess import TemporalSettings
+from dinomask.preprocess import InputGeometry
+from dinomask.reference import Reference, ReferenceSettings
+from dinomask.segmenter import Segmenter, SegmenterConfig
+from tests.helpers import BLUE, GREEN, RED, canvas, cell_box, make_colour_backbone, reference_on_black
+
+SIZES = [(518, 518), (480, 854), (854, 480), (300, 700), (97, 211), (1080, 1920)]
+GEOMETRIES = [InputGeometry(518), InputGeometry(518, keep_aspect=False), InputGeometry(224), InputGeometry(140)]
+
+
+@pytest.fixture
+def red_reference(colour_backbone):
+    # the object fills most of the photo, so its CLS (the mean patch here) is mostly red
+    photo = reference_on_black(margin=14)
+    return Reference.from_images(colour_backbone, [photo], settings=ReferenceSettings(geometry=InputGeometry(140)))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{g.resolution}{'' if g.keep_aspect else 'sq'}")
+@pytest.mark.parametrize("method", ["paper", "dinomask"])
+def test_planted_patches_come_out_exactly_where_they_were_planted(colour_backbone, red_reference, size, geometry, method):
+    height, width = size
+    grid = geometry.grid(height, width, 14)
+    rows = slice(grid[0] // 4, grid[0] // 4 + max(1, grid[0] // 3))
+    cols = slice(grid[1] // 2, grid[1] // 2 + max(1, grid[1] // 4))
+    y0, y1, x0, x1 = cell_box(height, width, grid, rows, cols)
+    frame = canvas(height, width, BLUE)
+    frame[y0:y1, x0:x1] = RED
+    config = SegmenterConfig.preset(method).replace(geometry=geometry, upsample="nearest")
+    result = Segmenter(colour_backbone, red_reference, config).predict(frame)
+    expected = np.zeros(grid, bool)
+    expected[rows, cols] = True
+    assert result.grid == grid
+    assert result.similarity.shape == grid
+    np.testing.assert_array_equal(result.coarse_mask, expected)
+    assert result.mask.shape == (height, width)
+    truth = np.zeros((height, width), bool)
+    truth[y0:y1, x0:x1] = True
+    assert np.mean(result.mask != truth) < 0.01  # only rounding at block edges
+    assert result.mask[(y0 + y1) // 2, (x0 + x1) // 2]
+
+
+def test_518_square_input_gives_a_37_by_37_grid(colour_backbone, red_reference):
+    result = Segmenter(colour_backbone, red_reference, method="paper").predict(canvas(518, 518))
+    assert result.grid == (37, 37)
+    assert result.rule == "0.5"
+    assert result.threshold == 0.5
+
+
+def test_numpy_bgr_pil_and_path_frames_give_the_same_result(colour_backbone, red_reference, tmp_path):
+    from PIL import Image
+
+    frame = canvas(140, 280, BLUE)
+    frame[28:84, 140:196] = RED
+    segmenter = Segmenter(colour_backbone, red_reference, method="paper")
+    Image.fromarray(frame).save(tmp_path / "f.png")
+    results = [
+        segmenter.predict(frame),
+        segmenter.predict(np.ascontiguousarray(frame[:, :, ::-1]), color="bgr"),
+        segmenter.predict(Image.fromarray(frame)),
+        segmenter.predict(tmp_path / "f.png"),
+    ]
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.mask, results[0].mask)
+    assert results[0].mask.any()
+    wrong = segmenter.predict(np.ascontiguousarray(frame[:, :, ::-1]), color="rgb")
+    assert not np.array_equal(wrong.mask, results[0].mask)  # the colour order matters
+
+
+def test_threshold_override_and_rules(colour_backbone, red_reference):
+    frame = canvas(140, 140, BLUE)
+    frame[:70] = RED
+    assert Segmenter(colour_backbone, red_reference, method="paper", threshold=0.99).predict(frame).threshold == 0.99
+    otsu = Segmenter(colour_backbone, red_reference, method="paper", threshold="otsu").predict(frame)
+    assert otsu.rule == "otsu"
+    assert otsu.coarse_mask[:18].all() and not otsu.coarse_mask[19:].any()  # 37 rows, top half red
+    relative = Segmenter(colour_backbone, red_reference, method="paper", threshold="relative:0.9").predict(frame)
+    assert relative.rule == "relative:0.9"
+    assert relative.threshold == pytest.approx(0.9 * relative.similarity.max())
+    with pytest.raises(ValueError, match="threshold must be"):
+        SegmenterConfig(threshold="high")
+    with pytest.raises(ValueError, match="needs background prototypes"):
+        SegmenterConfig(threshold="fg-vs-bg", background="none")
+
+
+def test_batch_predict_matches_single_predict(colour_backbone, red_reference):
+    frames = [canvas(140, 140, BLUE), canvas(140, 140, RED), canvas(70, 210, RED)]
+    segmenter = Segmenter(colour_backbone, red_reference, method="paper")
+    batch = segmenter.predict_batch(frames)
+    for frame, result in zip(frames, batch):
+        np.testing.assert_array_equal(result.mask, segmenter.predict(frame).mask)
+    assert set(segmenter.last_timings) == {"preprocess", "backbone", "postprocess"}
+
+
+def test_reference_from_another_backbone_is_refused(red_reference):
+    with pytest.raises(ReferenceMismatchError):
+        Segmenter(make_colour_backbone("different"), red_reference)
+
+
+def test_several_objects_give_a_label_map(colour_backbone):
+    settings = ReferenceSettings(geometry=InputGeometry(140))
+    red = Reference.from_images(colour_backbone, [reference_on_black()], settings=settings, label="red")
+    green = Reference.from_images(colour_backbone, [reference_on_black(colour=GREEN)], settings=settings, label="green")
+    frame = canvas(140, 280, BLUE)
+    frame[:, :98] = RED
+    frame[:, 182:] = GREEN
+    config = SegmenterConfig.preset("paper").replace(prototype="patch-mean", geometry=InputGeometry(140))
+    result = Segmenter(colour_backbone, [red, green], config).predict(frame)
+    assert result.object_names == ("red", "green")
+    assert result.labels[70, 10] == 1
+    assert result.labels[70, 270] == 2
+    assert result.labels[70, 140] == 0
+    np.testing.assert_array_equal(result.mask, result.labels > 0)
+
+
+def test_real_tiny_dinov2_on_a_davis_frame(tiny_backbone, davis):
+    ref = Reference.from_images(
+        tiny_backbone, [davis / "JPEGImages/480p/dog/00000.jpg"], [davis / "Annotations/480p/dog/00000.png"]
+    )
+    for method in ("paper", "dinomask"):
+        result = Segmenter(tiny_backbone, ref, method=method).predict(davis / "JPEGImages/480p/dog/00004.jpg")
+        assert result.mask.shape == (480, 854)
+        assert result.grid == ((37, 37) if method == "paper" else (37, 66))
+        assert np.isfinite(result.similarity).all()
+
+
+def test_temporal_state_resets_between_videos(colour_backbone, red_reference):
+    config = SegmenterConfig.preset("paper").replace(temporal=TemporalSettings(alpha=0.9), geometry=InputGeometry(140))
+    segmenter = Segmenter(colour_backbone, red_reference, config)
+    segmenter.predict(canvas(140, 140, RED))
+    segmenter.reset()
+    assert segmenter.predict(canvas(140, 140, BLUE)).scene_cut
