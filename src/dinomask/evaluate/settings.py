@@ -1,0 +1,118 @@
+"""Named evaluation settings: which segmenter configuration, which model, how many references.
+
+A setting is written ``name:key=value,key=value`` on the command line, e.g.
+``mine:method=dinomask,prototype=kmeans,k=8,threshold=otsu,refs=3``. Keys:
+
+``method`` (preset to start from: dinomask | paper), ``prototype``, ``k``, ``threshold``,
+``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``aspect``
+(keep | square), ``temporal`` (alpha), ``refs`` (reference frames per sequence),
+``model`` (backbone for this setting only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dinomask.postprocess import TemporalSettings
+from dinomask.preprocess import InputGeometry
+from dinomask.segmenter import SegmenterConfig
+
+SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "aspect",
+                "temporal", "refs", "model")
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """One column of the comparison table.
+
+    Attributes:
+        name: shown in reports.
+        config: segmenter configuration.
+        refs: reference frames per sequence (the first ``refs`` frames).
+        model: backbone source for this setting, or ``None`` for the run's ``--model``.
+    """
+
+    name: str
+    config: SegmenterConfig
+    refs: int = 1
+    model: str | None = None
+
+
+def parse_setting(text: str) -> EvalSetting:
+    """``name:key=value,...`` -> :class:`EvalSetting` (see the module docstring)."""
+    name, _, body = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"a setting needs a name before ':', got {text!r}")
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in body.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in SETTING_KEYS:
+            raise ValueError(f"setting {name!r}: expected key=value with key in {', '.join(SETTING_KEYS)}; got {part!r}")
+        pairs[key] = value
+    config = SegmenterConfig.preset(pairs.pop("method", "dinomask"))
+    changes: dict = {}
+    if "prototype" in pairs:
+        changes["prototype"] = pairs.pop("prototype")
+    if "k" in pairs:
+        changes["k"] = int(pairs.pop("k"))
+    if "threshold" in pairs:
+        changes["threshold"] = pairs.pop("threshold")
+    if "bg" in pairs:
+        changes["background"] = pairs.pop("bg")
+    if "upsample" in pairs:
+        changes["upsample"] = pairs.pop("upsample")
+    resolution = int(pairs.pop("resolution", config.geometry.resolution))
+    aspect = pairs.pop("aspect", "keep" if config.geometry.keep_aspect else "square")
+    if aspect not in ("keep", "square"):
+        raise ValueError(f"setting {name!r}: aspect must be keep or square, got {aspect!r}")
+    changes["geometry"] = InputGeometry(resolution, aspect == "keep")
+    if "temporal" in pairs:
+        changes["temporal"] = TemporalSettings(alpha=float(pairs.pop("temporal")))
+    refs = int(pairs.pop("refs", 1))
+    if refs < 1:
+        raise ValueError(f"setting {name!r}: refs must be at least 1, got {refs}")
+    model = pairs.pop("model", None)
+    return EvalSetting(name, config.replace(**changes), refs, model)
+
+
+#: Every option of the method, each changed alone from the improved default, plus the
+#: method as written with single improvements: one eval run compares them all.
+STANDARD = [
+    "paper:method=paper",
+    "paper+otsu:method=paper,threshold=otsu",
+    "paper+bilinear:method=paper,upsample=bilinear",
+    "paper+aspect:method=paper,aspect=keep",
+    "dinomask:method=dinomask",
+    "proto=cls:prototype=cls",
+    "proto=patch-mean:prototype=patch-mean",
+    "proto=kmeans8:prototype=kmeans,k=8",
+    "bg=none(otsu):bg=none",
+    "bg=frame:bg=frame",
+    "bg=both:bg=both",
+    "bg=none,thr=0.5:bg=none,threshold=0.5",
+    "bg=none,thr=relative0.8:bg=none,threshold=relative:0.8",
+    "upsample=nearest:upsample=nearest",
+    "upsample=guided:upsample=guided",
+    "temporal=0.5:temporal=0.5",
+    "refs=3:refs=3",
+]
+QUICK = ["paper:method=paper", "dinomask:method=dinomask"]
+
+
+def named_settings(names: list[str]) -> list[EvalSetting]:
+    """Expand ``standard`` / ``quick`` and parse the rest."""
+    out: list[EvalSetting] = []
+    for text in names:
+        if text == "standard":
+            out += [parse_setting(s) for s in STANDARD]
+        elif text == "quick":
+            out += [parse_setting(s) for s in QUICK]
+        else:
+            out.append(parse_setting(text))
+    seen = set()
+    for setting in out:
+        if setting.name in seen:
+            raise ValueError(f"two settings are named {setting.name!r}")
+        seen.add(setting.name)
+    return out

@@ -1,0 +1,119 @@
+"""PNG plots for reports. matplotlib is imported inside each function (Agg backend), never at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_confusion(matrix: np.ndarray, labels: list[str], path, *, title: str = "", normalize: bool = True) -> Path:
+    """Confusion matrix (rows truth, columns prediction), row-normalised by default, with counts."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix, dtype=np.float64)
+    shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalize else matrix
+    size = max(3.5, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            text = f"{shown[i, j]:.2f}\n({int(matrix[i, j])})" if normalize else f"{int(matrix[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def plot_threshold_curves(sweeps: dict[str, dict], path) -> Path:
+    """mIoU against threshold for each swept setting, best threshold marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, sweep in sweeps.items():
+        ax.plot(sweep["thresholds"], sweep["miou"], marker="o", markersize=3, label=f"{name} (best {sweep['best_threshold']:.2f})")
+        ax.axvline(sweep["best_threshold"], linestyle=":", alpha=0.5)
+    ax.axvline(0.5, color="grey", linestyle="--", alpha=0.6, label="0.5 (method)")
+    ax.set_xlabel("cosine similarity threshold")
+    ax.set_ylabel("mIoU (object + background)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_heatmaps(examples: list[dict], path) -> Path:
+    """Rows of: frame, similarity heatmap over the frame, predicted mask, ground truth."""
+    from dinomask.composite import heatmap
+
+    plt = _pyplot()
+    rows = len(examples)
+    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.0 * rows + 0.5), squeeze=False)
+    for row, example in zip(axes, examples):
+        panels = [example["image"], heatmap(example["image"], example["similarity"]), example["mask"], example["truth"]]
+        titles = [f"{example['sequence']}/{example['frame']}", f"similarity ({example['setting']})", "predicted", "ground truth"]
+        for ax, panel, title in zip(row, panels, titles):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_setting_bars(dataset: dict[str, dict[str, float]], path, metric: str = "miou") -> Path:
+    """Horizontal bars of one metric per setting."""
+    plt = _pyplot()
+    names = list(dataset)
+    values = [dataset[n][metric] for n in names]
+    fig, ax = plt.subplots(figsize=(6.5, 0.32 * len(names) + 1))
+    ax.barh(range(len(names)), values, color="#4c72b0")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(metric)
+    for i, v in enumerate(values):
+        ax.text(min(v, 0.9) + 0.01, i, f"{v:.3f}", va="center", fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_deviation(series: dict[str, dict[str, np.ndarray]], path, *, title: str = "") -> Path:
+    """Control deviation over time: one panel per sequence, one line per pipeline.
+
+    Args:
+        series: sequence -> pipeline -> 1-D deviation per step (fraction of frame size).
+    """
+    plt = _pyplot()
+    rows = len(series)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.4 * rows + 0.4), squeeze=False)
+    for ax, (sequence, lines) in zip(axes[:, 0], series.items()):
+        for name, values in lines.items():
+            ax.plot(np.arange(len(values)), values, marker=".", label=name)
+        ax.set_title(sequence, fontsize=9)
+        ax.set_ylabel("deviation\n(frame fraction)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("control step (frame)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,120 @@
+"""The three evals end to end on davis-mini with a tiny random DINOv2, and the harness
+with a comparison segmenter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from dinomask.cli import main
+from dinomask.evaluate.datasets import load_dataset
+from dinomask.evaluate.masks import evaluate_masks
+from dinomask.evaluate.predictors import Prediction, find_u2netp
+from dinomask.evaluate.settings import STANDARD, named_settings, parse_setting
+
+
+def test_masks_eval_runs_every_option_side_by_side(tmp_path, davis, tiny_model_dir, capsys):
+    out = tmp_path / "masks"
+    assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
+                 "--max-frames", "3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"] == [s.split(":")[0] for s in STANDARD]
+    assert metrics["dataset"] == str(davis.resolve())
+    assert "torch" in metrics["versions"]
+    assert metrics["dataset_mean"]["paper"]["frames"] == 6  # 3 per sequence, references excluded
+    # refs=3 uses frames 0-2 as references, so no setting scores them
+    scored = {(r["sequence"], r["frame"]) for r in metrics["per_frame"]["dinomask"]}
+    assert ("dog", "00000.jpg") not in scored and ("dog", "00008.jpg") not in scored
+    assert set(metrics["threshold_sweeps"]) >= {"paper"}
+    sweep = metrics["threshold_sweeps"]["paper"]
+    assert len(sweep["thresholds"]) == len(sweep["miou"]) == 21
+    for name in ("report.md", "heatmaps.png", "threshold_curve.png", "confusion_paper.png", "settings.png"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "| paper |" in report and "| upsample=guided |" in report
+    assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_masks_eval_with_u2netp_when_its_file_is_available(tmp_path, davis, tiny_model_dir):
+    if find_u2netp() is None:
+        pytest.skip("u2netp.onnx not installed (scripts/setup.sh installs it)")
+    out = tmp_path / "u2"
+    assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
+                 "--setting", "quick", "--compare", "u2netp", "--max-frames", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "u2netp" in metrics["settings"]
+    assert 0.0 <= metrics["dataset_mean"]["u2netp"]["miou"] <= 1.0
+
+
+def test_unavailable_comparator_is_said_not_hidden(tmp_path, davis, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "none"))
+    monkeypatch.setattr("dinomask.evaluate.predictors.find_u2netp", lambda path=None: None)
+    out = tmp_path / "m"
+    assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
+                 "--setting", "quick", "--compare", "u2netp", "--compare", "maskrcnn", "--max-frames", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "u2netp.onnx not found" in err
+    assert "Mask R-CNN unavailable" in err
+    assert len(json.loads((out / "metrics.json").read_text())["left_out"]) == 2
+
+
+def test_recognition_eval(tmp_path, davis, tiny_model_dir):
+    out = tmp_path / "rec"
+    assert main(["eval", "recognition", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
+                 "--max-frames", "3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == ["car-shadow", "dog"]
+    for variant in ("full", "removed", "ground-truth mask"):
+        assert np.array(metrics["variants"][variant]["matrix"]).sum() == 6
+        assert (out / f"confusion_{variant.replace(' ', '_')}.png").is_file()
+
+
+def test_control_eval(tmp_path, davis, tiny_model_dir):
+    out = tmp_path / "ctl"
+    assert main(["eval", "control", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["sequences"]) == {"car-shadow", "dog"}
+    assert len(metrics["sequences"]["dog"]["with removal"]["deviation"]) == 11
+    assert metrics["model"]["gain"] == 0.5
+    assert (out / "deviation.png").is_file()
+    assert "proportional control" in (out / "report.md").read_text()
+
+
+def test_missing_and_mismatched_masks_are_reported_not_scored(tmp_path, davis, tiny_backbone):
+    root = tmp_path / "d"
+    shutil.copytree(davis, root)
+    (root / "Annotations/480p/dog/00044.png").unlink()
+    from PIL import Image
+
+    Image.new("L", (10, 10)).save(root / "Annotations/480p/dog/00040.png")
+    data = load_dataset(root)
+
+    class AllObject:
+        name = "all"
+
+        def start_sequence(self, references):
+            pass
+
+        def predict(self, image, key):
+            return Prediction(np.ones(image.shape[:2], bool))
+
+    result = evaluate_masks(data, {"all": AllObject()}, {"all": 1}, show_progress=False)
+    assert any("00044.jpg" in p and "no mask" in p for p in result.problems)
+    assert any("00040" in p and "does not match" in p for p in result.problems)
+    frames = {r["frame"] for r in result.per_frame["all"]}
+    assert "00040.jpg" not in frames and "00044.jpg" not in frames
+    assert result.dataset["all"]["frames"] == 9 + 9
+
+
+def test_setting_parser():
+    s = parse_setting("mine:method=paper,prototype=kmeans,k=8,threshold=relative:0.7,refs=2,aspect=keep,temporal=0.3")
+    assert (s.name, s.config.prototype, s.config.k, s.config.threshold, s.refs) == ("mine", "kmeans", 8, "relative:0.7", 2)
+    assert s.config.geometry.keep_aspect and s.config.temporal.alpha == 0.3
+    with pytest.raises(ValueError, match="key=value"):
+        parse_setting("bad:colour=red")
+    with pytest.raises(ValueError, match="two settings"):
+        named_settings(["quick", "paper:method=paper"])
