@@ -4,12 +4,15 @@ features, and the davis-mini frames. Nothing here touches the network."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# ONNX exports made by the fast path go to a throw-away cache, never the user's home
+os.environ["DINOMASK_CACHE"] = tempfile.mkdtemp(prefix="dinomask-test-cache-")
 
 DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis-mini"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -44,7 +47,7 @@ def tiny_reg_model_dir(tmp_path_factory) -> Path:
 def tiny_backbone(tiny_model_dir):
     from dinomask.backbone import load_backbone
 
-    return load_backbone(str(tiny_model_dir), device="cpu")
+    return load_backbone(str(tiny_model_dir), device="cpu", runtime="torch", dtype="float32")
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def test_short_names_cover_all_sizes_with_and_without_registers():
 @pytest.mark.parametrize("registers", [0, 4])
 def test_save_pretrained_dir_loads_with_its_own_spec_and_grid(tmp_path, registers):
     path = random_backbone_dir(tmp_path / "m", hidden_size=64, layers=1, registers=registers)
-    backbone = load_backbone(str(path), device="cpu")
+    backbone = load_backbone(str(path), device="cpu", runtime="torch", dtype="float32")
     assert backbone.spec.patch_size == 14
     assert backbone.spec.feature_dim == 64
     assert backbone.spec.num_register_tokens == registers
@@ -80,14 +80,14 @@ def test_input_not_a_multiple_of_the_patch_is_refused(tiny_backbone):
 
 
 def test_same_weights_same_fingerprint_other_weights_other_fingerprint(tmp_path):
-    a = load_backbone(str(random_backbone_dir(tmp_path / "a", seed=0, layers=1)), device="cpu")
-    b = load_backbone(str(random_backbone_dir(tmp_path / "b", seed=0, layers=1)), device="cpu")
-    c = load_backbone(str(random_backbone_dir(tmp_path / "c", seed=1, layers=1)), device="cpu")
+    a = load_backbone(str(random_backbone_dir(tmp_path / "a", seed=0, layers=1)), device="cpu", runtime="torch", dtype="float32")
+    b = load_backbone(str(random_backbone_dir(tmp_path / "b", seed=0, layers=1)), device="cpu", runtime="torch", dtype="float32")
+    c = load_backbone(str(random_backbone_dir(tmp_path / "c", seed=1, layers=1)), device="cpu", runtime="torch", dtype="float32")
     assert a.spec.fingerprint == b.spec.fingerprint != c.spec.fingerprint
 
 
 def test_safetensors_file_with_config_beside_it_loads(tiny_model_dir, tiny_backbone):
-    backbone = load_backbone(str(tiny_model_dir / "model.safetensors"), device="cpu")
+    backbone = load_backbone(str(tiny_model_dir / "model.safetensors"), device="cpu", runtime="torch", dtype="float32")
     x = torch.randn(1, 3, 56, 84)
     assert torch.allclose(backbone(x).patches, tiny_backbone(x).patches, atol=1e-5)
 
@@ -110,7 +110,7 @@ def test_meta_checkpoint_converts_to_the_same_network(tmp_path, registers, swigl
                 p.add_(torch.randn_like(p) * 0.1)
     path = tmp_path / ("dinov2_vitb14_reg4_pretrain.pth" if registers else "dinov2_vitb14_pretrain.pth")
     torch.save(hf_to_meta(model.eval()), path)
-    loaded = load_backbone(str(path), device="cpu")
+    loaded = load_backbone(str(path), device="cpu", runtime="torch", dtype="float32")
     x = torch.randn(1, 3, 98, 126)
     with torch.no_grad():
         expected = model(pixel_values=x).last_hidden_state
@@ -134,7 +134,7 @@ def test_missing_hub_model_offline_says_where_it_looked_and_how_to_fix(monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ModelNotFoundError) as info:
-        load_backbone("dinov2_vits14", device="cpu")
+        load_backbone("dinov2_vits14", device="cpu", runtime="torch", dtype="float32")
     message = str(info.value)
     assert "facebook/dinov2-small" in message
     assert "dinomask download dinov2_vits14" in message
@@ -152,7 +152,7 @@ def test_missing_hub_model_offline_says_where_it_looked_and_how_to_fix(monkeypat
 )
 def test_bad_local_model_paths_give_one_clear_error(tmp_path, make, match):
     with pytest.raises(ModelNotFoundError, match=match):
-        load_backbone(make(tmp_path), device="cpu")
+        load_backbone(make(tmp_path), device="cpu", runtime="torch", dtype="float32")
 
 
 def test_dtype_choices(tiny_backbone):
@@ -171,8 +171,8 @@ def test_bf16_features_stay_faithful_to_fp32_on_a_real_image(tiny_model_dir, dav
     from dinomask.preprocess import InputGeometry, load_image
 
     image = load_image(davis / "JPEGImages/480p/dog/00000.jpg")
-    fp32 = load_backbone(str(tiny_model_dir), device="cpu", dtype="float32")
-    bf16 = load_backbone(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    fp32 = load_backbone(str(tiny_model_dir), device="cpu", dtype="float32", runtime="torch")
+    bf16 = load_backbone(str(tiny_model_dir), device="cpu", dtype="bfloat16", runtime="torch")
     geometry = InputGeometry(518)
     (a,) = extract_features(fp32, [image], geometry)
     (b,) = extract_features(bf16, [image], geometry)

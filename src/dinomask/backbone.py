@@ -434,14 +434,27 @@ def _load_pretrained(source: str, local_only: bool):
     return _model_class(config.model_type).from_pretrained(source, local_files_only=local_only)
 
 
-def load_backbone(source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype: str = "float32") -> Backbone:
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def load_backbone(
+    source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype: str = "auto", runtime: str = "auto"
+) -> "Backbone":
     """Load a DINOv2 backbone from a short name, hub id, directory or checkpoint file.
 
+    The plain, exact path is ``runtime="torch", dtype="float32"``. The default
+    (``auto``/``auto``) is the fast path the hardware supports: on CUDA, torch with fp16;
+    on CPU, ONNX Runtime with int8 weights when its features stay within cosine 0.99 of
+    fp32 on a test image (checked at export), else ONNX fp32, else torch (bf16 where the
+    CPU has native bf16).
+
     Args:
-        source: see the module docstring for accepted forms.
+        source: see the module docstring for accepted forms, or an ``.onnx`` file
+            written by ``dinomask export-onnx``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: ``float32`` (exact), ``bfloat16``, ``float16`` or ``auto`` (the fast path:
-            see :func:`resolve_dtype`).
+        dtype: torch runtime only: ``float32`` (exact), ``bfloat16``, ``float16`` or
+            ``auto`` (see :func:`resolve_dtype`).
+        runtime: ``auto``, ``torch``, ``onnx`` (fp32) or ``onnx-int8``.
 
     Raises:
         ModelNotFoundError: the weights could not be found or read; the message says
@@ -449,6 +462,14 @@ def load_backbone(source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype
     """
     from transformers.utils import logging as hf_logging
 
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    if source.endswith(".onnx"):
+        from dinomask.onnx_backbone import load_onnx_file
+
+        if not Path(source).is_file():
+            raise ModelNotFoundError(_missing_model_message(source, None, f"no such file: {source}"))
+        return load_onnx_file(source)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     bars = hf_logging.is_progress_bar_enabled()
@@ -461,7 +482,36 @@ def load_backbone(source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype
     mean, std = _read_norm(norm_dir) if norm_dir else (IMAGENET_MEAN, IMAGENET_STD)
     local = Path(os.path.expanduser(source))
     name = str(local.resolve()) if local.exists() else source  # a saved reference finds it again
-    return _finish(model, name, mean, std, torch_device, torch_dtype)
+    backbone = _finish(model, name, mean, std, torch_device, torch_dtype)
+    if runtime == "torch" or (runtime == "auto" and torch_device.type != "cpu"):
+        return backbone
+    if torch_device.type != "cpu":
+        raise ValueError(f"runtime {runtime!r} runs on CPU only; use --runtime torch on {torch_device}")
+    return _onnx_fast_path(backbone, runtime)
+
+
+def _onnx_fast_path(backbone: "Backbone", runtime: str):
+    """``onnx``/``onnx-int8`` as asked, or for ``auto`` the fastest export that stays faithful."""
+    import importlib.util
+    import logging
+
+    from dinomask.onnx_backbone import MAX_EXPORT_BYTES, MIN_FIDELITY, onnx_for
+
+    log = logging.getLogger("dinomask")
+    if runtime != "auto":
+        onnx = onnx_for(backbone, int8=runtime == "onnx-int8")
+        if onnx.fidelity < MIN_FIDELITY:
+            log.warning("%s features are at cosine %.4f of fp32 (below %.2f)", runtime, onnx.fidelity, MIN_FIDELITY)
+        return onnx
+    size = sum(p.numel() * 4 for p in backbone.model.parameters())
+    if importlib.util.find_spec("onnxruntime") is None or size > MAX_EXPORT_BYTES:
+        return backbone
+    for int8 in (True, False):
+        onnx = onnx_for(backbone, int8=int8)
+        if onnx.fidelity >= MIN_FIDELITY:
+            return onnx
+        log.warning("ONNX %s features were at cosine %.4f of fp32; not used", onnx.quantization, onnx.fidelity)
+    return backbone
 
 
 def _load_model(source: str):

@@ -36,7 +36,9 @@ ModelOpt = Annotated[
                  "save_pretrained folder, .safetensors or Meta .pth. Default: the reference's own backbone."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option(help="float32 (exact), bfloat16, float16, or auto (fast path where the hardware has it).")]
+DtypeOpt = Annotated[str, typer.Option(help="Torch runtime: float32 (exact), bfloat16, float16, or auto (bf16/fp16 where the hardware has it).")]
+RuntimeOpt = Annotated[str, typer.Option(help="auto (fastest faithful path: ONNX int8 on CPU, torch fp16 on CUDA), torch, onnx, onnx-int8.")]
+FastOpt = Annotated[bool, typer.Option("--fast/--no-fast", help="--no-fast: plain torch fp32 eager (the exact baseline).")]
 ResolutionOpt = Annotated[Optional[int], typer.Option(help="Network input short side in px (518 -> 37 patches). Default: the method's.")]
 MethodOpt = Annotated[str, typer.Option(help="Preset: 'dinomask' (improved default) or 'paper' (the method as written).")]
 ThresholdOpt = Annotated[Optional[str], typer.Option(help="0.5 or any cosine, otsu, relative:F, fg-vs-bg, or auto. Default: the preset's.")]
@@ -75,7 +77,15 @@ def segmenter_config(
     return config.replace(**changes)
 
 
-def _load_segmenter(refs, model, device, dtype, config):
+def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool):
+    from dinomask.backbone import load_backbone
+
+    if not fast:
+        runtime, dtype = "torch", "float32"
+    return load_backbone(model, device=device, dtype=dtype, runtime=runtime)
+
+
+def _load_segmenter(refs, model, device, dtype, runtime, fast, config):
     from dinomask.backbone import load_backbone
     from dinomask.reference import Reference
     from dinomask.segmenter import Segmenter
@@ -83,7 +93,7 @@ def _load_segmenter(refs, model, device, dtype, config):
     if not refs:
         raise typer.BadParameter("give at least one --ref reference file (make one with 'dinomask reference')")
     references = [Reference.load(path) for path in refs]
-    backbone = load_backbone(model or references[0].backbone.name, device=device, dtype=dtype)
+    backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast)
     return Segmenter(backbone, references, config)
 
 
@@ -99,7 +109,9 @@ def reference(
     label: Annotated[str, typer.Option(help="The object's name.")] = "object",
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
     resolution: Annotated[int, typer.Option(help="Input short side in px for the reference photo.")] = 518,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -110,7 +122,7 @@ def reference(
 
     if output.exists() and not overwrite:
         raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
-    backbone = load_backbone(model or DEFAULT_BACKBONE, device=device, dtype=dtype)
+    backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast)
     settings = ReferenceSettings(background=background, geometry=InputGeometry(resolution=resolution))
     ref = Reference.from_images(backbone, images, mask or None, settings=settings, label=label)
     path = ref.save(output, overwrite=overwrite)
@@ -127,7 +139,9 @@ def remove(
     ref: RefOpt = [],  # noqa: B006 - typer reads the default, never mutates it
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
     method: MethodOpt = "dinomask",
     resolution: ResolutionOpt = None,
     threshold: ThresholdOpt = None,
@@ -156,7 +170,7 @@ def remove(
     if not items:
         raise DinomaskError("no image or video files to process among the inputs")
     config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal)
-    segmenter = _load_segmenter(ref, model, device, dtype, config)
+    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
     report = remove_batch(segmenter, items, options, show_progress=not quiet)
     typer.echo(report.summary(), err=not report.ok)
     if not report.ok or problems:
@@ -173,7 +187,9 @@ def live(
     retry_seconds: Annotated[float, typer.Option(help="How long to retry a camera or stream that disconnects.")] = 10.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
     method: MethodOpt = "dinomask",
     resolution: ResolutionOpt = None,
     threshold: ThresholdOpt = None,
@@ -197,7 +213,7 @@ def live(
         from dinomask.live import check_window_support
 
         check_window_support()
-    segmenter = _load_segmenter(ref, model, device, dtype, config)
+    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
     stats = run_live_command(segmenter, options)
     stages = ", ".join(f"{name[:-3]} {value:.1f} ms" for name, value in stats.stage_ms.items())
     typer.echo(
@@ -216,6 +232,28 @@ def download(
 
     path = fetch(name, str(cache_dir) if cache_dir else None)
     typer.echo(f"downloaded {name} to {path}\nuse it offline with HF_HUB_OFFLINE=1 --model {name}, or --model {path}")
+
+
+@app.command("export-onnx")
+def export_onnx_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write (a .json with its settings goes beside it).")],
+    model: ModelOpt = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Quantise matrix weights to int8 (dynamic quantisation).")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export a DINOv2 to ONNX for ONNX Runtime (dynamic batch and image size), checked against fp32."""
+    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.onnx_backbone import MIN_FIDELITY, export_onnx
+
+    if output.exists() and not overwrite:
+        raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
+    backbone = load_backbone(model or DEFAULT_BACKBONE, device="cpu", dtype="float32", runtime="torch")
+    info = export_onnx(backbone, output, int8=int8)
+    verdict = "ok" if info.fidelity_min_cosine >= MIN_FIDELITY else f"BELOW {MIN_FIDELITY}: prefer fp32"
+    typer.echo(
+        f"wrote {output} ({info.quantization}) in {info.exported_seconds:.1f} s; per-patch cosine to fp32 torch: "
+        f"min {info.fidelity_min_cosine:.4f}, mean {info.fidelity_mean_cosine:.4f} ({verdict}). Use it with --model {output}"
+    )
 
 
 @app.command("models")
@@ -274,7 +312,9 @@ def eval_masks(
     u2netp: Annotated[Optional[Path], typer.Option(help="Path to u2netp.onnx (default: ~/.u2net, $U2NET_HOME, rembg).")] = None,
     max_frames: MaxFramesOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -295,7 +335,7 @@ def eval_masks(
     for item in settings:
         source = item.model or model
         if source not in caches:
-            caches[source] = FeatureCache(load_backbone(source, device=device, dtype=dtype))
+            caches[source] = FeatureCache(_backbone(source, device, dtype, runtime, fast))
         predictors[item.name] = DinomaskPredictor(item.name, caches[source].backbone, item.config, caches[source])
         refs[item.name] = item.refs
         c = item.config
@@ -332,7 +372,9 @@ def eval_recognition(
     refs: EvalRefsOpt = 1,
     max_frames: MaxFramesOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -345,7 +387,7 @@ def eval_recognition(
     model = model or DEFAULT_BACKBONE
     prepare_output(output, overwrite)
     data, run = _eval_run(dataset, model)
-    backbone = load_backbone(model, device=device, dtype=dtype)
+    backbone = _backbone(model, device, dtype, runtime, fast)
     result = evaluate_recognition(data, backbone, SegmenterConfig.preset(method), refs=refs, max_frames=max_frames,
                                   show_progress=not quiet)
     files = write_recognition_report(output, result, run)
@@ -364,7 +406,9 @@ def eval_control(
     refs: EvalRefsOpt = 1,
     max_frames: MaxFramesOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -377,7 +421,7 @@ def eval_control(
     model = model or DEFAULT_BACKBONE
     prepare_output(output, overwrite)
     data, run = _eval_run(dataset, model)
-    backbone = load_backbone(model, device=device, dtype=dtype)
+    backbone = _backbone(model, device, dtype, runtime, fast)
     config = SegmenterConfig.preset(method)
     result = evaluate_control(data, backbone, config, model=ControlModel(gain=gain), refs=refs, max_frames=max_frames,
                               show_progress=not quiet)

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dinomask.backbone import load_backbone
+from dinomask.cli import main
+from dinomask.features import extract_features
+from dinomask.onnx_backbone import MIN_FIDELITY, OnnxBackbone, features_fidelity, onnx_for
+from dinomask.preprocess import InputGeometry, load_image, to_pixel_values
+from dinomask.reference import Reference
+from dinomask.segmenter import Segmenter
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def reg_backbone(tiny_reg_model_dir):
+    return load_backbone(str(tiny_reg_model_dir), device="cpu", runtime="torch", dtype="float32")
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_onnx_features_stay_faithful_on_real_images_at_any_size(reg_backbone, davis, int8):
+    onnx = onnx_for(reg_backbone, int8=int8)
+    assert isinstance(onnx, OnnxBackbone)
+    assert onnx.spec == reg_backbone.spec  # same fingerprint: references carry over
+    for frame, geometry in [("dog/00000.jpg", InputGeometry(518)), ("car-shadow/00020.jpg", InputGeometry(224, False))]:
+        image = load_image(davis / "JPEGImages/480p" / frame)
+        grid = geometry.grid(*image.shape[:2], 14)
+        pixels = to_pixel_values([image, image], reg_backbone.spec, grid)
+        expected, got = reg_backbone(pixels), onnx(pixels)
+        assert got.patches.shape == expected.patches.shape == (2, *grid, 64)
+        minimum, mean = features_fidelity(expected, got)
+        assert minimum >= MIN_FIDELITY, f"int8={int8}: min cosine {minimum}"
+        if not int8:
+            assert torch.allclose(got.patches, expected.patches, atol=1e-4)
+
+
+def test_auto_runtime_on_cpu_is_the_onnx_fast_path_and_masks_agree(tiny_model_dir, tiny_backbone, davis):
+    fast = load_backbone(str(tiny_model_dir), device="cpu")
+    assert isinstance(fast, OnnxBackbone) and fast.quantization == "int8"
+    ref = Reference.from_images(tiny_backbone, [davis / "JPEGImages/480p/dog/00000.jpg"], [davis / "Annotations/480p/dog/00000.png"])
+    frame = davis / "JPEGImages/480p/dog/00008.jpg"
+    plain = Segmenter(tiny_backbone, ref, method="paper").predict(frame)
+    quick = Segmenter(fast, ref, method="paper").predict(frame)
+    assert np.abs(plain.similarity - quick.similarity).max() < 0.05
+    # and the export is cached: a second load does not export again
+    again = load_backbone(str(tiny_model_dir), device="cpu")
+    assert again.path == fast.path
+
+
+def test_export_onnx_command_and_loading_the_file(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "tiny.onnx"
+    assert main(["export-onnx", "--model", str(tiny_model_dir), "-o", str(out), "--int8"]) == 0
+    said = capsys.readouterr().out
+    assert "per-patch cosine to fp32 torch" in said and "(ok)" in said
+    backbone = load_backbone(str(out))
+    assert isinstance(backbone, OnnxBackbone) and backbone.quantization == "int8"
+    (features,) = extract_features(backbone, [np.zeros((70, 98, 3), np.uint8)], InputGeometry(70))
+    assert features.patches.shape == (5, 7, 64)
+    assert main(["export-onnx", "--model", str(tiny_model_dir), "-o", str(out)]) == 2  # no silent overwrite
+    (tmp_path / "bare.onnx").write_bytes(out.read_bytes())
+    with pytest.raises(Exception, match="export-onnx"):
+        load_backbone(str(tmp_path / "bare.onnx"))
+
+
+def test_runtime_choices_are_checked(tiny_model_dir):
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        load_backbone(str(tiny_model_dir), runtime="tensorrt")

@@ -1,0 +1,144 @@
+"""Each quality mechanism, proven on planted features (issue: better masks than the method)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dinomask.postprocess import (
+    TemporalSettings,
+    TemporalSmoother,
+    ThresholdRule,
+    apply_threshold,
+    otsu_threshold,
+    upsample_score,
+)
+from dinomask.preprocess import InputGeometry
+from dinomask.reference import Reference, ReferenceSettings
+from dinomask.segmenter import Segmenter, SegmenterConfig
+from tests.helpers import BLUE, RED, canvas
+
+ORANGE = (255, 120, 0)
+
+
+@pytest.mark.parametrize(
+    "text,kind,value",
+    [("0.5", "fixed", 0.5), (0.3, "fixed", 0.3), ("otsu", "otsu", 0.0), ("relative:0.8", "relative", 0.8),
+     ("fg-vs-bg", "fg-vs-bg", 0.0)],
+)
+def test_threshold_rules_parse(text, kind, value):
+    rule = ThresholdRule.parse(text)
+    assert (rule.kind, rule.value) == (kind, value)
+
+
+@pytest.mark.parametrize("text", ["2", "relative:0", "relative:x", "high"])
+def test_bad_thresholds_say_what_is_expected(text):
+    with pytest.raises(ValueError):
+        ThresholdRule.parse(text)
+
+
+def test_otsu_splits_two_clusters_and_relative_follows_the_best_match():
+    values = np.array([0.1, 0.12, 0.15, 0.8, 0.82, 0.85])
+    t = otsu_threshold(values)
+    assert 0.15 < t < 0.8
+    assert apply_threshold(values, ThresholdRule("relative", 0.5)) == pytest.approx(0.425)
+    assert otsu_threshold(np.full(4, 0.3)) == pytest.approx(0.3)
+
+
+def test_background_prototypes_reject_a_distractor_that_a_fixed_threshold_accepts(colour_backbone):
+    # the reference photo: a red object on an orange table, given with its mask
+    photo = canvas(140, 140, ORANGE)
+    photo[28:112, 28:112] = RED
+    mask = np.zeros((140, 140), bool)
+    mask[28:112, 28:112] = True
+    settings = ReferenceSettings(geometry=InputGeometry(140))
+    reference = Reference.from_images(colour_backbone, [photo], [mask], settings=settings)
+    # a frame: the red object on the left, a piece of orange table (the distractor) on the right
+    frame = canvas(140, 280, BLUE)
+    frame[28:112, 14:98] = RED
+    frame[28:112, 182:266] = ORANGE
+    base = SegmenterConfig(prototype="patch-mean", geometry=InputGeometry(140), upsample="nearest")
+    fixed = Segmenter(colour_backbone, reference, base.replace(background="none", threshold="0.5")).predict(frame)
+    assert fixed.similarity[5, 16] > 0.5  # orange looks like red to a fixed threshold...
+    assert fixed.mask[70, 220]            # ...so it is accepted
+    fgbg = Segmenter(colour_backbone, reference, base.replace(background="reference", threshold="auto")).predict(frame)
+    assert fgbg.rule == "fg-vs-bg"
+    assert not fgbg.mask[70, 220]         # the reference's own background rejects it
+    assert fgbg.mask[70, 56]              # and the object stays
+
+
+def test_frame_background_prototypes_need_no_scene_in_the_reference(colour_backbone):
+    photo = canvas(140, 140, (0, 0, 0))
+    photo[14:126, 14:126] = RED
+    reference = Reference.from_images(colour_backbone, [photo], settings=ReferenceSettings(geometry=InputGeometry(140)))
+    frame = canvas(140, 280, BLUE)
+    frame[28:112, 14:98] = RED
+    config = SegmenterConfig(prototype="patch-mean", background="frame", geometry=InputGeometry(140), upsample="nearest")
+    result = Segmenter(colour_backbone, reference, config).predict(frame)
+    assert result.rule == "fg-vs-bg"
+    assert result.mask[70, 56] and not result.mask[70, 200]
+
+
+@pytest.mark.parametrize("edge", [72, 74, 80, 82])
+def test_guided_refinement_moves_a_blocky_edge_onto_the_sharp_image_edge(colour_backbone, edge):
+    # the object's edge falls inside patch column 5 (70..84), off its centre
+    frame = canvas(140, 140, BLUE)
+    frame[:, :edge] = RED
+    photo = canvas(140, 140, (0, 0, 0))
+    photo[14:126, 14:126] = RED
+    reference = Reference.from_images(colour_backbone, [photo], settings=ReferenceSettings(geometry=InputGeometry(140)))
+    base = SegmenterConfig(prototype="patch-mean", background="none", threshold="0.5", geometry=InputGeometry(140))
+
+    def edge_error(upsample: str) -> float:
+        mask = Segmenter(colour_backbone, reference, base.replace(upsample=upsample)).predict(frame).mask
+        columns = mask[20:120].sum(axis=1)  # object columns per row = where the edge was put
+        return float(np.mean(np.abs(columns - edge)))
+
+    blocky = edge_error("nearest")
+    refined = edge_error("guided")
+    assert blocky >= 2.0                        # the 14 px grid puts the edge at 70 or 84
+    assert refined <= 1.0                       # the frame's own edge pulls it back
+    assert refined <= min(blocky, edge_error("bilinear"))
+
+
+def test_upsample_modes_agree_where_the_score_is_flat():
+    score = np.full((3, 4), 0.2, np.float32)
+    for mode in ("nearest", "bilinear"):
+        assert (upsample_score(score, (30, 40), mode) > 0).all()
+    with pytest.raises(ValueError, match="needs the frame"):
+        upsample_score(score, (30, 40), "guided")
+    with pytest.raises(ValueError, match="upsample must be"):
+        upsample_score(score, (30, 40), "cubic")
+
+
+def test_smoothing_removes_a_one_frame_flicker():
+    smoother = TemporalSmoother(TemporalSettings(alpha=0.6, scene_cut=0.8))
+    same_scene = np.array([1.0, 0.0])
+    good = np.full((2, 2), 0.4, np.float32)   # object patches: score +0.4
+    flicker = np.full((2, 2), -0.3, np.float32)  # one bad frame
+    masks = []
+    for score in (good, good, good, flicker, good):
+        smoothed, cut = smoother.update(score, same_scene)
+        masks.append(bool((smoothed > 0).all()))
+    assert masks == [True] * 5
+    raw = [bool((s > 0).all()) for s in (good, good, good, flicker, good)]
+    assert raw[3] is False  # without smoothing the object vanishes for a frame
+
+
+def test_a_scene_change_resets_the_smoothing():
+    smoother = TemporalSmoother(TemporalSettings(alpha=0.9, scene_cut=0.8))
+    smoother.update(np.full((2, 2), 1.0, np.float32), np.array([1.0, 0.0]))
+    smoothed, cut = smoother.update(np.full((2, 2), -1.0, np.float32), np.array([0.0, 1.0]))
+    assert cut and smoother.resets == 1
+    np.testing.assert_array_equal(smoothed, -1.0)  # no memory of the old scene
+    smoothed, cut = smoother.update(np.full((3, 2), 1.0, np.float32), np.array([0.0, 1.0]))
+    assert cut  # a new grid size is a new scene too
+
+
+def test_smoothing_off_passes_scores_through():
+    smoother = TemporalSmoother(TemporalSettings(alpha=0.0))
+    score = np.arange(4, dtype=np.float32).reshape(2, 2)
+    out, cut = smoother.update(score, np.array([1.0]))
+    assert out is score and not cut
+    with pytest.raises(ValueError):
+        TemporalSettings(alpha=1.0)
