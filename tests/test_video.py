@@ -100,10 +100,11 @@ def test_live_loop_runs_stages_concurrently_and_reports(tmp_path):
     with pytest.raises(SourceError):  # a camera that ends is a lost camera
         run_live(source, process, output)
 
+    seen.clear()
     source = FrameSource("clip.mp4", open_capture=lambda s: FakeCamera(30))
     stats = run_live(source, process, output)
     assert stats.frames_captured == 30
-    assert stats.frames_processed + stats.frames_dropped >= 30 - 1
+    assert stats.frames_processed == 30  # a file is read one frame ahead: nothing dropped before the model
     assert stats.frames_output >= 1
     assert "backbone_ms" in stats.stage_ms and "capture_ms" in stats.stage_ms
     assert seen == sorted(seen)  # output never goes back in time

@@ -135,7 +135,15 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
         model.to(backbone.device)
         final = Path(tmp) / "final.onnx"
         if int8:
-            quantize_dynamic(str(plain), str(final), weight_type=QuantType.QInt8)
+            import logging
+
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # onnxruntime logs a generic pre-processing hint on the root logger
+            try:
+                quantize_dynamic(str(plain), str(final), weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
         else:
             plain.replace(final)
         embeddings = Path(tmp) / "embeddings.safetensors"

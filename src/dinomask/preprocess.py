@@ -161,15 +161,22 @@ def resize_to_grid(image: np.ndarray, grid: tuple[int, int], patch: int) -> np.n
 def to_pixel_values(images: list[np.ndarray], spec: "BackboneSpec", grid: tuple[int, int]) -> "torch.Tensor":
     """RGB uint8 images -> ``B x 3 x (h*patch) x (w*patch)`` float32 tensor, normalised.
 
-    Every image is resized (not cropped) to the same grid.
+    Every image is resized (not cropped) to the same grid. Scaling to [0, 1] and the
+    mean/std normalisation are folded into one multiply-add per channel.
     """
     import torch
 
-    batch = np.stack([resize_to_grid(image[:, :, :3], grid, spec.patch_size) for image in images])
-    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (tensor - mean) / std
+    height, width = grid[0] * spec.patch_size, grid[1] * spec.patch_size
+    std = np.asarray(spec.std, np.float32)
+    scale = 1.0 / (255.0 * std)
+    offset = -np.asarray(spec.mean, np.float32) / std
+    batch = np.empty((len(images), 3, height, width), np.float32)
+    for index, image in enumerate(images):
+        resized = resize_to_grid(image[:, :, :3], grid, spec.patch_size)
+        for channel in range(3):
+            np.multiply(resized[:, :, channel], scale[channel], out=batch[index, channel], casting="unsafe")
+            batch[index, channel] += offset[channel]
+    return torch.from_numpy(batch)
 
 
 def patch_coverage(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
