@@ -1,0 +1,107 @@
+"""End to end in headless Chromium (Debian's chromium + chromedriver, driven by Selenium):
+load the page, make a reference from a davis-mini frame and its mask, stream a fake camera
+made from the same frames through the WebSocket, and check the results come back with the
+mask on the object.
+
+With a random-weight model, masks carry little meaning on new frames; the fake camera
+therefore shows the reference frame itself, where even random features separate the
+object from its scene (the reference's own background prototypes), so "the mask covers
+the right region" is a real check of the whole path: page -> WebSocket -> model -> page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dinomask.evaluate.control import mask_centroid
+from dinomask.preprocess import load_image, load_mask
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--window-size=1400,1350"]
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """RGB frames -> a YUV4MPEG2 (4:2:0) file, the format Chromium's fake camera reads."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            handle.write(b"FRAME\n")
+            handle.write(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+@pytest.fixture
+def chrome(tmp_path, davis):
+    selenium = pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not binary or not driver_path:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
+    frame = load_image(davis / "JPEGImages/480p/dog/00000.jpg")
+    video = write_y4m(tmp_path / "camera.y4m", [frame] * 10)
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in FLAGS + [f"--use-file-for-fake-video-capture={video}", f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, script: str, timeout: float = 90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for: {script}; status: "
+                         f"{driver.execute_script('return document.body.innerText')[-600:]}")
+
+
+def test_page_reference_camera_stream_and_result(server, chrome, davis, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    chrome.get(server + "/")
+    assert "dinomask" in chrome.title
+    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
+    chrome.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
+    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
+    chrome.find_element(By.ID, "make-ref").click()
+    reference = wait_for(chrome, "return window.dinomask.reference")
+    assert len(reference) == 16
+    wait_for(chrome, "return !document.getElementById('camera').disabled")
+    chrome.find_element(By.ID, "camera").click()
+    wait_for(chrome, "return window.dinomask.frames >= 3")
+    stats = chrome.execute_script("return window.dinomask.lastStats")
+    fps = chrome.find_element(By.ID, "fps").text
+    shot = tmp_path / "page.png"
+    chrome.save_screenshot(str(shot))
+    target = os.environ.get("DINOMASK_SCREENSHOT")
+    if target:
+        shutil.copy(shot, target)
+    chrome.find_element(By.ID, "stop").click()
+
+    truth = load_mask(davis / "Annotations/480p/dog/00000.png")
+    gx, gy = mask_centroid(truth)
+    assert stats["width"] > 0 and stats["latency_ms"] > 0 and "FPS" in fps
+    assert stats["centroid"] is not None
+    cx, cy = stats["centroid"]
+    assert abs(cx - gx) < 0.15 and abs(cy - gy) < 0.15, (stats, (gx, gy))
+    assert 0.3 * truth.mean() < stats["mask_fraction"] < 3.0 * truth.mean()
+    result_loaded = chrome.execute_script("const i = document.getElementById('result'); return i.naturalWidth")
+    assert result_loaded > 0
+    assert shot.stat().st_size > 10_000
