@@ -1,5 +1,8 @@
 """Batch background removal of images, folders and videos, with a progress bar and a report.
 
+Video frames keep their order; a video written as PNG frames (transparent background)
+also gets ``timestamps.json`` (frame index, file, timestamp in seconds) and ``.complete``.
+
 One failed input never stops the batch: it is recorded with its reason and the batch
 goes on. Outputs are written atomically and existing outputs are skipped unless
 ``overwrite`` is set, so a rerun after a crash continues where it stopped.
@@ -7,6 +10,7 @@ goes on. Outputs are written atomically and existing outputs are skipped unless
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,19 +84,23 @@ def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions)
     return 1
 
 
-def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm) -> int:
+def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
     source = FrameSource(str(item.source))
     segmenter.reset()
     frames = 0
     if options.transparent:
         item.output.mkdir(parents=True, exist_ok=True)
         (item.output / ".complete").unlink(missing_ok=True)
+        stamps = []
         for frame in source:
             result = segmenter.predict(frame.image)
             output = render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
             write_image_atomic(item.output / f"{frame.index:06d}.png", output)
+            stamps.append({"frame": frame.index, "file": f"{frame.index:06d}.png", "timestamp_s": round(frame.timestamp, 6)})
             frames += 1
-            progress.set_postfix_str(f"{item.source.name} frame {frames}")
+            if progress is not None:
+                progress.set_postfix_str(f"{item.source.name} frame {frames}")
+        (item.output / "timestamps.json").write_text(json.dumps({"fps": source.fps, "frames": stamps}, indent=1))
         (item.output / ".complete").write_text(f"{frames} frames\n")
         return frames
     writer: AtomicVideoWriter | None = None
@@ -106,7 +114,8 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
                 writer = AtomicVideoWriter(item.output, source.fps, (output.shape[1], output.shape[0]))
             writer.write(output)
             frames += 1
-            progress.set_postfix_str(f"{item.source.name} frame {frames}")
+            if progress is not None:
+                progress.set_postfix_str(f"{item.source.name} frame {frames}")
     except BaseException:
         if writer is not None:
             writer.close(keep=False)
@@ -115,6 +124,18 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
         raise DinomaskError(f"{item.source}: the video holds no readable frames")
     writer.close(keep=True)
     return frames
+
+
+def output_complete(item: WorkItem) -> bool:
+    """True when the item's output exists and was finished (files appear only when complete)."""
+    return _output_exists(item)
+
+
+def process_item(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
+    """Write one item's output; returns frames processed. Raises on unreadable input."""
+    if item.kind == "image":
+        return _process_image(segmenter, item, options)
+    return _process_video(segmenter, item, options, progress)
 
 
 def remove_batch(
@@ -133,10 +154,7 @@ def remove_batch(
                 report.skipped.append(item.output)
                 continue
             try:
-                if item.kind == "image":
-                    report.frames += _process_image(segmenter, item, options)
-                else:
-                    report.frames += _process_video(segmenter, item, options, progress)
+                report.frames += process_item(segmenter, item, options, progress)
                 report.written.append(item.output)
             except (DinomaskError, OSError, ValueError) as exc:
                 report.failed[str(item.source)] = str(exc)

@@ -154,6 +154,10 @@ def remove(
     output_kind: OutputKindOpt = "composite",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")] = None,
+    actors: Annotated[Optional[int], typer.Option(help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Ray: work items per batch (default 4).")] = None,
 ) -> None:
     """Remove the background of images, folders and videos; one output per input."""
     from dinomask.batch import OutputOptions, remove_batch
@@ -169,9 +173,21 @@ def remove(
         typer.echo(f"skipped {problem}", err=True)
     if not items:
         raise DinomaskError("no image or video files to process among the inputs")
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"expected local or ray, got {engine!r}", param_hint="--engine")
     config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal)
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
-    report = remove_batch(segmenter, items, options, show_progress=not quiet)
+    if engine == "ray":
+        from dinomask.ray_engine import RayOptions, WorkerSpec, remove_batch_ray
+
+        if not fast:
+            runtime, dtype = "torch", "float32"
+        spec = WorkerSpec(model=segmenter.backbone.spec.name if model is None else model, device=device, dtype=dtype,
+                          runtime=runtime, references=tuple(segmenter.references), config=config, options=options)
+        report = remove_batch_ray(spec, items, RayOptions(address=address, actors=actors, batch_size=batch_size),
+                                  show_progress=not quiet)
+    else:
+        report = remove_batch(segmenter, items, options, show_progress=not quiet)
     typer.echo(report.summary(), err=not report.ok)
     if not report.ok or problems:
         raise typer.Exit(1)

@@ -237,7 +237,7 @@ class OnnxBackbone:
         path: an exported ``.onnx`` file.
         spec: the source weights' spec (its fingerprint stays, so references match).
         quantization: ``fp32`` or ``int8``.
-        threads: ONNX Runtime intra-op threads (0 = all cores).
+        threads: ONNX Runtime intra-op threads (0 = ``$DINOMASK_THREADS``, else all cores).
     """
 
     def __init__(self, path: str | Path, spec: BackboneSpec, quantization: str, config: dict,
@@ -246,7 +246,7 @@ class OnnxBackbone:
         import torch
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or int(os.environ.get("DINOMASK_THREADS", 0)) or (os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = Path(path)

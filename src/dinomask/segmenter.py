@@ -221,6 +221,7 @@ class Segmenter:
                 _ObjectModel(reference.label, reference.prototypes(self.config.prototype, self.config.k), background)
             )
         self._objects = objects
+        self.references = tuple(references)
         self._smoother.reset()
 
     @property
