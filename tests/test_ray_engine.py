@@ -139,3 +139,21 @@ def test_missing_ray_is_one_clear_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(DinomaskError, match=r"pip install 'dinomask\[ray\]'"):
         _ray()
+
+
+def test_eval_masks_on_ray_gives_the_local_numbers(local_ray, davis, tiny_model_dir):
+    from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.masks import evaluate_masks
+    from dinomask.evaluate.plan import MaskEvalPlan, build_predictors
+    from dinomask.evaluate.settings import named_settings
+    from dinomask.ray_engine import evaluate_masks_ray
+
+    data = load_dataset(davis)
+    settings = named_settings(["paper:method=paper", "dinomask:method=dinomask,temporal=0.5", "refs=2:refs=2"])
+    plan = MaskEvalPlan(tuple(settings), str(tiny_model_dir), device="cpu", dtype="float32", runtime="torch")
+    built = build_predictors(plan)
+    local = evaluate_masks(data, built.predictors, built.refs, sweep=built.sweep, max_frames=3, show_progress=False)
+    distributed = evaluate_masks_ray(data, plan, built, RayOptions(actors=2), max_frames=3, show_progress=False)
+    assert local.to_json() == distributed.to_json()
+    assert distributed.dataset["paper"]["frames"] == 6
+    assert "paper" in distributed.sweeps

@@ -52,6 +52,9 @@ BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, w
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+EngineOpt = Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask[ray]').")]
+AddressOpt = Annotated[Optional[str], typer.Option(help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")]
+ActorsOpt = Annotated[Optional[int], typer.Option(help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")]
 
 
 def segmenter_config(
@@ -154,9 +157,9 @@ def remove(
     output_kind: OutputKindOpt = "composite",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask[ray]').")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")] = None,
-    actors: Annotated[Optional[int], typer.Option(help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")] = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Ray: work items per batch (default 4).")] = None,
 ) -> None:
     """Remove the background of images, folders and videos; one output per input."""
@@ -365,47 +368,45 @@ def eval_masks(
     fast: FastOpt = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    actors: ActorsOpt = None,
 ) -> None:
     """Mask quality (IoU, mIoU, pixel accuracy, confusion) of settings side by side, with a threshold sweep."""
-    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.backbone import DEFAULT_BACKBONE
     from dinomask.evaluate.masks import evaluate_masks
-    from dinomask.evaluate.predictors import DinomaskPredictor, FeatureCache, build_comparator
+    from dinomask.evaluate.plan import MaskEvalPlan, build_predictors
     from dinomask.evaluate.report import prepare_output, write_masks_report
     from dinomask.evaluate.settings import named_settings
-    from dinomask.postprocess import ThresholdRule
 
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"expected local or ray, got {engine!r}", param_hint="--engine")
     model = model or DEFAULT_BACKBONE
-    settings = named_settings(setting or ["standard"])
+    if not fast:
+        runtime, dtype = "torch", "float32"
+    plan = MaskEvalPlan(tuple(named_settings(setting or ["standard"])), model, device, dtype, runtime,
+                        tuple(compare or ()), str(u2netp) if u2netp else None)
     prepare_output(output, overwrite)
     data, run = _eval_run(dataset, model)
-    caches: dict[str, FeatureCache] = {}
-    predictors, refs, sweep, described = {}, {}, {}, {}
-    for item in settings:
-        source = item.model or model
-        if source not in caches:
-            caches[source] = FeatureCache(_backbone(source, device, dtype, runtime, fast))
-        predictors[item.name] = DinomaskPredictor(item.name, caches[source].backbone, item.config, caches[source])
-        refs[item.name] = item.refs
-        c = item.config
-        described[item.name] = (f"proto={c.prototype}{c.k if c.prototype == 'kmeans' else ''} thr={c.threshold} bg={c.background} "
-                                f"up={c.upsample} res={c.geometry.resolution}{'' if c.geometry.keep_aspect else 'sq'} "
-                                f"temporal={c.temporal.alpha:g} refs={item.refs}" + (f" model={item.model}" if item.model else ""))
-        fixed = c.threshold != "auto" and ThresholdRule.parse(c.threshold).kind == "fixed"
-        if fixed and c.background == "none" and c.temporal.alpha == 0:
-            sweep[item.name] = c.upsample
-    for name in compare or []:
-        try:
-            predictors[name] = build_comparator(name, str(u2netp) if u2netp and name == "u2netp" else None)
-            refs[name] = 1
-            described[name] = "comparison segmenter (not one-shot: ignores the reference)"
-        except DinomaskError as exc:
-            typer.echo(f"compare: {exc}; left out", err=True)
-            run.setdefault("left_out", []).append(f"{name}: {exc}")
-    result = evaluate_masks(data, predictors, refs, sweep=sweep, max_frames=max_frames, show_progress=not quiet)
-    run["settings"] = described
-    files = write_masks_report(output, result, run, described)
+    built = build_predictors(plan)  # here too on the Ray engine: fails early, and exports the ONNX model once
+    for problem in built.left_out:
+        typer.echo(f"compare: {problem}; left out", err=True)
+    if built.left_out:
+        run["left_out"] = built.left_out
+    if engine == "ray":
+        from dinomask.ray_engine import RayOptions, evaluate_masks_ray
+
+        result = evaluate_masks_ray(data, plan, built, RayOptions(address=address, actors=actors),
+                                    max_frames=max_frames, show_progress=not quiet)
+    else:
+        result = evaluate_masks(data, built.predictors, built.refs, sweep=built.sweep, max_frames=max_frames,
+                                show_progress=not quiet)
+    run["settings"] = built.described
+    run["engine"] = engine
+    files = write_masks_report(output, result, run, built.described)
     typer.echo(f"wrote {len(files)} files to {output}")
-    best = max(result.dataset, key=lambda n: (result.dataset[n]["miou"] if result.dataset[n]["miou"] == result.dataset[n]["miou"] else -1))
+    scores = {n: d["miou"] for n, d in result.dataset.items() if d["miou"] == d["miou"]}
+    best = max(scores, key=scores.get) if scores else None
     for name in result.settings:
         d = result.dataset[name]
         typer.echo(f"  {name:32s} mIoU {d['miou']:.3f}  IoU {d['iou']:.3f}  ({d['frames']} frames){'  <- best' if name == best else ''}")

@@ -175,3 +175,64 @@ def remove_batch_ray(
                 progress.update(1)
     report.seconds = time.perf_counter() - started
     return report
+
+
+class EvalWorker:
+    """A Ray Data actor for ``eval masks``: builds the plan's predictors once, scores whole sequences."""
+
+    def __init__(self, plan, dataset, refs: dict, sweep: dict, max_frames, threads: int):
+        os.environ["DINOMASK_THREADS"] = str(threads)
+        import torch
+
+        from dinomask.evaluate.plan import build_predictors
+
+        torch.set_num_threads(threads)
+        self.built = build_predictors(plan)
+        self.dataset, self.refs, self.sweep, self.max_frames = dataset, refs, sweep, max_frames
+
+    def __call__(self, batch: dict) -> dict:
+        import pickle
+
+        from dinomask.evaluate.masks import example_setting, score_sequence
+
+        names = list(self.built.predictors)
+        out = {"index": [], "scores": []}
+        for index in batch["index"]:
+            part = score_sequence(self.dataset.sequences[int(index)], self.built.predictors, self.refs,
+                                  sweep=self.sweep, max_frames=self.max_frames, example_setting=example_setting(names))
+            out["index"].append(int(index))
+            out["scores"].append(pickle.dumps(part))
+        return out
+
+
+def evaluate_masks_ray(dataset, plan, built, options: RayOptions, *, max_frames=None, show_progress: bool = True):
+    """``eval masks`` with sequences spread over a Ray Data actor pool; the same numbers as locally.
+
+    Each sequence is scored whole on one actor (references, frame order and temporal
+    smoothing as in the local engine); the driver merges the parts in dataset order.
+    """
+    import pickle
+
+    from dinomask.evaluate.masks import aggregate
+
+    ray = _ray()
+    if not dataset.sequences:
+        raise DinomaskError(f"{dataset.root}: no sequence with labelled frames to evaluate")
+    init_ray(options)
+    resources = ray.cluster_resources()
+    actors = min(options.actors or max(1, int(resources.get("CPU", 1) // options.cpus_per_actor)), len(dataset.sequences))
+    names = list(built.predictors)
+    refs = {n: built.refs[n] for n in names}
+    rows = [{"index": i} for i in range(len(dataset.sequences))]
+    pipeline = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        EvalWorker, fn_constructor_kwargs={"plan": plan, "dataset": dataset, "refs": refs, "sweep": built.sweep,
+                                           "max_frames": max_frames, "threads": max(1, int(options.cpus_per_actor))},
+        batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=options.cpus_per_actor,
+        batch_format="default",
+    )
+    parts = {}
+    with tqdm(total=len(rows), desc=f"eval masks (ray, {actors} actors)", unit="sequence", disable=not show_progress) as bar:
+        for row in pipeline.iter_rows():
+            parts[int(row["index"])] = pickle.loads(row["scores"])
+            bar.update(1)
+    return aggregate(dataset, names, [parts[i] for i in sorted(parts)], built.sweep)

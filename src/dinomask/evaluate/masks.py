@@ -7,29 +7,19 @@ setting, so all columns of the table see exactly the same frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
 from dinomask.errors import DinomaskError
-from dinomask.evaluate.datasets import Dataset, LabelledFrame
+from dinomask.evaluate.datasets import Dataset, LabelledFrame, LabelledSequence
 from dinomask.evaluate.metrics import ConfusionMatrix, score_mask
 from dinomask.evaluate.predictors import MaskPredictor
 from dinomask.postprocess import upsample_score
 from dinomask.preprocess import load_image, load_mask
 
 SWEEP = tuple(round(float(t), 2) for t in np.arange(0.0, 1.0001, 0.05))
-
-
-@dataclass
-class SweepTarget:
-    """A setting whose similarity map is re-thresholded at every value of ``SWEEP``."""
-
-    name: str
-    upsample: str
-    confusion: dict[float, np.ndarray] = field(default_factory=dict)
-    per_sequence: dict[str, dict[float, list[float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,91 +59,113 @@ def _load_pair(frame: LabelledFrame) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def evaluate_masks(
-    dataset: Dataset,
+@dataclass
+class SequenceScores:
+    """What one sequence contributes; :func:`aggregate` merges these in dataset order."""
+
+    name: str
+    rows: dict[str, list[dict]]
+    confusion: dict[str, np.ndarray]
+    rules: dict[str, set]
+    sweeps: dict[str, dict]  # setting -> {"miou": {threshold: [per-frame mIoU]}, "confusion": {threshold: 2x2}}
+    problems: list[str]
+    examples: list[dict]
+
+
+def score_sequence(
+    sequence: LabelledSequence,
     predictors: dict[str, MaskPredictor],
     refs: dict[str, int],
     *,
     sweep: dict[str, str] | None = None,
     max_frames: int | None = None,
     examples: int = 4,
-    show_progress: bool = True,
-) -> MaskEvalResult:
-    """Score every predictor on every scored frame of the dataset.
-
-    Args:
-        dataset: from :func:`~dinomask.evaluate.datasets.load_dataset`.
-        predictors: name -> predictor, in table order.
-        refs: name -> reference frames that predictor uses (1 for non-one-shot ones).
-        sweep: name -> upsample mode, for the predictors to sweep thresholds on.
-        max_frames: score at most this many frames per sequence (after the references).
-        examples: how many frames to keep (image, similarity, masks) for the heatmap plot.
-    """
-    if not dataset.sequences:
-        raise DinomaskError(f"{dataset.root}: no sequence with labelled frames to evaluate")
-    problems = list(dataset.problems)
-    skip = max(refs.values())
+    example_setting: str | None = None,
+    progress: tqdm | None = None,
+) -> SequenceScores:
+    """Score every predictor on one sequence's scored frames (the first ``max(refs)`` are references)."""
     names = list(predictors)
+    sweep = sweep or {}
+    skip = max(refs.values())
+    out = SequenceScores(sequence.name, {n: [] for n in names}, {n: np.zeros((2, 2), np.int64) for n in names},
+                         {n: set() for n in names}, {n: {"miou": {t: [] for t in SWEEP}, "confusion": {}} for n in sweep},
+                         [], [])
+    if len(sequence.frames) <= skip:
+        out.problems.append(f"{sequence.name}: {len(sequence.frames)} labelled frames, {skip} needed as references "
+                            "and at least one to score; skipped")
+        return out
+    try:
+        references = [_load_pair(f) for f in sequence.frames[:skip]]
+    except DinomaskError as exc:
+        out.problems.append(f"{sequence.name}: reference frame unusable ({exc}); sequence skipped")
+        return out
+    started = []
+    for name, predictor in predictors.items():
+        try:
+            predictor.start_sequence(references[: refs[name]])
+            started.append(name)
+        except DinomaskError as exc:
+            out.problems.append(f"{sequence.name}: {name} could not use the reference ({exc})")
+    scored = sequence.frames[skip:]
+    if max_frames is not None:
+        scored = scored[:max_frames]
+    for frame in scored:
+        try:
+            image, truth = _load_pair(frame)
+        except DinomaskError as exc:
+            out.problems.append(f"{frame.image}: {exc}; not scored")
+            if progress is not None:
+                progress.update(len(names))
+            continue
+        for name in started:
+            prediction = predictors[name].predict(image, str(frame.image))
+            score = score_mask(prediction.mask, truth)
+            out.confusion[name] += score.confusion
+            out.rules[name].add(prediction.rule)
+            out.rows[name].append({"sequence": sequence.name, "frame": frame.image.name, "iou": score.iou,
+                                   "miou": score.miou, "pixel_accuracy": score.pixel_accuracy})
+            if name in sweep and prediction.similarity is not None:
+                _sweep_frame(out.sweeps[name], sweep[name], prediction.similarity, truth)
+            if name == example_setting and len(out.examples) < examples and prediction.similarity is not None:
+                out.examples.append({"setting": name, "sequence": sequence.name, "frame": frame.image.name,
+                                     "image": image, "similarity": prediction.similarity,
+                                     "mask": prediction.mask, "truth": truth})
+            if progress is not None:
+                progress.update(1)
+    return out
+
+
+def scored_frame_count(dataset: Dataset, refs: dict[str, int], max_frames: int | None) -> int:
+    skip = max(refs.values())
+    counts = [max(0, len(s.frames) - skip) for s in dataset.sequences]
+    return sum(c if max_frames is None else min(c, max_frames) for c in counts)
+
+
+def aggregate(dataset: Dataset, names: list[str], parts: list[SequenceScores], sweep: dict[str, str],
+              examples: int = 4) -> MaskEvalResult:
+    """Merge per-sequence scores (in dataset order) into dataset means, confusion and sweeps."""
+    problems = list(dataset.problems)
     per_frame: dict[str, list[dict]] = {n: [] for n in names}
     per_sequence: dict[str, dict[str, dict[str, float]]] = {n: {} for n in names}
     confusion = {n: np.zeros((2, 2), np.int64) for n in names}
-    rules: dict[str, set[str]] = {n: set() for n in names}
-    sweeps = {name: SweepTarget(name, mode) for name, mode in (sweep or {}).items()}
-    kept_examples: list[dict] = []
-    total = sum(max(0, len(s.frames) - skip) if max_frames is None else min(max_frames, max(0, len(s.frames) - skip))
-                for s in dataset.sequences)
-    progress = tqdm(total=total * len(names), desc="eval masks", unit="mask", disable=not show_progress)
-    for sequence in dataset.sequences:
-        if len(sequence.frames) <= skip:
-            problems.append(f"{sequence.name}: {len(sequence.frames)} labelled frames, {skip} needed as references "
-                            "and at least one to score; skipped")
-            continue
-        try:
-            references = [_load_pair(f) for f in sequence.frames[:skip]]
-        except DinomaskError as exc:
-            problems.append(f"{sequence.name}: reference frame unusable ({exc}); sequence skipped")
-            continue
-        started = []
-        for name, predictor in predictors.items():
-            try:
-                predictor.start_sequence(references[: refs[name]])
-                started.append(name)
-            except DinomaskError as exc:
-                problems.append(f"{sequence.name}: {name} could not use the reference ({exc})")
-        scored = sequence.frames[skip:]
-        if max_frames is not None:
-            scored = scored[:max_frames]
-        seq_scores: dict[str, list] = {n: [] for n in names}
-        for frame in scored:
-            try:
-                image, truth = _load_pair(frame)
-            except DinomaskError as exc:
-                problems.append(f"{frame.image}: {exc}; not scored")
-                progress.update(len(names))
-                continue
-            for name in started:
-                prediction = predictors[name].predict(image, str(frame.image))
-                score = score_mask(prediction.mask, truth)
-                confusion[name] += score.confusion
-                rules[name].add(prediction.rule)
-                row = {"sequence": sequence.name, "frame": frame.image.name, "iou": score.iou, "miou": score.miou,
-                       "pixel_accuracy": score.pixel_accuracy}
-                per_frame[name].append(row)
-                seq_scores[name].append(row)
-                if name in sweeps and prediction.similarity is not None:
-                    _sweep_frame(sweeps[name], sequence.name, prediction.similarity, truth)
-                if len(kept_examples) < examples * len(names) and prediction.similarity is not None:
-                    kept_examples.append({"setting": name, "sequence": sequence.name, "frame": frame.image.name,
-                                          "image": image, "similarity": prediction.similarity,
-                                          "mask": prediction.mask, "truth": truth})
-                progress.update(1)
+    rules: dict[str, set] = {n: set() for n in names}
+    curves: dict[str, dict[str, dict[float, list[float]]]] = {n: {} for n in sweep}
+    kept: list[dict] = []
+    for part in parts:
+        problems += part.problems
+        kept += part.examples[: max(0, examples - len(kept))]
         for name in names:
-            rows = seq_scores[name]
+            rows = part.rows[name]
+            per_frame[name] += rows
+            confusion[name] += part.confusion[name]
+            rules[name] |= part.rules[name]
             if rows:
-                per_sequence[name][sequence.name] = {
+                per_sequence[name][part.name] = {
                     metric: _mean([r[metric] for r in rows]) for metric in ("iou", "miou", "pixel_accuracy")
                 } | {"frames": len(rows)}
-    progress.close()
+        for name in sweep:
+            if any(part.sweeps[name]["miou"][t] for t in SWEEP):
+                curves[name][part.name] = part.sweeps[name]["miou"]
     dataset_mean = {
         name: {metric: _mean([s[metric] for s in per_sequence[name].values()])
                for metric in ("iou", "miou", "pixel_accuracy")} | {
@@ -166,30 +178,61 @@ def evaluate_masks(
         matrix.matrix[:] = confusion[name]
         confusion_json[name] = matrix.compute()
     return MaskEvalResult(
-        settings=names,
-        per_frame=per_frame,
-        per_sequence=per_sequence,
-        dataset=dataset_mean,
+        settings=names, per_frame=per_frame, per_sequence=per_sequence, dataset=dataset_mean,
         confusion=confusion_json,
-        sweeps={name: _finish_sweep(target) for name, target in sweeps.items()},
-        problems=problems,
-        rules={n: sorted(r) for n, r in rules.items()},
-        examples=kept_examples,
+        sweeps={name: _finish_sweep(sweep[name], curves[name]) for name in sweep if curves[name]},
+        problems=problems, rules={n: sorted(r) for n, r in rules.items()}, examples=kept,
     )
 
 
-def _sweep_frame(target: SweepTarget, sequence: str, similarity: np.ndarray, truth: np.ndarray) -> None:
-    seq = target.per_sequence.setdefault(sequence, {t: [] for t in SWEEP})
+def evaluate_masks(
+    dataset: Dataset,
+    predictors: dict[str, MaskPredictor],
+    refs: dict[str, int],
+    *,
+    sweep: dict[str, str] | None = None,
+    max_frames: int | None = None,
+    examples: int = 4,
+    show_progress: bool = True,
+) -> MaskEvalResult:
+    """Score every predictor on every scored frame of the dataset (this process).
+
+    Args:
+        dataset: from :func:`~dinomask.evaluate.datasets.load_dataset`.
+        predictors: name -> predictor, in table order.
+        refs: name -> reference frames that predictor uses (1 for non-one-shot ones).
+        sweep: name -> upsample mode, for the predictors to sweep thresholds on.
+        max_frames: score at most this many frames per sequence (after the references).
+        examples: frames kept (image, similarity, masks) for the heatmap plot, from the
+            ``dinomask`` setting when there is one, else the first.
+    """
+    if not dataset.sequences:
+        raise DinomaskError(f"{dataset.root}: no sequence with labelled frames to evaluate")
+    names = list(predictors)
+    sweep = sweep or {}
+    shown = example_setting(names)
+    total = scored_frame_count(dataset, refs, max_frames)
+    with tqdm(total=total * len(names), desc="eval masks", unit="mask", disable=not show_progress) as progress:
+        parts = [score_sequence(s, predictors, refs, sweep=sweep, max_frames=max_frames, examples=examples,
+                                example_setting=shown, progress=progress) for s in dataset.sequences]
+    return aggregate(dataset, names, parts, sweep, examples)
+
+
+def example_setting(names: list[str]) -> str | None:
+    return "dinomask" if "dinomask" in names else (names[0] if names else None)
+
+
+def _sweep_frame(target: dict, upsample: str, similarity: np.ndarray, truth: np.ndarray) -> None:
     size = truth.shape
     for threshold in SWEEP:
-        mask = upsample_score(similarity - threshold, size, target.upsample) > 0
+        mask = upsample_score(similarity - threshold, size, upsample) > 0
         score = score_mask(mask, truth)
-        seq[threshold].append(score.miou)
-        target.confusion[threshold] = target.confusion.get(threshold, 0) + score.confusion
+        target["miou"][threshold].append(score.miou)
+        target["confusion"][threshold] = target["confusion"].get(threshold, 0) + score.confusion
 
 
-def _finish_sweep(target: SweepTarget) -> dict:
-    curve = {t: _mean([_mean(v[t]) for v in target.per_sequence.values()]) for t in SWEEP}
+def _finish_sweep(upsample: str, per_sequence: dict[str, dict[float, list[float]]]) -> dict:
+    curve = {t: _mean([_mean(v[t]) for v in per_sequence.values()]) for t in SWEEP}
     best = max(curve, key=lambda t: (curve[t], -abs(t - 0.5)))
-    return {"upsample": target.upsample, "thresholds": list(SWEEP), "miou": [curve[t] for t in SWEEP],
+    return {"upsample": upsample, "thresholds": list(SWEEP), "miou": [curve[t] for t in SWEEP],
             "best_threshold": best, "best_miou": curve[best]}

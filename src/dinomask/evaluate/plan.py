@@ -1,0 +1,76 @@
+"""What ``eval masks`` compares, as one picklable plan, and the predictors it builds.
+
+The local engine builds the predictors once in this process; the Ray engine builds them
+once per actor from the same plan, so both score with identical code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dinomask.errors import DinomaskError
+from dinomask.evaluate.predictors import DinomaskPredictor, FeatureCache, MaskPredictor, build_comparator
+from dinomask.evaluate.settings import EvalSetting
+from dinomask.postprocess import ThresholdRule
+
+
+@dataclass(frozen=True)
+class MaskEvalPlan:
+    """Settings, model and comparison segmenters of one ``eval masks`` run."""
+
+    settings: tuple[EvalSetting, ...]
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    runtime: str = "auto"
+    compare: tuple[str, ...] = ()
+    u2netp: str | None = None
+
+
+@dataclass
+class BuiltPredictors:
+    predictors: dict[str, MaskPredictor]
+    refs: dict[str, int]
+    sweep: dict[str, str]
+    described: dict[str, str]
+    left_out: list[str] = field(default_factory=list)
+
+
+def describe(setting: EvalSetting) -> str:
+    c = setting.config
+    text = (f"proto={c.prototype}{c.k if c.prototype == 'kmeans' else ''} thr={c.threshold} bg={c.background} "
+            f"up={c.upsample} res={c.geometry.resolution}{'' if c.geometry.keep_aspect else 'sq'} "
+            f"temporal={c.temporal.alpha:g} refs={setting.refs}")
+    return text + (f" model={setting.model}" if setting.model else "")
+
+
+def sweepable(setting: EvalSetting) -> bool:
+    """Fixed threshold, no background prototypes, no smoothing: re-thresholding the similarity is exact."""
+    c = setting.config
+    fixed = c.threshold != "auto" and ThresholdRule.parse(c.threshold).kind == "fixed"
+    return fixed and c.background == "none" and c.temporal.alpha == 0
+
+
+def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
+    """Load each model once, wrap every setting, and add the comparison segmenters that are available."""
+    from dinomask.backbone import load_backbone
+
+    caches: dict[str, FeatureCache] = {}
+    built = BuiltPredictors({}, {}, {}, {})
+    for item in plan.settings:
+        source = item.model or plan.model
+        if source not in caches:
+            caches[source] = FeatureCache(load_backbone(source, device=plan.device, dtype=plan.dtype, runtime=plan.runtime))
+        built.predictors[item.name] = DinomaskPredictor(item.name, caches[source].backbone, item.config, caches[source])
+        built.refs[item.name] = item.refs
+        built.described[item.name] = describe(item)
+        if sweepable(item):
+            built.sweep[item.name] = item.config.upsample
+    for name in plan.compare:
+        try:
+            built.predictors[name] = build_comparator(name, plan.u2netp if name == "u2netp" else None)
+            built.refs[name] = 1
+            built.described[name] = "comparison segmenter (not one-shot: ignores the reference)"
+        except DinomaskError as exc:
+            built.left_out.append(f"{name}: {exc}")
+    return built
