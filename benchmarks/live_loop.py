@@ -36,7 +36,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dinomask-live-"))
     os.environ.setdefault("DINOMASK_CACHE", str(work / "cache"))
 
-    import numpy as np
     from transformers import Dinov2Config, Dinov2Model
 
     from dinomask.backbone import load_backbone

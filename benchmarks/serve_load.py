@@ -65,7 +65,7 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit(f"server did not start: {server.stderr.read().decode()[-500:]}")
+                    raise SystemExit(f"server did not start: {server.stderr.read().decode()[-500:]}") from None
                 time.sleep(0.2)
         frame_path = args.dataset / "JPEGImages/480p/dog/00008.jpg"
         ref = httpx.post(f"{url}/v1/references", timeout=120, files={

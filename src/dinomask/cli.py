@@ -89,7 +89,6 @@ def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool):
 
 
 def _load_segmenter(refs, model, device, dtype, runtime, fast, config):
-    from dinomask.backbone import load_backbone
     from dinomask.reference import Reference
     from dinomask.segmenter import Segmenter
 
@@ -119,7 +118,7 @@ def reference(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compute an object's DINOv2 features from reference photo(s) and save them."""
-    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.backbone import DEFAULT_BACKBONE
     from dinomask.preprocess import InputGeometry
     from dinomask.reference import Reference, ReferenceSettings
 
@@ -341,9 +340,12 @@ MaxFramesOpt = Annotated[Optional[int], typer.Option(help="Score at most this ma
 EvalRefsOpt = Annotated[int, typer.Option("--refs", help="Reference frames per sequence/class (the first ones; never scored).")]
 
 
-def _eval_run(dataset: Path, model: str) -> tuple:
+def _eval_run(dataset: Path, model: str, output: Path, overwrite: bool) -> tuple:
+    """Refuse to overwrite an earlier eval, read the dataset, report its problems."""
     from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.report import prepare_output
 
+    prepare_output(output, overwrite)
     try:
         data = load_dataset(dataset)
     except FileNotFoundError as exc:
@@ -376,7 +378,7 @@ def eval_masks(
     from dinomask.backbone import DEFAULT_BACKBONE
     from dinomask.evaluate.masks import evaluate_masks
     from dinomask.evaluate.plan import MaskEvalPlan, build_predictors
-    from dinomask.evaluate.report import prepare_output, write_masks_report
+    from dinomask.evaluate.report import write_masks_report
     from dinomask.evaluate.settings import named_settings
 
     if engine not in ("local", "ray"):
@@ -386,8 +388,7 @@ def eval_masks(
         runtime, dtype = "torch", "float32"
     plan = MaskEvalPlan(tuple(named_settings(setting or ["standard"])), model, device, dtype, runtime,
                         tuple(compare or ()), str(u2netp) if u2netp else None)
-    prepare_output(output, overwrite)
-    data, run = _eval_run(dataset, model)
+    data, run = _eval_run(dataset, model, output, overwrite)
     built = build_predictors(plan)  # here too on the Ray engine: fails early, and exports the ONNX model once
     for problem in built.left_out:
         typer.echo(f"compare: {problem}; left out", err=True)
@@ -428,14 +429,13 @@ def eval_recognition(
     quiet: QuietOpt = False,
 ) -> None:
     """Object recognition (nearest class prototype) with and without background removal."""
-    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.backbone import DEFAULT_BACKBONE
     from dinomask.evaluate.recognition import evaluate_recognition
-    from dinomask.evaluate.report import prepare_output, write_recognition_report
+    from dinomask.evaluate.report import write_recognition_report
     from dinomask.segmenter import SegmenterConfig
 
     model = model or DEFAULT_BACKBONE
-    prepare_output(output, overwrite)
-    data, run = _eval_run(dataset, model)
+    data, run = _eval_run(dataset, model, output, overwrite)
     backbone = _backbone(model, device, dtype, runtime, fast)
     result = evaluate_recognition(data, backbone, SegmenterConfig.preset(method), refs=refs, max_frames=max_frames,
                                   show_progress=not quiet)
@@ -462,14 +462,13 @@ def eval_control(
     quiet: QuietOpt = False,
 ) -> None:
     """A simulated pan-tilt loop driven by the perception, with and without background removal."""
-    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
+    from dinomask.backbone import DEFAULT_BACKBONE
     from dinomask.evaluate.control import ControlModel, evaluate_control
-    from dinomask.evaluate.report import prepare_output, write_control_report
+    from dinomask.evaluate.report import write_control_report
     from dinomask.segmenter import SegmenterConfig
 
     model = model or DEFAULT_BACKBONE
-    prepare_output(output, overwrite)
-    data, run = _eval_run(dataset, model)
+    data, run = _eval_run(dataset, model, output, overwrite)
     backbone = _backbone(model, device, dtype, runtime, fast)
     config = SegmenterConfig.preset(method)
     result = evaluate_control(data, backbone, config, model=ControlModel(gain=gain), refs=refs, max_frames=max_frames,

@@ -41,7 +41,7 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
 
 @pytest.fixture
 def chrome(tmp_path, davis):
-    selenium = pytest.importorskip("selenium")
+    pytest.importorskip("selenium")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

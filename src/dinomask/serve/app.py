@@ -44,7 +44,7 @@ from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dinomask.composite import Background, composite, heatmap, render
-from dinomask.errors import DinomaskError, ImageReadError, InvalidReferenceError
+from dinomask.errors import ImageReadError, InvalidReferenceError
 from dinomask.postprocess import TemporalSettings, ThresholdRule
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
@@ -413,10 +413,10 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                     await websocket.send_text(json.dumps({"error": exc.detail, "status": exc.status}))
                     continue
 
-                def work(seg=segmenter, image=frame):
+                def work(seg=segmenter, image=frame, index=count):
                     result = seg.predict(image)
                     ys, xs = np.nonzero(result.mask)
-                    stats = {"frame": count, "mask_fraction": float(result.mask.mean()), "rule": result.rule,
+                    stats = {"frame": index, "mask_fraction": float(result.mask.mean()), "rule": result.rule,
                              "threshold": result.threshold, "width": image.shape[1], "height": image.shape[0],
                              "centroid": [float(xs.mean() / image.shape[1]), float(ys.mean() / image.shape[0])] if len(xs) else None}
                     return stats, encode(composite(image, result.mask, fill), "JPEG"), encode(heatmap(image, result.similarity), "JPEG")
