@@ -142,3 +142,37 @@ def test_smoothing_off_passes_scores_through():
     assert out is score and not cut
     with pytest.raises(ValueError):
         TemporalSettings(alpha=1.0)
+
+
+def _slowly_changing(step: int) -> np.ndarray:
+    """A red object whose colour drifts towards orange (light changing), on blue."""
+    frame = canvas(140, 140, BLUE)
+    frame[28:112, 28:112] = (255, min(255, 12 * step), 0)
+    return frame
+
+
+def test_prototype_adaptation_follows_a_slow_change_and_refuses_a_jump(colour_backbone):
+    photo = canvas(140, 140, (0, 0, 0))
+    photo[14:126, 14:126] = RED
+    reference = Reference.from_images(colour_backbone, [photo], settings=ReferenceSettings(geometry=InputGeometry(140)))
+    base = SegmenterConfig(prototype="patch-mean", background="none", threshold="0.9", geometry=InputGeometry(140),
+                           upsample="nearest")
+    fixed = Segmenter(colour_backbone, reference, base)
+    adaptive = Segmenter(colour_backbone, reference, base.replace(temporal=TemporalSettings(adapt=0.5, max_drift=0.5)))
+    kept_fixed, kept_adaptive = [], []
+    for step in range(12):
+        frame = _slowly_changing(step)
+        kept_fixed.append(bool(fixed.predict(frame).mask[70, 70]))
+        kept_adaptive.append(bool(adaptive.predict(frame).mask[70, 70]))
+    assert not kept_fixed[-1]           # the fixed prototype loses the object as its colour drifts
+    assert all(kept_adaptive)           # the adapted one follows it
+    # a sudden jump to something else is not learnt: the drift guard keeps the prototype near the reference
+    guarded = Segmenter(colour_backbone, reference, base.replace(temporal=TemporalSettings(adapt=0.9, max_drift=0.05)))
+    jump = canvas(140, 140, BLUE)
+    jump[28:112, 28:112] = (255, 150, 0)
+    original = guarded._objects[0].prototypes.copy()
+    for _ in range(5):
+        guarded.predict(jump)
+    assert float(guarded._objects[0].prototypes[0] @ original[0]) >= 0.95
+    adaptive.reset()
+    np.testing.assert_allclose(adaptive._objects[0].prototypes, adaptive._objects[0].original)

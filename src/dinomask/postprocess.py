@@ -148,20 +148,32 @@ def upsample_score(
 
 @dataclass(frozen=True)
 class TemporalSettings:
-    """Exponential moving average of score maps across video frames.
+    """What a video's past contributes to the current frame.
 
     Attributes:
-        alpha: weight of the past, in [0, 1); 0 turns smoothing off.
-        scene_cut: reset when the cosine between this frame's and the last frame's
-            mean patch feature drops below this (a cut, or the camera moved away).
+        alpha: weight of the past score map (exponential moving average), in [0, 1);
+            0 turns smoothing off.
+        scene_cut: reset the smoothing when the cosine between this frame's and the last
+            frame's mean patch feature drops below this (a cut, or the camera moved away).
+        adapt: rate at which object prototypes follow the object's confident patches
+            (0 = never), for slow changes of light and view. Confident patches are the
+            interior of the object mask (object patches whose 8 neighbours are object too).
+        max_drift: guard against drift: an update that would take a prototype further
+            than this cosine distance from the reference's own prototype is refused.
     """
 
     alpha: float = 0.0
     scene_cut: float = 0.8
+    adapt: float = 0.0
+    max_drift: float = 0.15
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"temporal alpha must be in [0, 1), got {self.alpha}")
+        if not 0.0 <= self.adapt < 1.0:
+            raise ValueError(f"adapt rate must be in [0, 1), got {self.adapt}")
+        if not 0.0 < self.max_drift <= 2.0:
+            raise ValueError(f"max_drift is a cosine distance in (0, 2], got {self.max_drift}")
 
 
 class TemporalSmoother:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
+import cv2
 import numpy as np
 
 from dinomask.backbone import Backbone
@@ -34,7 +35,7 @@ from dinomask.postprocess import (
     upsample_score,
 )
 from dinomask.preprocess import ColorOrder, FrameLike, InputGeometry, load_image
-from dinomask.prototypes import best_match, kmeans_prototypes
+from dinomask.prototypes import best_match, kmeans_prototypes, l2_normalize
 from dinomask.reference import PROTOTYPE_MODES, PrototypeMode, Reference
 
 BackgroundSource = Literal["none", "reference", "frame", "both"]
@@ -159,6 +160,33 @@ class _ObjectModel:
     name: str
     prototypes: np.ndarray
     background: np.ndarray
+    original: np.ndarray | None = None  # the reference's own prototypes (the drift guard's anchor)
+
+    def __post_init__(self) -> None:
+        if self.original is None:
+            self.original = self.prototypes.copy()
+
+    def adapt(self, confident: np.ndarray, rate: float, max_drift: float) -> int:
+        """Move each prototype towards the mean of the confident patches nearest to it.
+
+        Args:
+            confident: ``N x C`` unit features of this frame's confident object patches.
+
+        Returns:
+            How many prototypes moved (updates past ``max_drift`` are refused).
+        """
+        nearest = np.argmax(confident @ self.prototypes.T, axis=1)
+        moved = 0
+        for index in range(len(self.prototypes)):
+            members = confident[nearest == index]
+            if len(members) == 0:
+                continue
+            target = l2_normalize(members.mean(axis=0, keepdims=True))[0]
+            candidate = l2_normalize(((1 - rate) * self.prototypes[index] + rate * target)[None])[0]
+            if 1.0 - float(candidate @ self.original[index]) <= max_drift:
+                self.prototypes[index] = candidate
+                moved += 1
+        return moved
 
 
 class Segmenter:
@@ -229,8 +257,10 @@ class Segmenter:
         return tuple(o.name for o in self._objects)
 
     def reset(self) -> None:
-        """Forget temporal state (call between unrelated videos)."""
+        """Forget temporal state and prototype adaptation (call between unrelated videos)."""
         self._smoother.reset()
+        for obj in self._objects:
+            obj.prototypes = obj.original.copy()
 
     # ------------------------------------------------------------------ frames
 
@@ -318,6 +348,13 @@ class Segmenter:
         descriptor = features.patches.reshape(-1, features.patches.shape[-1]).mean(axis=0)
         descriptor = descriptor / max(float(np.linalg.norm(descriptor)), 1e-12)
         score_stack, cut = self._smoother.update(score_stack, descriptor)
+        temporal = self.config.temporal
+        if temporal.adapt > 0:
+            for obj, score in zip(self._objects, score_stack):
+                interior = cv2.erode((score > 0).astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=0)
+                confident = features.patches[interior.astype(bool)]
+                if len(confident) >= 2:
+                    obj.adapt(confident, temporal.adapt, temporal.max_drift)
 
         best = score_stack.max(axis=0)
         size = image.shape[:2]

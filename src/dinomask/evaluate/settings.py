@@ -5,7 +5,7 @@ A setting is written ``name:key=value,key=value`` on the command line, e.g.
 
 ``method`` (preset to start from: dinomask | paper), ``prototype``, ``k``, ``threshold``,
 ``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``aspect``
-(keep | square), ``temporal`` (alpha), ``refs`` (reference frames per sequence),
+(keep | square), ``temporal`` (alpha), ``adapt`` (prototype adaptation rate), ``refs`` (reference frames per sequence),
 ``model`` (backbone for this setting only).
 """
 
@@ -18,7 +18,7 @@ from dinomask.preprocess import InputGeometry
 from dinomask.segmenter import SegmenterConfig
 
 SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "aspect",
-                "temporal", "refs", "model")
+                "temporal", "adapt", "refs", "model")
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def parse_setting(text: str) -> EvalSetting:
     if aspect not in ("keep", "square"):
         raise ValueError(f"setting {name!r}: aspect must be keep or square, got {aspect!r}")
     changes["geometry"] = InputGeometry(resolution, aspect == "keep")
-    if "temporal" in pairs:
-        changes["temporal"] = TemporalSettings(alpha=float(pairs.pop("temporal")))
+    if "temporal" in pairs or "adapt" in pairs:
+        changes["temporal"] = TemporalSettings(alpha=float(pairs.pop("temporal", 0.0)), adapt=float(pairs.pop("adapt", 0.0)))
     refs = int(pairs.pop("refs", 1))
     if refs < 1:
         raise ValueError(f"setting {name!r}: refs must be at least 1, got {refs}")
@@ -95,6 +95,7 @@ STANDARD = [
     "upsample=nearest:upsample=nearest",
     "upsample=guided:upsample=guided",
     "temporal=0.5:temporal=0.5",
+    "adapt=0.2:adapt=0.2",
     "refs=3:refs=3",
 ]
 QUICK = ["paper:method=paper", "dinomask:method=dinomask"]
