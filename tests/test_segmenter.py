@@ -136,3 +136,37 @@ def test_temporal_state_resets_between_videos(colour_backbone, red_reference):
     segmenter.predict(canvas(140, 140, RED))
     segmenter.reset()
     assert segmenter.predict(canvas(140, 140, BLUE)).scene_cut
+
+
+def test_region_of_interest_follows_the_object_with_fewer_patches_and_finer_masks(colour_backbone, red_reference):
+    from dinomask.roi import RoiSettings
+
+    def run(enabled: bool):
+        config = SegmenterConfig.preset("paper").replace(
+            geometry=InputGeometry(140), roi=RoiSettings(enabled=enabled, refresh=4), upsample="nearest")
+        segmenter = Segmenter(colour_backbone, red_reference, config)
+        out = []
+        for step in range(6):
+            frame = canvas(280, 560, BLUE)
+            x0 = 100 + 20 * step  # the object moves and is not aligned with the coarse grid
+            frame[98:182, x0:x0 + 84] = RED
+            truth = np.zeros((280, 560), bool)
+            truth[98:182, x0:x0 + 84] = True
+            result = segmenter.predict(frame)
+            out.append((result, (result.mask & truth).sum() / (result.mask | truth).sum()))
+        return segmenter, out
+
+    segmenter, with_roi = run(True)
+    _, whole = run(False)
+    results = [r for r, _ in with_roi]
+    assert results[0].roi is None and results[1].roi is not None     # whole frame first, then a crop
+    assert results[5].roi is None                                      # after 4 crops (refresh=4): whole frame again
+    for (result, iou), (_, iou_whole) in zip(with_roi[1:5], whole[1:5]):
+        assert result.similarity.shape == (10, 20)                     # maps stay on the frame's grid
+        assert result.patches < 200                                    # fewer patches than the whole frame
+        assert iou > 0.8 and iou > iou_whole                           # more patches on the object: finer mask
+    stats = segmenter.roi_stats
+    assert stats["frames"] == 6 and stats["roi_frames"] == 4 and stats["patches"] < stats["full_patches"]
+    # the object leaves: the crop finds nothing, the next frame is processed whole
+    segmenter.predict(canvas(280, 560, BLUE))
+    assert segmenter.predict(canvas(280, 560, BLUE)).roi is None

@@ -46,6 +46,7 @@ PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or km
 KOpt = Annotated[Optional[int], typer.Option("--k", help="k-means object prototypes.")]
 BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Background prototypes from: none, reference, frame, both.")]
 UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest, bilinear or guided.")]
+RoiOpt = Annotated[bool, typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object (more patches on it, fewer in all).")]
 AdaptOpt = Annotated[float, typer.Option(help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
 TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
 RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
@@ -60,7 +61,7 @@ ActorsOpt = Annotated[Optional[int], typer.Option(help="Ray: actor count (defaul
 
 def segmenter_config(
     method: str, resolution: int | None, threshold: str | None, prototype: str | None, k: int | None,
-    bg_source: str | None, upsample: str | None, temporal: float | None, adapt: float = 0.0,
+    bg_source: str | None, upsample: str | None, temporal: float | None, adapt: float = 0.0, roi: bool = False,
 ):
     """The preset for ``method`` with the options the user set on top."""
     from dinomask.postprocess import TemporalSettings
@@ -78,6 +79,10 @@ def segmenter_config(
     if temporal is None:  # video and live: smooth by default, except the method as written
         temporal = 0.0 if method == "paper" else VIDEO_TEMPORAL_ALPHA
     changes["temporal"] = TemporalSettings(alpha=temporal, adapt=adapt)
+    if roi:
+        from dinomask.roi import RoiSettings
+
+        changes["roi"] = RoiSettings(enabled=True)
     return config.replace(**changes)
 
 
@@ -154,6 +159,7 @@ def remove(
     upsample: UpsampleOpt = None,
     temporal: TemporalOpt = None,
     adapt: AdaptOpt = 0.0,
+    roi: RoiOpt = False,
     background: BackgroundOpt = "black",
     output_kind: OutputKindOpt = "composite",
     overwrite: OverwriteOpt = False,
@@ -179,7 +185,7 @@ def remove(
         raise DinomaskError("no image or video files to process among the inputs")
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"expected local or ray, got {engine!r}", param_hint="--engine")
-    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal, adapt)
+    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal, adapt, roi)
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
     if engine == "ray":
         from dinomask.ray_engine import RayOptions, WorkerSpec, remove_batch_ray
@@ -219,13 +225,14 @@ def live(
     upsample: UpsampleOpt = None,
     temporal: TemporalOpt = None,
     adapt: AdaptOpt = 0.0,
+    roi: RoiOpt = False,
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Live background removal from a camera, stream or video, with FPS and stage latencies."""
     from dinomask.live import LiveOptions, run_live_command
 
-    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal, adapt)
+    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal, adapt, roi)
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite,

@@ -37,6 +37,7 @@ from dinomask.postprocess import (
 from dinomask.preprocess import ColorOrder, FrameLike, InputGeometry, load_image
 from dinomask.prototypes import best_match, kmeans_prototypes, l2_normalize
 from dinomask.reference import PROTOTYPE_MODES, PrototypeMode, Reference
+from dinomask.roi import Box, RoiSettings, next_box, paste_grid
 
 BackgroundSource = Literal["none", "reference", "frame", "both"]
 BACKGROUND_SOURCES: tuple[str, ...] = ("none", "reference", "frame", "both")
@@ -61,7 +62,8 @@ class SegmenterConfig:
         upsample: ``nearest`` (blocks), ``bilinear`` or ``guided`` (edge-aware).
         refine: guided-filter settings for ``upsample='guided'``.
         geometry: how frames map onto the patch grid.
-        temporal: score smoothing across frames (video and live).
+        temporal: score smoothing and prototype adaptation across frames (video and live).
+        roi: region of interest on successive frames (video and live).
     """
 
     method: str = "dinomask"
@@ -74,6 +76,7 @@ class SegmenterConfig:
     refine: RefineSettings = field(default_factory=RefineSettings)
     geometry: InputGeometry = field(default_factory=InputGeometry)
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
+    roi: RoiSettings = field(default_factory=RoiSettings)
 
     def __post_init__(self) -> None:
         if self.prototype not in PROTOTYPE_MODES:
@@ -122,6 +125,10 @@ class SegmentationResult:
             with ``+bg`` when background prototypes also had to be beaten.
         object_names: labels of the objects, in label order.
         scene_cut: True when temporal smoothing was reset on this frame.
+        roi: the crop ``(y0, y1, x0, x1)`` this frame was processed in, or None for the
+            whole frame; ``similarity``, ``score`` and ``coarse_mask`` are then the crop's
+            maps placed on the whole frame's grid.
+        patches: patches the backbone processed for this frame.
     """
 
     similarity: np.ndarray
@@ -133,6 +140,8 @@ class SegmentationResult:
     rule: str
     object_names: tuple[str, ...] = ("object",)
     scene_cut: bool = False
+    roi: tuple[int, int, int, int] | None = None
+    patches: int = 0
 
     def __post_init__(self) -> None:
         grid = self.similarity.shape
@@ -226,6 +235,10 @@ class Segmenter:
         self._smoother = TemporalSmoother(config.temporal)
         self._objects: list[_ObjectModel] = []
         self.last_timings: dict[str, float] = {}
+        self._roi_box: Box | None = None
+        self._since_full = 0
+        #: frames, frames processed in a crop, patches processed, patches whole frames would have cost
+        self.roi_stats = {"frames": 0, "roi_frames": 0, "patches": 0, "full_patches": 0}
         self.set_reference(reference)
 
     # ------------------------------------------------------------------ reference
@@ -257,8 +270,10 @@ class Segmenter:
         return tuple(o.name for o in self._objects)
 
     def reset(self) -> None:
-        """Forget temporal state and prototype adaptation (call between unrelated videos)."""
+        """Forget temporal state, prototype adaptation and the region of interest (call between unrelated videos)."""
         self._smoother.reset()
+        self._roi_box = None
+        self._since_full = 0
         for obj in self._objects:
             obj.prototypes = obj.original.copy()
 
@@ -282,6 +297,10 @@ class Segmenter:
         start = time.perf_counter()
         images = [load_image(frame, color=color) for frame in frames]
         timings["preprocess"] = time.perf_counter() - start
+        if self.config.roi.enabled:
+            results = [self._predict_roi(image, timings) for image in images]
+            self.last_timings = timings
+            return results
         features: list[FrameFeatures | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
@@ -296,6 +315,36 @@ class Segmenter:
         timings["postprocess"] = time.perf_counter() - start
         self.last_timings = timings
         return results
+
+    def _predict_roi(self, image: np.ndarray, timings: dict[str, float]) -> SegmentationResult:
+        """One video frame, in the last mask's region of interest when there is a trusted one."""
+        patch = self.backbone.spec.patch_size
+        full_grid = self.config.geometry.grid(*image.shape[:2], patch)
+        box = self._roi_box if self._since_full < self.config.roi.refresh else None
+        crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
+        (features,) = extract_features(self.backbone, [crop], self.config.geometry, timings)
+        start = time.perf_counter()
+        result = self.decide(crop, features)
+        if box is not None:
+            mask = np.zeros(image.shape[:2], bool)
+            mask[box[0]:box[1], box[2]:box[3]] = result.mask
+            labels = np.zeros(image.shape[:2], np.uint8)
+            labels[box[0]:box[1], box[2]:box[3]] = result.labels
+            similarity = paste_grid(result.similarity, box, image.shape[:2], full_grid, -1.0)
+            score = paste_grid(result.score, box, image.shape[:2], full_grid, -1.0)
+            result = SegmentationResult(similarity, score, score > 0, mask, labels, result.threshold, result.rule,
+                                        result.object_names, result.scene_cut, box, features.patches.shape[0] * features.patches.shape[1])
+            self._since_full += 1
+        else:
+            result = dataclasses.replace(result, patches=full_grid[0] * full_grid[1])
+            self._since_full = 0
+        self._roi_box = next_box(result.mask, self.config.roi, 2 * patch)
+        self.roi_stats["frames"] += 1
+        self.roi_stats["roi_frames"] += box is not None
+        self.roi_stats["patches"] += result.patches
+        self.roi_stats["full_patches"] += full_grid[0] * full_grid[1]
+        timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
+        return result
 
     def similarity_maps(self, features: FrameFeatures) -> tuple[np.ndarray, np.ndarray | None]:
         """Object similarity ``n_objects x h x w`` and background similarity (same shape, or None)."""
@@ -379,4 +428,5 @@ class Segmenter:
             rule=rule_name,
             object_names=self.object_names,
             scene_cut=cut,
+            patches=features.patches.shape[0] * features.patches.shape[1],
         )

@@ -123,7 +123,8 @@ def score_sequence(
             out.confusion[name] += score.confusion
             out.rules[name].add(prediction.rule)
             out.rows[name].append({"sequence": sequence.name, "frame": frame.image.name, "iou": score.iou,
-                                   "miou": score.miou, "pixel_accuracy": score.pixel_accuracy})
+                                   "miou": score.miou, "pixel_accuracy": score.pixel_accuracy,
+                                   "patches": prediction.patches})
             if name in sweep and prediction.similarity is not None:
                 _sweep_frame(out.sweeps[name], sweep[name], prediction.similarity, truth)
             if name == example_setting and len(out.examples) < examples and prediction.similarity is not None:
@@ -169,7 +170,8 @@ def aggregate(dataset: Dataset, names: list[str], parts: list[SequenceScores], s
     dataset_mean = {
         name: {metric: _mean([s[metric] for s in per_sequence[name].values()])
                for metric in ("iou", "miou", "pixel_accuracy")} | {
-            "sequences": len(per_sequence[name]), "frames": len(per_frame[name])}
+            "sequences": len(per_sequence[name]), "frames": len(per_frame[name]),
+            "patches_per_frame": _mean([r["patches"] for r in per_frame[name]])}
         for name in names
     }
     confusion_json = {}

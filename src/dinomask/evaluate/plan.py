@@ -40,7 +40,7 @@ def describe(setting: EvalSetting) -> str:
     c = setting.config
     text = (f"proto={c.prototype}{c.k if c.prototype == 'kmeans' else ''} thr={c.threshold} bg={c.background} "
             f"up={c.upsample} res={c.geometry.resolution}{'' if c.geometry.keep_aspect else 'sq'} "
-            f"temporal={c.temporal.alpha:g} adapt={c.temporal.adapt:g} refs={setting.refs}")
+            f"temporal={c.temporal.alpha:g} adapt={c.temporal.adapt:g} roi={int(c.roi.enabled)} refs={setting.refs}")
     return text + (f" model={setting.model}" if setting.model else "")
 
 
@@ -48,7 +48,7 @@ def sweepable(setting: EvalSetting) -> bool:
     """Fixed threshold, no background prototypes, no smoothing: re-thresholding the similarity is exact."""
     c = setting.config
     fixed = c.threshold != "auto" and ThresholdRule.parse(c.threshold).kind == "fixed"
-    return fixed and c.background == "none" and c.temporal.alpha == 0 and c.temporal.adapt == 0
+    return fixed and c.background == "none" and c.temporal.alpha == 0 and c.temporal.adapt == 0 and not c.roi.enabled
 
 
 def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:

@@ -35,6 +35,7 @@ class Prediction:
     mask: np.ndarray
     similarity: np.ndarray | None = None
     rule: str = ""
+    patches: int = 0
 
 
 class MaskPredictor(Protocol):
@@ -97,8 +98,11 @@ class DinomaskPredictor:
     def predict(self, image: np.ndarray, key: str) -> Prediction:
         if self.segmenter is None:
             raise RuntimeError("start_sequence must be called before predict")
-        result = self.segmenter.decide(image, self.cache.get(image, key, self.config))
-        return Prediction(result.mask, result.similarity, result.rule)
+        if self.config.roi.enabled:  # crops depend on the last frame: no shared features
+            result = self.segmenter.predict(image)
+        else:
+            result = self.segmenter.decide(image, self.cache.get(image, key, self.config))
+        return Prediction(result.mask, result.similarity, result.rule, result.patches)
 
 
 # ----------------------------------------------------------------------------- u2netp

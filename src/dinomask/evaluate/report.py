@@ -91,13 +91,14 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
         "# dinomask eval masks", "",
         f"Dataset: `{run['dataset']}` ({run['layout']} layout). Model: `{run['model']}`.",
         "", AGGREGATION, "",
-        "| setting | mIoU | object IoU | pixel acc. | frames | threshold rule(s) | options |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | mIoU | object IoU | pixel acc. | frames | patches/frame | threshold rule(s) | options |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in result.settings:
         d = result.dataset[name]
         lines.append(f"| {name} | {_fmt(d['miou'])} | {_fmt(d['iou'])} | {_fmt(d['pixel_accuracy'])} | "
-                     f"{d['frames']} | {', '.join(result.rules[name])} | {settings_text.get(name, '')} |")
+                     f"{d['frames']} | {d['patches_per_frame']:.0f} | {', '.join(result.rules[name])} | "
+                     f"{settings_text.get(name, '')} |")
     if result.sweeps:
         lines += ["", "## Threshold sweep", "", "| setting | best threshold | mIoU there | mIoU at 0.5 |", "|---|---|---|---|"]
         for name, sweep in result.sweeps.items():

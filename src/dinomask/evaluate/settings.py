@@ -5,7 +5,7 @@ A setting is written ``name:key=value,key=value`` on the command line, e.g.
 
 ``method`` (preset to start from: dinomask | paper), ``prototype``, ``k``, ``threshold``,
 ``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``aspect``
-(keep | square), ``temporal`` (alpha), ``adapt`` (prototype adaptation rate), ``refs`` (reference frames per sequence),
+(keep | square), ``temporal`` (alpha), ``adapt`` (prototype adaptation rate), ``roi`` (1 = region of interest on video), ``refs`` (reference frames per sequence),
 ``model`` (backbone for this setting only).
 """
 
@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from dinomask.postprocess import TemporalSettings
 from dinomask.preprocess import InputGeometry
+from dinomask.roi import RoiSettings
 from dinomask.segmenter import SegmenterConfig
 
 SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "aspect",
-                "temporal", "adapt", "refs", "model")
+                "temporal", "adapt", "roi", "refs", "model")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def parse_setting(text: str) -> EvalSetting:
     changes["geometry"] = InputGeometry(resolution, aspect == "keep")
     if "temporal" in pairs or "adapt" in pairs:
         changes["temporal"] = TemporalSettings(alpha=float(pairs.pop("temporal", 0.0)), adapt=float(pairs.pop("adapt", 0.0)))
+    if "roi" in pairs:
+        changes["roi"] = RoiSettings(enabled=pairs.pop("roi") in ("1", "true", "yes", "on"))
     refs = int(pairs.pop("refs", 1))
     if refs < 1:
         raise ValueError(f"setting {name!r}: refs must be at least 1, got {refs}")
@@ -96,6 +99,7 @@ STANDARD = [
     "upsample=guided:upsample=guided",
     "temporal=0.5:temporal=0.5",
     "adapt=0.2:adapt=0.2",
+    "roi:roi=1",
     "refs=3:refs=3",
 ]
 QUICK = ["paper:method=paper", "dinomask:method=dinomask"]
