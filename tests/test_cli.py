@@ -126,3 +126,16 @@ def test_live_with_a_camera_that_is_not_there(tmp_path, dog_ref, capsys):
     code = main(["live", "--ref", str(dog_ref), "--source", "7", "--no-window", "--retry-seconds", "0"])
     assert code == 2
     assert "could not open camera 7" in capsys.readouterr().err
+
+
+def test_live_window_on_a_headless_opencv_says_what_to_do(tmp_path, dog_ref, capsys, monkeypatch):
+    import cv2
+
+    def no_gui(*args, **kwargs):
+        raise cv2.error("The function is not implemented")
+
+    monkeypatch.setattr(cv2, "namedWindow", no_gui)
+    code = main(["live", "--ref", str(dog_ref), "--source", "0"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no window support" in err and "--output" in err
