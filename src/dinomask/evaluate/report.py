@@ -96,8 +96,9 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
     ]
     for name in result.settings:
         d = result.dataset[name]
+        patches = f"{d['patches_per_frame']:.0f}" if d["patches_per_frame"] else "n/a"  # n/a: not a patch model
         lines.append(f"| {name} | {_fmt(d['miou'])} | {_fmt(d['iou'])} | {_fmt(d['pixel_accuracy'])} | "
-                     f"{d['frames']} | {d['patches_per_frame']:.0f} | {', '.join(result.rules[name])} | "
+                     f"{d['frames']} | {patches} | {', '.join(result.rules[name])} | "
                      f"{settings_text.get(name, '')} |")
     if result.sweeps:
         lines += ["", "## Threshold sweep", "", "| setting | best threshold | mIoU there | mIoU at 0.5 |", "|---|---|---|---|"]
