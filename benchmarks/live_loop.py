@@ -3,9 +3,11 @@
 Writes the davis-mini ``dog`` frames (looped) as an mp4, builds a reference from its
 first frame and mask, then measures, in one run:
 
-* backbone only: the backbone called on already-preprocessed frames, nothing else;
+* backbone only: the backbone called on already-preprocessed frames, nothing else, in
+  its fastest setting for running alone (ONNX Runtime threads spinning);
 * end to end: ``run_live`` on the video (decode, preprocess, backbone, similarity,
-  threshold, upsampling, composite, and optionally mp4 encoding in the output thread).
+  threshold, upsampling, composite, and optionally mp4 encoding in the output thread),
+  with the backbone loaded as ``dinomask live`` loads it (threads that do not spin).
 
 Prints FPS of both, their ratio (goal: end to end within 10% of backbone only), the
 per-stage latencies and dropped frames. Random weights, real ViT-S/14 architecture.
@@ -47,7 +49,8 @@ def main() -> None:
     from dinomask.video import FrameSource, run_live
 
     Dinov2Model(Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, image_size=518)).save_pretrained(work / "vits14")
-    backbone = load_backbone(str(work / "vits14"), device="cpu", runtime=args.runtime)
+    backbone = load_backbone(str(work / "vits14"), device="cpu", runtime=args.runtime)  # alone: threads spin
+    live_backbone = load_backbone(str(work / "vits14"), device="cpu", runtime=args.runtime, busy_wait=False)
     frames = [load_image(p) for p in sorted((args.dataset / "JPEGImages/480p/dog").glob("*.jpg"))]
     video = work / "dog.mp4"
     with AtomicVideoWriter(video, 25, (frames[0].shape[1], frames[0].shape[0])) as writer:
@@ -56,7 +59,7 @@ def main() -> None:
     reference = Reference.from_images(backbone, [args.dataset / "JPEGImages/480p/dog/00000.jpg"],
                                       [args.dataset / "Annotations/480p/dog/00000.png"])
     config = SegmenterConfig.preset(args.method)
-    segmenter = Segmenter(backbone, reference, config)
+    segmenter = Segmenter(live_backbone, reference, config)  # as `dinomask live` loads it
     grid = config.geometry.grid(*frames[0].shape[:2], backbone.spec.patch_size)
     pixels = [to_pixel_values([f], backbone.spec, grid) for f in frames]
 

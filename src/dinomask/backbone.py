@@ -438,7 +438,8 @@ RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def load_backbone(
-    source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype: str = "auto", runtime: str = "auto"
+    source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype: str = "auto", runtime: str = "auto",
+    busy_wait: bool = True,
 ) -> "Backbone":
     """Load a DINOv2 backbone from a short name, hub id, directory or checkpoint file.
 
@@ -455,6 +456,8 @@ def load_backbone(
         dtype: torch runtime only: ``float32`` (exact), ``bfloat16``, ``float16`` or
             ``auto`` (see :func:`resolve_dtype`).
         runtime: ``auto``, ``torch``, ``onnx`` (fp32) or ``onnx-int8``.
+        busy_wait: ONNX Runtime only: idle threads spin. Pass False when other threads
+            work beside the model (the live loop); see :class:`~dinomask.onnx_backbone.OnnxBackbone`.
 
     Raises:
         ModelNotFoundError: the weights could not be found or read; the message says
@@ -469,7 +472,7 @@ def load_backbone(
 
         if not Path(source).is_file():
             raise ModelNotFoundError(_missing_model_message(source, None, f"no such file: {source}"))
-        return load_onnx_file(source)
+        return load_onnx_file(source, busy_wait)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     bars = hf_logging.is_progress_bar_enabled()
@@ -487,10 +490,10 @@ def load_backbone(
         return backbone
     if torch_device.type != "cpu":
         raise ValueError(f"runtime {runtime!r} runs on CPU only; use --runtime torch on {torch_device}")
-    return _onnx_fast_path(backbone, runtime)
+    return _onnx_fast_path(backbone, runtime, busy_wait)
 
 
-def _onnx_fast_path(backbone: "Backbone", runtime: str):
+def _onnx_fast_path(backbone: "Backbone", runtime: str, busy_wait: bool = True):
     """``onnx``/``onnx-int8`` as asked, or for ``auto`` the fastest export that stays faithful."""
     import importlib.util
     import logging
@@ -499,7 +502,7 @@ def _onnx_fast_path(backbone: "Backbone", runtime: str):
 
     log = logging.getLogger("dinomask")
     if runtime != "auto":
-        onnx = onnx_for(backbone, int8=runtime == "onnx-int8")
+        onnx = onnx_for(backbone, int8=runtime == "onnx-int8", busy_wait=busy_wait)
         if onnx.fidelity < MIN_FIDELITY:
             log.warning("%s features are at cosine %.4f of fp32 (below %.2f)", runtime, onnx.fidelity, MIN_FIDELITY)
         return onnx
@@ -507,7 +510,7 @@ def _onnx_fast_path(backbone: "Backbone", runtime: str):
     if importlib.util.find_spec("onnxruntime") is None or size > MAX_EXPORT_BYTES:
         return backbone
     for int8 in (True, False):
-        onnx = onnx_for(backbone, int8=int8)
+        onnx = onnx_for(backbone, int8=int8, busy_wait=busy_wait)
         if onnx.fidelity >= MIN_FIDELITY:
             return onnx
         log.warning("ONNX %s features were at cosine %.4f of fp32; not used", onnx.quantization, onnx.fidelity)

@@ -86,22 +86,22 @@ def segmenter_config(
     return config.replace(**changes)
 
 
-def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool):
+def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, busy_wait: bool = True):
     from dinomask.backbone import load_backbone
 
     if not fast:
         runtime, dtype = "torch", "float32"
-    return load_backbone(model, device=device, dtype=dtype, runtime=runtime)
+    return load_backbone(model, device=device, dtype=dtype, runtime=runtime, busy_wait=busy_wait)
 
 
-def _load_segmenter(refs, model, device, dtype, runtime, fast, config):
+def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait: bool = True):
     from dinomask.reference import Reference
     from dinomask.segmenter import Segmenter
 
     if not refs:
         raise typer.BadParameter("give at least one --ref reference file (make one with 'dinomask reference')")
     references = [Reference.load(path) for path in refs]
-    backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast)
+    backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
     return Segmenter(backbone, references, config)
 
 
@@ -241,7 +241,8 @@ def live(
         from dinomask.live import check_window_support
 
         check_window_support()
-    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
+    # capture and output threads work beside the model: its threads must not spin on their cores
+    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config, busy_wait=False)
     stats = run_live_command(segmenter, options)
     stages = ", ".join(f"{name[:-3]} {value:.1f} ms" for name, value in stats.stage_ms.items())
     typer.echo(
@@ -287,7 +288,8 @@ def serve(
 
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(f"warning: serving on {host} without --token: anyone who reaches this port can use it", err=True)
-    backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast)
+    # request decoding and encoding run beside the model: its threads must not spin on their cores
+    backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast, busy_wait=False)
     config = ServeConfig(token=token, queue_size=queue_size, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          max_pixels=int(max_megapixels * 1e6))
     typer.echo(f"dinomask serving {backbone.spec.name} on http://{host}:{port}/ (API docs at /docs)")

@@ -238,16 +238,21 @@ class OnnxBackbone:
         spec: the source weights' spec (its fingerprint stays, so references match).
         quantization: ``fp32`` or ``int8``.
         threads: ONNX Runtime intra-op threads (0 = ``$DINOMASK_THREADS``, else all cores).
+        busy_wait: let idle ONNX Runtime threads spin (fastest when the model runs alone);
+            False when other threads work beside it, as in the live loop, where spinning
+            threads take the cores those need (measured: ``benchmarks/live_loop.py``).
     """
 
     def __init__(self, path: str | Path, spec: BackboneSpec, quantization: str, config: dict,
-                 embeddings: str | Path, threads: int = 0):
+                 embeddings: str | Path, threads: int = 0, busy_wait: bool = True):
         import onnxruntime as ort
         import torch
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("DINOMASK_THREADS", 0)) or (os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not busy_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = Path(path)
         self.spec = spec
@@ -291,7 +296,7 @@ class OnnxBackbone:
         return BackboneFeatures(cls=hidden[:, 0, :], patches=patches)
 
 
-def onnx_for(backbone: Backbone, int8: bool) -> OnnxBackbone:
+def onnx_for(backbone: Backbone, int8: bool, busy_wait: bool = True) -> OnnxBackbone:
     """The cached export of ``backbone`` (made on first use), ready to run."""
     quant = "int8" if int8 else "fp32"
     path = cache_dir() / "onnx" / f"{backbone.spec.fingerprint}-{quant}.onnx"
@@ -299,18 +304,19 @@ def onnx_for(backbone: Backbone, int8: bool) -> OnnxBackbone:
         info = read_info(path)
     else:
         info = export_onnx(backbone, path, int8=int8)
-    return _from_info(path, info)
+    return _from_info(path, info, busy_wait)
 
 
-def _from_info(path: Path, info: ExportInfo) -> OnnxBackbone:
+def _from_info(path: Path, info: ExportInfo, busy_wait: bool = True) -> OnnxBackbone:
     embeddings = _embeddings_path(path)
     if not embeddings.is_file():
         raise ModelNotFoundError(f"{embeddings} is missing; export the model again with 'dinomask export-onnx'")
-    onnx = OnnxBackbone(path, BackboneSpec(**info.spec), info.quantization, info.config, embeddings)
+    onnx = OnnxBackbone(path, BackboneSpec(**info.spec), info.quantization, info.config, embeddings,
+                        busy_wait=busy_wait)
     onnx.fidelity = info.fidelity_min_cosine
     return onnx
 
 
-def load_onnx_file(path: str | Path) -> OnnxBackbone:
+def load_onnx_file(path: str | Path, busy_wait: bool = True) -> OnnxBackbone:
     """An ``.onnx`` written by ``dinomask export-onnx`` (its ``.json`` sidecar beside it)."""
-    return _from_info(Path(path), read_info(path))
+    return _from_info(Path(path), read_info(path), busy_wait)

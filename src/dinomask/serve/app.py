@@ -49,7 +49,6 @@ from dinomask.postprocess import TemporalSettings, ThresholdRule
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
 
-Image.MAX_IMAGE_PIXELS = None  # limits are ours (ServeConfig.max_pixels), checked before decoding
 
 
 @dataclass(frozen=True)
@@ -198,6 +197,8 @@ def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool 
         image.load()
     except ApiError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ApiError(413, f"{what} is too large to decode safely ({exc})") from None
     except Exception as exc:  # PIL raises many types for non-images and truncated files
         raise ApiError(415, f"{what} is not a readable image ({exc.__class__.__name__}); expected JPEG, PNG or WebP") from None
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
