@@ -178,3 +178,58 @@ def test_bf16_features_stay_faithful_to_fp32_on_a_real_image(tiny_model_dir, dav
     (b,) = extract_features(bf16, [image], geometry)
     cosine = np.sum(a.patches * b.patches, axis=-1)
     assert cosine.min() >= 0.99
+
+
+def _fake_hub_cache(cache, repo_id: str, model_dir) -> None:
+    """Lay a saved model out as huggingface_hub's cache does (refs/main -> snapshots/<rev>/)."""
+    import shutil
+
+    folder = cache / ("models--" + repo_id.replace("/", "--"))
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    shutil.copytree(model_dir, folder / "snapshots" / revision)
+    (folder / "snapshots" / revision / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}')
+
+
+def test_offline_hub_cache_is_read_by_short_name_and_id(monkeypatch, tmp_path, tiny_reg_model_dir):
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "facebook/dinov2-with-registers-small", tiny_reg_model_dir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import transformers.utils.hub as hub_utils
+
+    if hasattr(hub_utils, "TRANSFORMERS_CACHE"):
+        monkeypatch.setattr(hub_utils, "TRANSFORMERS_CACHE", str(cache), raising=False)
+    for source in ("dinov2_vits14_reg", "facebook/dinov2-with-registers-small"):
+        try:
+            backbone = load_backbone(source, device="cpu", runtime="torch", dtype="float32")
+        except ModelNotFoundError as exc:  # some transformers versions fix the cache path at import
+            pytest.skip(f"this transformers reads its cache path at import time: {exc}")
+        assert backbone.spec.num_register_tokens == 4
+        assert backbone.spec.mean == (0.5, 0.5, 0.5)  # preprocessing travels with the weights
+
+
+def test_download_reports_where_it_put_the_model_or_why_it_could_not(monkeypatch, tmp_path, capsys):
+    from dinomask.cli import main
+
+    calls = []
+
+    def fake_snapshot(repo_id, cache_dir=None, allow_patterns=None):
+        calls.append((repo_id, cache_dir))
+        return str(tmp_path / "snap")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    assert main(["download", "dinov2_vitb14", "--cache-dir", str(tmp_path)]) == 0
+    assert calls == [("facebook/dinov2-base", str(tmp_path))]
+    assert "use it offline" in capsys.readouterr().out
+
+    def offline(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
+    assert main(["download", "dinov2_vitb14"]) == 2
+    err = capsys.readouterr().err
+    assert "Could not download 'facebook/dinov2-base'" in err and "HF_HOME" in err

@@ -92,3 +92,15 @@ def test_patch_coverage_is_the_area_fraction():
     mask[:14, :7] = True
     coverage = patch_coverage(mask, (2, 2))
     np.testing.assert_allclose(coverage, [[0.5, 0.0], [0.0, 0.0]], atol=1e-6)
+
+
+def test_masks_read_alpha_only_when_it_says_something():
+    from dinomask.preprocess import mask_from_pixels
+
+    opaque = np.zeros((2, 2, 4), np.uint8)
+    opaque[..., 3] = 255
+    opaque[0, 0, :3] = 255
+    assert mask_from_pixels(opaque).tolist() == [[True, False], [False, False]]  # colour, not the flat alpha
+    cutout = np.zeros((2, 2, 4), np.uint8)
+    cutout[1, 1, 3] = 255
+    assert mask_from_pixels(cutout).tolist() == [[False, False], [False, True]]

@@ -128,7 +128,8 @@ def load_image(frame: FrameLike, *, color: ColorOrder = "rgb", keep_alpha: bool 
 def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """A mask image or array -> ``H x W`` bool (True = object).
 
-    Non-zero pixels are the object. An RGBA mask uses its alpha channel.
+    Bright pixels (> 127) are the object. An RGBA mask whose alpha channel has any
+    transparency uses the alpha channel; a fully opaque one uses its colour.
 
     Args:
         size: ``(height, width)`` the mask must have; a mismatch is an error, not a resize.
@@ -136,8 +137,7 @@ def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarra
     if isinstance(mask, np.ndarray) and mask.dtype == bool:
         array = mask
     else:
-        image = load_image(mask, keep_alpha=True)
-        array = image[:, :, 3] > 127 if image.shape[2] == 4 else image.max(axis=2) > 127
+        array = mask_from_pixels(load_image(mask, keep_alpha=True))
     if array.ndim != 2:
         raise ImageReadError(f"expected a 2-D mask, got shape {array.shape}")
     if size is not None and tuple(array.shape) != tuple(size):
@@ -146,6 +146,13 @@ def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarra
             f"size {size[0]}x{size[1]}"
         )
     return array
+
+
+def mask_from_pixels(image: np.ndarray) -> np.ndarray:
+    """``H x W x 3|4`` uint8 mask image -> ``H x W`` bool (see :func:`load_mask`)."""
+    if image.shape[2] == 4 and (image[:, :, 3] < 255).any():
+        return image[:, :, 3] > 127
+    return image[:, :, :3].max(axis=2) > 127
 
 
 def resize_to_grid(image: np.ndarray, grid: tuple[int, int], patch: int) -> np.ndarray:

@@ -105,3 +105,32 @@ def test_page_reference_camera_stream_and_result(server, chrome, davis, tmp_path
     result_loaded = chrome.execute_script("const i = document.getElementById('result'); return i.naturalWidth")
     assert result_loaded > 0
     assert shot.stat().st_size > 10_000
+
+
+def test_painting_the_background_with_the_brush_sends_a_mask(server, chrome, davis):
+    import httpx
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    chrome.get(server + "/")
+    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
+    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
+    canvas = chrome.find_element(By.ID, "ref-canvas")
+    width, height = canvas.size["width"], canvas.size["height"]
+    actions = ActionChains(chrome)
+    for fraction in (0.08, 0.16, 0.9):  # strokes across the fence at the top and the ground at the bottom
+        actions.move_to_element_with_offset(canvas, int(-width * 0.48), int(height * (fraction - 0.5)))
+        actions.click_and_hold()
+        for step in range(1, 13):
+            actions.move_by_offset(int(width * 0.08), 0)
+        actions.release()
+    actions.perform()
+    assert chrome.execute_script("return window.dinomask.painted") is True
+    chrome.find_element(By.ID, "label").clear()
+    chrome.find_element(By.ID, "label").send_keys("painted-dog")
+    chrome.find_element(By.ID, "make-ref").click()
+    reference = wait_for(chrome, "return window.dinomask.reference")
+    described = httpx.get(f"{server}/v1/references/{reference}").json()
+    assert described["label"] == "painted-dog"
+    assert described["background_patches"] > 0  # the painted strokes arrived as a mask of the real scene
+    assert "background patches from its scene" in chrome.find_element(By.ID, "ref-status").text

@@ -46,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dinomask.composite import Background, composite, heatmap, render
 from dinomask.errors import ImageReadError, InvalidReferenceError
 from dinomask.postprocess import TemporalSettings, ThresholdRule
+from dinomask.preprocess import mask_from_pixels
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
 
@@ -305,7 +306,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
             if raw.shape[:2] != photo.shape[:2]:
                 raise ApiError(422, f"mask: size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
                                     f"{photo.shape[1]}x{photo.shape[0]}")
-            mask_array = raw[:, :, 3] > 127 if raw.shape[2] == 4 else raw.max(axis=2) > 127
+            mask_array = mask_from_pixels(raw)
 
         def build() -> Reference:
             settings = ReferenceSettings(background=background.value)
