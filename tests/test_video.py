@@ -113,3 +113,34 @@ def test_live_loop_stops_when_output_says_so():
     source = FrameSource("clip.mp4", open_capture=lambda s: FakeCamera(1000))
     stats = run_live(source, lambda f, m: (time.sleep(0.001), f.index)[1], lambda f, r, m: r < 5)
     assert stats.frames_processed < 1000
+
+
+def test_stage_meter_is_safe_to_read_while_other_threads_write():
+    import threading
+
+    from dinomask.video import StageMeter
+
+    meter = StageMeter(window=50)
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        while not stop.is_set():
+            meter.add("backbone", 0.001)
+            meter.tick()
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(2000):
+            try:
+                meter.summary()
+            except RuntimeError as exc:  # "deque mutated during iteration" without the lock
+                errors.append(exc)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert meter.summary()["backbone_ms"] == pytest.approx(1.0)

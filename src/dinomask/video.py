@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import cv2
@@ -179,32 +179,42 @@ class LatestSlot:
             return item
 
 
-@dataclass
 class StageMeter:
-    """Rolling per-stage latencies (ms) and throughput over the last ``window`` frames."""
+    """Rolling per-stage latencies (ms) and throughput over the last ``window`` frames.
 
-    window: int = 120
-    stages: dict[str, deque] = field(default_factory=dict)
-    _frame_times: deque = field(default_factory=lambda: deque(maxlen=121))
-    frames: int = 0
+    Thread-safe: the capture, model and output threads all write to it while the
+    output thread reads it for the on-screen read-out.
+    """
+
+    def __init__(self, window: int = 120):
+        self.window = window
+        self.stages: dict[str, deque] = {}
+        self._frame_times: deque = deque(maxlen=window + 1)
+        self._lock = threading.Lock()
+        self.frames = 0
 
     def add(self, stage: str, seconds: float) -> None:
-        self.stages.setdefault(stage, deque(maxlen=self.window)).append(seconds * 1000.0)
+        with self._lock:
+            self.stages.setdefault(stage, deque(maxlen=self.window)).append(seconds * 1000.0)
 
     def tick(self) -> None:
-        self.frames += 1
-        self._frame_times.append(time.perf_counter())
+        with self._lock:
+            self.frames += 1
+            self._frame_times.append(time.perf_counter())
 
     @property
     def fps(self) -> float:
-        times = self._frame_times
+        with self._lock:
+            times = list(self._frame_times)
         if len(times) < 2:
             return 0.0
         return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
 
     def summary(self) -> dict[str, float]:
         """Mean ms per stage, plus ``fps``."""
-        out = {f"{name}_ms": float(np.mean(values)) for name, values in self.stages.items() if values}
+        with self._lock:
+            copies = {name: list(values) for name, values in self.stages.items()}
+        out = {f"{name}_ms": float(np.mean(values)) for name, values in copies.items() if values}
         out["fps"] = self.fps
         return out
 
