@@ -414,7 +414,7 @@ def eval_masks(
     else:
         result = evaluate_masks(data, built.predictors, built.refs, sweep=built.sweep, max_frames=max_frames,
                                 show_progress=not quiet)
-    run["settings"] = built.described
+    run["setting_options"] = built.described  # "settings" itself is the ordered list of names
     run["engine"] = engine
     files = write_masks_report(output, result, run, built.described)
     typer.echo(f"wrote {len(files)} files to {output}")

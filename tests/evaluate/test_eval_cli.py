@@ -118,3 +118,15 @@ def test_setting_parser():
         parse_setting("bad:colour=red")
     with pytest.raises(ValueError, match="two settings"):
         named_settings(["quick", "paper:method=paper"])
+
+
+def test_two_backbones_side_by_side_in_one_table(tmp_path, davis, tiny_model_dir, tiny_reg_model_dir):
+    out = tmp_path / "two"
+    assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
+                 "--max-frames", "2", "--setting", "plain:method=dinomask",
+                 "--setting", f"registers:method=dinomask,model={tiny_reg_model_dir}"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"] == ["plain", "registers"]
+    assert metrics["setting_options"]["registers"].endswith(f"model={tiny_reg_model_dir}")
+    assert "proto=kmeans4" in metrics["setting_options"]["plain"]
+    assert metrics["dataset_mean"]["plain"]["miou"] != metrics["dataset_mean"]["registers"]["miou"]
