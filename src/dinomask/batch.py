@@ -69,7 +69,8 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def _output_exists(item: WorkItem) -> bool:
+def output_complete(item: WorkItem) -> bool:
+    """True when the item's output exists and was finished (files appear only when complete)."""
     if item.output.is_dir():
         return (item.output / ".complete").is_file()
     return item.output.is_file()
@@ -126,11 +127,6 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
     return frames
 
 
-def output_complete(item: WorkItem) -> bool:
-    """True when the item's output exists and was finished (files appear only when complete)."""
-    return _output_exists(item)
-
-
 def process_item(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
     """Write one item's output; returns frames processed. Raises on unreadable input."""
     if item.kind == "image":
@@ -150,7 +146,7 @@ def remove_batch(
     started = time.perf_counter()
     with tqdm(items, desc="removing background", unit="file", disable=not show_progress) as progress:
         for item in progress:
-            if _output_exists(item) and not options.overwrite:
+            if output_complete(item) and not options.overwrite:
                 report.skipped.append(item.output)
                 continue
             try:
