@@ -134,3 +134,20 @@ def test_painting_the_background_with_the_brush_sends_a_mask(server, chrome, dav
     assert described["label"] == "painted-dog"
     assert described["background_patches"] > 0  # the painted strokes arrived as a mask of the real scene
     assert "background patches from its scene" in chrome.find_element(By.ID, "ref-status").text
+
+
+def test_dropping_image_files_streams_them_through_the_socket(server, chrome, davis):
+    from selenium.webdriver.common.by import By
+
+    chrome.get(server + "/")
+    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
+    chrome.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
+    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
+    chrome.find_element(By.ID, "make-ref").click()
+    wait_for(chrome, "return window.dinomask.reference")
+    frames = [davis / "JPEGImages/480p/dog" / name for name in ("00004.jpg", "00008.jpg", "00012.jpg")]
+    chrome.find_element(By.ID, "media").send_keys("\n".join(str(p) for p in frames))
+    wait_for(chrome, "return window.dinomask.frames >= 3")
+    stats = chrome.execute_script("return window.dinomask.lastStats")
+    assert stats["frame"] == 2 and stats["width"] == 854
+    wait_for(chrome, "return window.dinomask.running === false")  # the page stops after the last image
