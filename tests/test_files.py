@@ -112,3 +112,18 @@ def test_batch_video_to_mp4_and_to_transparent_frames(tmp_path, segmenter):
     frames = sorted((tmp_path / "alpha/v").glob("*.png"))
     assert len(frames) == 5 and (tmp_path / "alpha/v/.complete").is_file()
     assert np.asarray(Image.open(frames[0])).shape == (70, 140, 4)
+
+
+def test_stale_temporary_files_of_an_interrupted_write_are_removed_when_redone(tmp_path, segmenter):
+    frame = canvas(70, 140, BLUE)
+    _write(tmp_path / "in/a.png", frame)
+    (tmp_path / "out").mkdir()
+    stale = tmp_path / "out/.a.x1y2z3.part.png"
+    stale.write_bytes(b"half an image")
+    unrelated = tmp_path / "out/.b.x1y2z3.part.png"
+    unrelated.write_bytes(b"someone else's")
+    items, _ = plan_outputs([tmp_path / "in"], tmp_path / "out")
+    assert remove_batch(segmenter, items, OutputOptions(), show_progress=False).ok
+    assert (tmp_path / "out/a.png").is_file()
+    assert not stale.exists()
+    assert unrelated.exists()  # only this output's own leftovers are touched

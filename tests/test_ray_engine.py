@@ -126,6 +126,7 @@ def test_a_killed_run_resumes_without_redoing_finished_work(local_ray, setup, tm
         assert (out / name).stat().st_mtime_ns == mtime  # finished work was not redone
     outputs = sorted(out.glob("f*.png"))
     assert len(outputs) == 120
+    assert not list(out.glob(".*.part.png"))  # what the kill left half-written was cleaned up when redone
     for path in outputs:
         Image.open(path).load()  # every output is a complete image, none was a partial one
 

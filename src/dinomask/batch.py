@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from dinomask.composite import Background, render
 from dinomask.errors import DinomaskError
-from dinomask.files import AtomicVideoWriter, WorkItem, write_image_atomic
+from dinomask.files import AtomicVideoWriter, WorkItem, remove_stale_parts, write_image_atomic
 from dinomask.preprocess import load_image
 from dinomask.segmenter import Segmenter
 from dinomask.video import FrameSource
@@ -128,7 +128,11 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
 
 
 def process_item(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
-    """Write one item's output; returns frames processed. Raises on unreadable input."""
+    """Write one item's output; returns frames processed. Raises on unreadable input.
+
+    Temporary files left by an interrupted earlier write of this output are removed first.
+    """
+    remove_stale_parts(item.output)
     if item.kind == "image":
         return _process_image(segmenter, item, options)
     return _process_video(segmenter, item, options, progress)

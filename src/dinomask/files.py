@@ -131,6 +131,21 @@ def _temporary(path: Path) -> Path:
     return Path(tmp)
 
 
+def remove_stale_parts(output: Path) -> int:
+    """Delete temporary files that an interrupted write of ``output`` left behind.
+
+    Only names this module makes are touched: ``.{stem}.*.part{suffix}`` beside the
+    output, and, for a frames folder, ``.*.part.*`` inside it. Returns how many went.
+    """
+    output = Path(output)
+    stale = list(output.parent.glob(f".{output.stem}.*.part{output.suffix}")) if output.parent.is_dir() else []
+    if output.is_dir():
+        stale += list(output.glob(".*.part.*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_image_atomic(path: Path, image: np.ndarray) -> Path:
     """Write an RGB(A) or grey uint8 image (format from the suffix) via a temp file + rename."""
     tmp = _temporary(path)
