@@ -33,9 +33,8 @@ from tqdm import tqdm
 
 from dinomask.backbone import Backbone
 from dinomask.errors import DinomaskError
-from dinomask.evaluate.datasets import Dataset
-from dinomask.evaluate.masks import _load_pair
-from dinomask.reference import Reference, ReferenceSettings
+from dinomask.evaluate.datasets import Dataset, load_pair
+from dinomask.evaluate.predictors import reference_from_pairs
 from dinomask.segmenter import Segmenter, SegmenterConfig
 
 PIPELINES = ("with removal", "without removal", "ground truth")
@@ -117,9 +116,8 @@ def evaluate_control(
             problems.append(f"{sequence.name}: too few labelled frames for a loop; skipped")
             continue
         try:
-            pairs = [_load_pair(f) for f in sequence.frames[:refs]]
-            reference = Reference.from_images(backbone, [p[0] for p in pairs], [p[1] for p in pairs],
-                                              settings=ReferenceSettings(geometry=config.geometry), label=sequence.name)
+            pairs = [load_pair(f) for f in sequence.frames[:refs]]
+            reference = reference_from_pairs(backbone, pairs, config, label=sequence.name)
         except DinomaskError as exc:
             problems.append(f"{sequence.name}: reference unusable ({exc}); skipped")
             continue
@@ -128,7 +126,7 @@ def evaluate_control(
         frames = sequence.frames[refs:]
         for frame in frames[:max_frames] if max_frames else frames:
             try:
-                image, mask = _load_pair(frame)
+                image, mask = load_pair(frame)
             except DinomaskError as exc:
                 problems.append(f"{frame.image}: {exc}; not used")
                 continue

@@ -19,7 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dinomask.preprocess import IMAGE_SUFFIXES
+import numpy as np
+
+from dinomask.preprocess import IMAGE_SUFFIXES, load_image, load_mask
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,16 @@ class Dataset:
     @property
     def frame_count(self) -> int:
         return sum(len(s.frames) for s in self.sequences)
+
+
+def load_pair(frame: LabelledFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A frame and its mask: ``H x W x 3`` uint8 RGB and ``H x W`` bool of the same size.
+
+    Raises:
+        ImageReadError: either file is unreadable, or their sizes differ.
+    """
+    image = load_image(frame.image)
+    return image, load_mask(frame.mask, size=image.shape[:2])
 
 
 def _images(folder: Path) -> list[Path]:

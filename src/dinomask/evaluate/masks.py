@@ -13,11 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from dinomask.errors import DinomaskError
-from dinomask.evaluate.datasets import Dataset, LabelledFrame, LabelledSequence
+from dinomask.evaluate.datasets import Dataset, LabelledSequence, load_pair
 from dinomask.evaluate.metrics import ConfusionMatrix, score_mask
 from dinomask.evaluate.predictors import MaskPredictor
 from dinomask.postprocess import upsample_score
-from dinomask.preprocess import load_image, load_mask
 
 SWEEP = tuple(round(float(t), 2) for t in np.arange(0.0, 1.0001, 0.05))
 
@@ -51,12 +50,6 @@ class MaskEvalResult:
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
-
-
-def _load_pair(frame: LabelledFrame) -> tuple[np.ndarray, np.ndarray]:
-    image = load_image(frame.image)
-    mask = load_mask(frame.mask, size=image.shape[:2])
-    return image, mask
 
 
 @dataclass
@@ -95,7 +88,7 @@ def score_sequence(
                             "and at least one to score; skipped")
         return out
     try:
-        references = [_load_pair(f) for f in sequence.frames[:skip]]
+        references = [load_pair(f) for f in sequence.frames[:skip]]
     except DinomaskError as exc:
         out.problems.append(f"{sequence.name}: reference frame unusable ({exc}); sequence skipped")
         return out
@@ -111,7 +104,7 @@ def score_sequence(
         scored = scored[:max_frames]
     for frame in scored:
         try:
-            image, truth = _load_pair(frame)
+            image, truth = load_pair(frame)
         except DinomaskError as exc:
             out.problems.append(f"{frame.image}: {exc}; not scored")
             if progress is not None:

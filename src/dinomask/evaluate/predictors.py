@@ -50,6 +50,18 @@ class MaskPredictor(Protocol):
         """Mask of the object in an ``H x W x 3`` uint8 RGB frame; ``key`` identifies the frame for caching."""
 
 
+def reference_from_pairs(
+    backbone: Backbone, pairs: list[tuple[np.ndarray, np.ndarray]], config: SegmenterConfig, label: str = "object"
+) -> Reference:
+    """The reference of a sequence from its first frames and masks, at the segmenter's geometry.
+
+    The background is painted black for the CLS feature as in the method; the frames'
+    own scenes give the background patches.
+    """
+    return Reference.from_images(backbone, [image for image, _ in pairs], [mask for _, mask in pairs],
+                                 settings=ReferenceSettings(geometry=config.geometry), label=label)
+
+
 class FeatureCache:
     """Backbone features per (frame, geometry), shared by every dinomask setting of a run."""
 
@@ -89,11 +101,7 @@ class DinomaskPredictor:
         self.segmenter: Segmenter | None = None
 
     def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        reference = Reference.from_images(
-            self.backbone, [image for image, _ in references], [mask for _, mask in references],
-            settings=ReferenceSettings(geometry=self.config.geometry),
-        )
-        self.segmenter = Segmenter(self.backbone, reference, self.config)
+        self.segmenter = Segmenter(self.backbone, reference_from_pairs(self.backbone, references, self.config), self.config)
 
     def predict(self, image: np.ndarray, key: str) -> Prediction:
         if self.segmenter is None:

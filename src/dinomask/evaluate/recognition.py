@@ -19,12 +19,11 @@ from tqdm import tqdm
 
 from dinomask.backbone import Backbone
 from dinomask.errors import DinomaskError
-from dinomask.evaluate.datasets import Dataset
+from dinomask.evaluate.datasets import Dataset, load_pair
 from dinomask.evaluate.metrics import ConfusionMatrix
-from dinomask.evaluate.masks import _load_pair
+from dinomask.evaluate.predictors import reference_from_pairs
 from dinomask.features import extract_features
 from dinomask.prototypes import l2_normalize
-from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
 
 VARIANTS = ("full", "removed", "ground-truth mask")
@@ -46,11 +45,8 @@ def evaluate_recognition(
             problems.append(f"{sequence.name}: needs more than {refs} labelled frames; class skipped")
             continue
         try:
-            pairs = [_load_pair(f) for f in sequence.frames[:refs]]
-            reference = Reference.from_images(
-                backbone, [p[0] for p in pairs], [p[1] for p in pairs],
-                settings=ReferenceSettings(geometry=config.geometry), label=sequence.name,
-            )
+            pairs = [load_pair(f) for f in sequence.frames[:refs]]
+            reference = reference_from_pairs(backbone, pairs, config, label=sequence.name)
         except DinomaskError as exc:
             problems.append(f"{sequence.name}: reference unusable ({exc}); class skipped")
             continue
@@ -66,7 +62,7 @@ def evaluate_recognition(
     rows = []
     for truth, frame in tqdm(scored, desc="eval recognition", unit="frame", disable=not show_progress):
         try:
-            image, mask = _load_pair(frame)
+            image, mask = load_pair(frame)
         except DinomaskError as exc:
             problems.append(f"{frame.image}: {exc}; not scored")
             continue
