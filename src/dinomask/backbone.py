@@ -498,7 +498,7 @@ def _onnx_fast_path(backbone: "Backbone", runtime: str, busy_wait: bool = True):
     import importlib.util
     import logging
 
-    from dinomask.onnx_backbone import MAX_EXPORT_BYTES, MIN_FIDELITY, onnx_for
+    from dinomask.onnx_backbone import MAX_EXPORT_BYTES, MIN_FIDELITY, fp32_bytes, onnx_for
 
     log = logging.getLogger("dinomask")
     if runtime != "auto":
@@ -506,7 +506,7 @@ def _onnx_fast_path(backbone: "Backbone", runtime: str, busy_wait: bool = True):
         if onnx.fidelity < MIN_FIDELITY:
             log.warning("%s features are at cosine %.4f of fp32 (below %.2f)", runtime, onnx.fidelity, MIN_FIDELITY)
         return onnx
-    size = sum(p.numel() * 4 for p in backbone.model.parameters())
+    size = fp32_bytes(backbone.model)
     if importlib.util.find_spec("onnxruntime") is None or size > MAX_EXPORT_BYTES:
         return backbone
     for int8 in (True, False):

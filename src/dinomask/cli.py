@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,7 +55,14 @@ BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, w
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-EngineOpt = Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask[ray]').")]
+class Engine(str, Enum):
+    """Where batch work runs."""
+
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[Engine, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask[ray]').")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")]
 ActorsOpt = Annotated[Optional[int], typer.Option(help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")]
 
@@ -86,11 +94,15 @@ def segmenter_config(
     return config.replace(**changes)
 
 
+def _runtime(fast: bool, runtime: str, dtype: str) -> tuple[str, str]:
+    """``--no-fast`` means the plain path whatever --runtime and --dtype say."""
+    return (runtime, dtype) if fast else ("torch", "float32")
+
+
 def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, busy_wait: bool = True):
     from dinomask.backbone import load_backbone
 
-    if not fast:
-        runtime, dtype = "torch", "float32"
+    runtime, dtype = _runtime(fast, runtime, dtype)
     return load_backbone(model, device=device, dtype=dtype, runtime=runtime, busy_wait=busy_wait)
 
 
@@ -164,7 +176,7 @@ def remove(
     output_kind: OutputKindOpt = "composite",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    engine: EngineOpt = "local",
+    engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
     actors: ActorsOpt = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Ray: work items per batch (default 4).")] = None,
@@ -183,15 +195,12 @@ def remove(
         typer.echo(f"skipped {problem}", err=True)
     if not items:
         raise DinomaskError("no image or video files to process among the inputs")
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter(f"expected local or ray, got {engine!r}", param_hint="--engine")
     config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal, adapt, roi)
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
-    if engine == "ray":
+    if engine is Engine.ray:
         from dinomask.ray_engine import RayOptions, WorkerSpec, remove_batch_ray
 
-        if not fast:
-            runtime, dtype = "torch", "float32"
+        runtime, dtype = _runtime(fast, runtime, dtype)
         spec = WorkerSpec(model=segmenter.backbone.spec.name if model is None else model, device=device, dtype=dtype,
                           runtime=runtime, references=tuple(segmenter.references), config=config, options=options)
         report = remove_batch_ray(spec, items, RayOptions(address=address, actors=actors, batch_size=batch_size),
@@ -382,7 +391,7 @@ def eval_masks(
     fast: FastOpt = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    engine: EngineOpt = "local",
+    engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
     actors: ActorsOpt = None,
 ) -> None:
@@ -393,11 +402,8 @@ def eval_masks(
     from dinomask.evaluate.report import write_masks_report
     from dinomask.evaluate.settings import named_settings
 
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter(f"expected local or ray, got {engine!r}", param_hint="--engine")
     model = model or DEFAULT_BACKBONE
-    if not fast:
-        runtime, dtype = "torch", "float32"
+    runtime, dtype = _runtime(fast, runtime, dtype)
     plan = MaskEvalPlan(tuple(named_settings(setting or ["standard"])), model, device, dtype, runtime,
                         tuple(compare or ()), str(u2netp) if u2netp else None)
     data, run = _eval_run(dataset, model, output, overwrite)
@@ -406,7 +412,7 @@ def eval_masks(
         typer.echo(f"compare: {problem}; left out", err=True)
     if built.left_out:
         run["left_out"] = built.left_out
-    if engine == "ray":
+    if engine is Engine.ray:
         from dinomask.ray_engine import RayOptions, evaluate_masks_ray
 
         result = evaluate_masks_ray(data, plan, built, RayOptions(address=address, actors=actors),
@@ -415,7 +421,7 @@ def eval_masks(
         result = evaluate_masks(data, built.predictors, built.refs, sweep=built.sweep, max_frames=max_frames,
                                 show_progress=not quiet)
     run["setting_options"] = built.described  # "settings" itself is the ordered list of names
-    run["engine"] = engine
+    run["engine"] = engine.value
     files = write_masks_report(output, result, run, built.described)
     typer.echo(f"wrote {len(files)} files to {output}")
     scores = {n: d["miou"] for n, d in result.dataset.items() if d["miou"] == d["miou"]}

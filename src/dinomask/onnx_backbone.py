@@ -34,6 +34,11 @@ MIN_FIDELITY = 0.99
 MAX_EXPORT_BYTES = 1_800_000_000
 
 
+def fp32_bytes(model) -> int:
+    """Bytes the model's weights take in fp32 (what one exported ONNX file holds)."""
+    return sum(p.numel() * 4 for p in model.parameters())
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("DINOMASK_CACHE") or Path.home() / ".cache" / "dinomask")
 
@@ -89,7 +94,7 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
             "the ONNX fast path needs onnx and onnxruntime: pip install 'dinomask[onnx]'"
         ) from None
     model = backbone.model
-    size = sum(p.numel() * 4 for p in model.parameters())
+    size = fp32_bytes(model)
     if size > MAX_EXPORT_BYTES:
         raise ModelNotFoundError(
             f"{backbone.spec.name} has {size / 1e9:.1f} GB of fp32 weights, over the {MAX_EXPORT_BYTES / 1e9:.1f} GB "

@@ -95,7 +95,8 @@ def _open_pil(path: Path) -> Image.Image:
         raise ImageReadError(f"could not decode {path} as an image ({exc.__class__.__name__}: {exc})") from None
 
 
-def _pil_to_array(image: Image.Image, keep_alpha: bool) -> np.ndarray:
+def pil_to_array(image: Image.Image, keep_alpha: bool = False) -> np.ndarray:
+    """A decoded PIL image -> ``H x W x 3`` uint8 RGB, or ``x 4`` RGBA when asked and it has alpha."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     mode = "RGBA" if keep_alpha and has_alpha else "RGB"
     return np.asarray(image.convert(mode)).copy()
@@ -115,9 +116,9 @@ def load_image(frame: FrameLike, *, color: ColorOrder = "rgb", keep_alpha: bool 
         ImageReadError: the input is missing, corrupt or not an image.
     """
     if isinstance(frame, (str, Path)):
-        return _pil_to_array(_open_pil(Path(frame)), keep_alpha)
+        return pil_to_array(_open_pil(Path(frame)), keep_alpha)
     if isinstance(frame, Image.Image):
-        return _pil_to_array(frame, keep_alpha)
+        return pil_to_array(frame, keep_alpha)
     if isinstance(frame, np.ndarray):
         return _from_array(frame, color, keep_alpha)
     raise ImageReadError(

@@ -46,7 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dinomask.composite import Background, composite, heatmap, render
 from dinomask.errors import ImageReadError, InvalidReferenceError
 from dinomask.postprocess import TemporalSettings, ThresholdRule
-from dinomask.preprocess import mask_from_pixels
+from dinomask.preprocess import mask_from_pixels, pil_to_array
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
 
@@ -202,8 +202,7 @@ def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool 
         raise ApiError(413, f"{what} is too large to decode safely ({exc})") from None
     except Exception as exc:  # PIL raises many types for non-images and truncated files
         raise ApiError(415, f"{what} is not a readable image ({exc.__class__.__name__}); expected JPEG, PNG or WebP") from None
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    return np.asarray(image.convert("RGBA" if keep_alpha and has_alpha else "RGB")).copy()
+    return pil_to_array(image, keep_alpha)
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", quality: int = 80) -> bytes:
