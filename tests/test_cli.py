@@ -139,3 +139,16 @@ def test_live_window_on_a_headless_opencv_says_what_to_do(tmp_path, dog_ref, cap
     assert code == 2
     err = capsys.readouterr().err
     assert "no window support" in err and "--output" in err
+
+
+@pytest.mark.parametrize("args,names", [(["--k", "abc"], "--k"), (["--engine", "spark"], "--engine")])
+def test_a_bad_option_value_is_a_usage_message_not_a_traceback(tmp_path, args, names, capsys):
+    code = main(["remove", "--ref", str(tmp_path / "r.npz"), str(tmp_path), "-o", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert names in err and "Traceback" not in err
+
+
+def test_help_keeps_the_extra_name(capsys):
+    assert main(["remove", "--help"]) == 0
+    assert "dinomask[ray]" in capsys.readouterr().out.replace("\n", "").replace(" ", "").replace("│", "")

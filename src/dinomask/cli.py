@@ -62,7 +62,7 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-EngineOpt = Annotated[Engine, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask[ray]').")]
+EngineOpt = Annotated[Engine, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask\\[ray]').")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")]
 ActorsOpt = Annotated[Optional[int], typer.Option(help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")]
 
@@ -504,10 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int):
             return code
-    except DinomaskError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except FileExistsError as exc:
+    except (DinomaskError, FileExistsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
     except typer.Exit as exc:
@@ -518,13 +515,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except typer.TyperException as exc:  # usage errors (typer's click): the message, no traceback
+        if not hasattr(exc, "show"):
+            raise
+        exc.show()
+        return exc.exit_code
     return 0
 
 
