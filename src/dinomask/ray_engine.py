@@ -61,17 +61,22 @@ class WorkerSpec:
     options: OutputOptions
 
 
+def _limit_threads(threads: int) -> None:
+    """Give this actor's torch and ONNX Runtime exactly the CPUs it reserved."""
+    import torch
+
+    os.environ["DINOMASK_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
 class RemoveWorker:
     """A Ray Data actor: loads the model once, then removes backgrounds batch after batch."""
 
     def __init__(self, spec: WorkerSpec, threads: int):
-        os.environ["DINOMASK_THREADS"] = str(threads)
-        import torch
-
         from dinomask.backbone import load_backbone
         from dinomask.segmenter import Segmenter
 
-        torch.set_num_threads(threads)
+        _limit_threads(threads)
         backbone = load_backbone(spec.model, device=spec.device, dtype=spec.dtype, runtime=spec.runtime)
         self.segmenter = Segmenter(backbone, list(spec.references), spec.config)
         self.options = spec.options
@@ -127,12 +132,12 @@ def quiet_ray_data() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def plan_pool(spec: WorkerSpec, options: RayOptions) -> tuple[int, int, float, float]:
+def plan_pool(device: str, options: RayOptions) -> tuple[int, int, float, float]:
     """(actors, batch_size, cpus per actor, gpus per actor) from the options and the cluster."""
     ray = _ray()
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0.0)
-    on_gpu = spec.device.startswith("cuda") or (spec.device == "auto" and gpus >= 1)
+    on_gpu = device.startswith("cuda") or (device == "auto" and gpus >= 1)
     if on_gpu and gpus >= 1:
         actors = options.actors or int(gpus)
         return actors, options.batch_size or 4, options.cpus_per_actor, 1.0
@@ -156,7 +161,7 @@ def remove_batch_ray(
             todo.append(item)
     if todo:
         init_ray(options)
-        actors, batch_size, cpus, gpus = plan_pool(spec, options)
+        actors, batch_size, cpus, gpus = plan_pool(spec.device, options)
         actors = min(actors, len(todo))
         rows = [{"source": str(i.source), "kind": i.kind, "output": str(i.output)} for i in todo]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), actors * 4))).map_batches(
@@ -181,12 +186,9 @@ class EvalWorker:
     """A Ray Data actor for ``eval masks``: builds the plan's predictors once, scores whole sequences."""
 
     def __init__(self, plan, dataset, refs: dict, sweep: dict, max_frames, threads: int):
-        os.environ["DINOMASK_THREADS"] = str(threads)
-        import torch
-
         from dinomask.evaluate.plan import build_predictors
 
-        torch.set_num_threads(threads)
+        _limit_threads(threads)
         self.built = build_predictors(plan)
         self.dataset, self.refs, self.sweep, self.max_frames = dataset, refs, sweep, max_frames
 
@@ -219,8 +221,8 @@ def evaluate_masks_ray(dataset, plan, built, options: RayOptions, *, max_frames=
     if not dataset.sequences:
         raise DinomaskError(f"{dataset.root}: no sequence with labelled frames to evaluate")
     init_ray(options)
-    resources = ray.cluster_resources()
-    actors = min(options.actors or max(1, int(resources.get("CPU", 1) // options.cpus_per_actor)), len(dataset.sequences))
+    actors, _, _, _ = plan_pool("cpu", options)  # eval actors reserve CPUs only, as before
+    actors = min(actors, len(dataset.sequences))
     names = list(built.predictors)
     refs = {n: built.refs[n] for n in names}
     rows = [{"index": i} for i in range(len(dataset.sequences))]
