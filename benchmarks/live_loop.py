@@ -43,6 +43,7 @@ def main() -> None:
     from dinomask.backbone import load_backbone
     from dinomask.composite import composite
     from dinomask.files import AtomicVideoWriter
+    from dinomask.live import segment_frames
     from dinomask.preprocess import load_image, to_pixel_values
     from dinomask.reference import Reference
     from dinomask.segmenter import Segmenter, SegmenterConfig
@@ -72,12 +73,6 @@ def main() -> None:
     out_path = work / "out.mp4"
     state = {}
 
-    def process(frame, meter):
-        result = segmenter.predict(frame.image)
-        for stage, seconds in segmenter.last_timings.items():
-            meter.add(stage, seconds)
-        return result
-
     def output(frame, result, meter):
         shown = composite(frame.image, result.mask, "black")
         if args.record:
@@ -86,7 +81,7 @@ def main() -> None:
             state["w"].write(shown)
         return True
 
-    stats = run_live(FrameSource(str(video)), process, output)
+    stats = run_live(FrameSource(str(video)), segment_frames(segmenter), output)
     if "w" in state:
         state["w"].close()
     ratio = stats.fps / backbone_fps

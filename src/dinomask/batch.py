@@ -14,8 +14,9 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from dinomask.composite import Background, render
@@ -23,7 +24,7 @@ from dinomask.errors import DinomaskError
 from dinomask.files import AtomicVideoWriter, WorkItem, remove_stale_parts, write_image_atomic
 from dinomask.preprocess import load_image
 from dinomask.segmenter import Segmenter
-from dinomask.video import FrameSource
+from dinomask.video import Frame, FrameSource
 
 
 @dataclass(frozen=True)
@@ -85,38 +86,38 @@ def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions)
     return 1
 
 
+def _rendered_frames(segmenter: Segmenter, source: FrameSource, item: WorkItem, options: OutputOptions,
+                     progress: tqdm | None) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Each frame of a video in order, with its rendered output."""
+    for count, frame in enumerate(source, start=1):
+        result = segmenter.predict(frame.image)
+        yield frame, render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
+        if progress is not None:
+            progress.set_postfix_str(f"{item.source.name} frame {count}")
+
+
 def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
     source = FrameSource(str(item.source))
     segmenter.reset()
-    frames = 0
+    frames = _rendered_frames(segmenter, source, item, options, progress)
     if options.transparent:
         item.output.mkdir(parents=True, exist_ok=True)
         (item.output / ".complete").unlink(missing_ok=True)
         stamps = []
-        for frame in source:
-            result = segmenter.predict(frame.image)
-            output = render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
+        for frame, output in frames:
             write_image_atomic(item.output / f"{frame.index:06d}.png", output)
             stamps.append({"frame": frame.index, "file": f"{frame.index:06d}.png", "timestamp_s": round(frame.timestamp, 6)})
-            frames += 1
-            if progress is not None:
-                progress.set_postfix_str(f"{item.source.name} frame {frames}")
         (item.output / "timestamps.json").write_text(json.dumps({"fps": source.fps, "frames": stamps}, indent=1))
-        (item.output / ".complete").write_text(f"{frames} frames\n")
-        return frames
+        (item.output / ".complete").write_text(f"{len(stamps)} frames\n")
+        return len(stamps)
     writer: AtomicVideoWriter | None = None
     try:
-        for frame in source:
-            result = segmenter.predict(frame.image)
-            output = render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
+        for _, output in frames:
             if output.ndim == 2:
                 output = output[:, :, None].repeat(3, axis=2)
             if writer is None:
                 writer = AtomicVideoWriter(item.output, source.fps, (output.shape[1], output.shape[0]))
             writer.write(output)
-            frames += 1
-            if progress is not None:
-                progress.set_postfix_str(f"{item.source.name} frame {frames}")
     except BaseException:
         if writer is not None:
             writer.close(keep=False)
@@ -124,7 +125,7 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
     if writer is None:
         raise DinomaskError(f"{item.source}: the video holds no readable frames")
     writer.close(keep=True)
-    return frames
+    return writer.frames
 
 
 def process_item(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:

@@ -60,6 +60,18 @@ def _draw_fps(image: np.ndarray, meter: StageMeter) -> np.ndarray:
     return out
 
 
+def segment_frames(segmenter: Segmenter):
+    """The live loop's model stage: segment a frame and record preprocess/backbone/postprocess times."""
+
+    def process(frame: Frame, meter: StageMeter):
+        result = segmenter.predict(frame.image)
+        for stage, seconds in segmenter.last_timings.items():
+            meter.add(stage, seconds)
+        return result
+
+    return process
+
+
 def run_live_command(segmenter: Segmenter, options: LiveOptions) -> LiveStats:
     """Run the live loop with the options' source and outputs; returns its statistics."""
     background = Background.parse(options.background)
@@ -71,11 +83,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions) -> LiveStats:
     segmenter.reset()
     state: dict[str, AtomicVideoWriter] = {}
 
-    def process(frame: Frame, meter: StageMeter):
-        result = segmenter.predict(frame.image)
-        for stage, seconds in segmenter.last_timings.items():
-            meter.add(stage, seconds)
-        return result
+    process = segment_frames(segmenter)
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:
         shown = _draw_fps(composite(frame.image, result.mask, background), meter)
