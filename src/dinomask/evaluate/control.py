@@ -34,7 +34,7 @@ from tqdm import tqdm
 from dinomask.backbone import Backbone
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import Dataset, load_pair
-from dinomask.evaluate.predictors import reference_from_pairs
+from dinomask.evaluate.predictors import sequence_reference
 from dinomask.segmenter import Segmenter, SegmenterConfig
 
 PIPELINES = ("with removal", "without removal", "ground truth")
@@ -116,8 +116,7 @@ def evaluate_control(
             problems.append(f"{sequence.name}: too few labelled frames for a loop; skipped")
             continue
         try:
-            pairs = [load_pair(f) for f in sequence.frames[:refs]]
-            reference = reference_from_pairs(backbone, pairs, config, label=sequence.name)
+            reference = sequence_reference(backbone, sequence, refs, config)
         except DinomaskError as exc:
             problems.append(f"{sequence.name}: reference unusable ({exc}); skipped")
             continue

@@ -23,6 +23,7 @@ import numpy as np
 
 from dinomask.backbone import Backbone
 from dinomask.errors import DinomaskError
+from dinomask.evaluate.datasets import LabelledSequence, load_pair
 from dinomask.features import FrameFeatures, extract_features
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
@@ -60,6 +61,16 @@ def reference_from_pairs(
     """
     return Reference.from_images(backbone, [image for image, _ in pairs], [mask for _, mask in pairs],
                                  settings=ReferenceSettings(geometry=config.geometry), label=label)
+
+
+def sequence_reference(backbone: Backbone, sequence: LabelledSequence, refs: int, config: SegmenterConfig) -> Reference:
+    """A sequence's reference from its first ``refs`` labelled frames, named after it.
+
+    Raises:
+        DinomaskError: a frame or mask is unreadable, or the reference has no usable object.
+    """
+    pairs = [load_pair(frame) for frame in sequence.frames[:refs]]
+    return reference_from_pairs(backbone, pairs, config, label=sequence.name)
 
 
 class FeatureCache:

@@ -21,7 +21,7 @@ from dinomask.backbone import Backbone
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import Dataset, load_pair
 from dinomask.evaluate.metrics import ConfusionMatrix
-from dinomask.evaluate.predictors import reference_from_pairs
+from dinomask.evaluate.predictors import sequence_reference
 from dinomask.features import extract_features
 from dinomask.prototypes import l2_normalize
 from dinomask.segmenter import Segmenter, SegmenterConfig
@@ -45,8 +45,7 @@ def evaluate_recognition(
             problems.append(f"{sequence.name}: needs more than {refs} labelled frames; class skipped")
             continue
         try:
-            pairs = [load_pair(f) for f in sequence.frames[:refs]]
-            reference = reference_from_pairs(backbone, pairs, config, label=sequence.name)
+            reference = sequence_reference(backbone, sequence, refs, config)
         except DinomaskError as exc:
             problems.append(f"{sequence.name}: reference unusable ({exc}); class skipped")
             continue
