@@ -104,3 +104,47 @@ def test_masks_read_alpha_only_when_it_says_something():
     cutout = np.zeros((2, 2, 4), np.uint8)
     cutout[1, 1, 3] = 255
     assert mask_from_pixels(cutout).tolist() == [[False, False], [False, True]]
+
+
+@pytest.mark.parametrize(
+    "size,grid",
+    [
+        ((480, 854), (28, 50)),   # 16:9
+        ((480, 640), (32, 43)),   # 4:3
+        ((640, 480), (43, 32)),
+        ((1000, 100), (116, 12)),  # 1:10
+        ((518, 518), (37, 37)),
+    ],
+)
+def test_the_token_budget_gives_an_aspect_kept_grid_of_about_the_same_cost(size, grid):
+    geometry = InputGeometry()  # the default: a budget of 1,400 tokens
+    got = geometry.grid(*size, patch=14)
+    assert got == grid
+    assert 1300 <= got[0] * got[1] <= 1400
+
+
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 1), (1, 10), (3, 100_000), (100_000, 2)])
+@pytest.mark.parametrize("geometry", [InputGeometry(), InputGeometry(tokens=300), InputGeometry(518),
+                                      InputGeometry(224), InputGeometry(518, keep_aspect=False)])
+def test_no_frame_shape_gets_more_patches_than_the_budget(size, geometry):
+    rows, cols = geometry.grid(*size, patch=14)
+    budget = geometry.max_tokens if geometry.resolution is not None else geometry.tokens
+    assert 1 <= rows * cols <= budget
+    if geometry.keep_aspect:  # the long side stays the long side
+        assert (rows >= cols) == (size[0] >= size[1]) or rows == cols
+
+
+def test_a_resolution_that_asks_too_much_is_capped_and_says_so(caplog):
+    with caplog.at_level("WARNING", logger="dinomask"):
+        grid = InputGeometry(518).grid(1, 4321, patch=14)  # would be 37 x 159,877 patches
+    assert grid[0] * grid[1] <= InputGeometry().max_tokens
+    assert "1x4321 px frame would need a 37x159877 patch grid" in caplog.text
+
+
+def test_invalid_budgets_are_refused():
+    with pytest.raises(ValueError, match="tokens must be between 1 and max_tokens"):
+        InputGeometry(tokens=0)
+    with pytest.raises(ValueError, match="tokens must be between 1 and max_tokens"):
+        InputGeometry(tokens=10_000)
+    with pytest.raises(ValueError, match="needs a resolution"):
+        InputGeometry(keep_aspect=False)

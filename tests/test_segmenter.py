@@ -126,7 +126,7 @@ def test_real_tiny_dinov2_on_a_davis_frame(tiny_backbone, davis):
     for method in ("paper", "dinomask"):
         result = Segmenter(tiny_backbone, ref, method=method).predict(davis / "JPEGImages/480p/dog/00004.jpg")
         assert result.mask.shape == (480, 854)
-        assert result.grid == ((37, 37) if method == "paper" else (37, 66))
+        assert result.grid == ((37, 37) if method == "paper" else (28, 50))  # token budget 1,400 at 16:9
         assert np.isfinite(result.similarity).all()
 
 
@@ -170,3 +170,21 @@ def test_region_of_interest_follows_the_object_with_fewer_patches_and_finer_mask
     # the object leaves: the crop finds nothing, the next frame is processed whole
     segmenter.predict(canvas(280, 560, BLUE))
     assert segmenter.predict(canvas(280, 560, BLUE)).roi is None
+
+
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 1), (1, 10)])
+def test_a_thin_image_runs_within_the_token_budget(tiny_backbone, size):
+    """Without the budget a 1 x 5000 px frame asks for 185,000 x 37 patches: the attention
+    alone would need hundreds of GB (the server was killed at 21.8 GB)."""
+    import resource
+
+    photo = np.zeros((140, 140, 3), np.uint8)
+    photo[35:105, 35:105] = (200, 30, 30)
+    ref = Reference.from_images(tiny_backbone, [photo])
+    frame = np.full((*size, 3), 90, np.uint8)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = Segmenter(tiny_backbone, ref).predict(frame)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert result.mask.shape == size
+    assert result.patches <= 1400
+    assert grown_mib < 300

@@ -40,7 +40,8 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option(help="Torch runtime: float32 (exact), bfloat16, float16, or auto (bf16/fp16 where the hardware has it).")]
 RuntimeOpt = Annotated[str, typer.Option(help="auto (fastest faithful path: ONNX int8 on CPU, torch fp16 on CUDA), torch, onnx, onnx-int8.")]
 FastOpt = Annotated[bool, typer.Option("--fast/--no-fast", help="--no-fast: plain torch fp32 eager (the exact baseline).")]
-ResolutionOpt = Annotated[Optional[int], typer.Option(help="Network input short side in px (518 -> 37 patches). Default: the method's.")]
+ResolutionOpt = Annotated[Optional[int], typer.Option(help="Network input short side in px (518 -> 37 patches); overrides --tokens. Default: the method's.")]
+TokensOpt = Annotated[Optional[int], typer.Option(help="Token budget: patches per frame on an aspect-kept grid (default 1400: 28x50 at 16:9, 32x43 at 4:3).")]
 MethodOpt = Annotated[str, typer.Option(help="Preset: 'dinomask' (improved default) or 'paper' (the method as written).")]
 ThresholdOpt = Annotated[Optional[str], typer.Option(help="0.5 or any cosine, otsu, relative:F, fg-vs-bg, or auto. Default: the preset's.")]
 PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or kmeans. Default: the preset's.")]
@@ -68,8 +69,9 @@ ActorsOpt = Annotated[Optional[int], typer.Option(help="Ray: actor count (defaul
 
 
 def segmenter_config(
-    method: str, resolution: int | None, threshold: str | None, prototype: str | None, k: int | None,
-    bg_source: str | None, upsample: str | None, temporal: float | None, adapt: float = 0.0, roi: bool = False,
+    method: str, *, resolution: int | None = None, tokens: int | None = None, threshold: str | None = None,
+    prototype: str | None = None, k: int | None = None, bg_source: str | None = None, upsample: str | None = None,
+    temporal: float | None = None, adapt: float = 0.0, roi: bool = False,
 ):
     """The preset for ``method`` with the options the user set on top."""
     from dinomask.postprocess import TemporalSettings
@@ -80,6 +82,11 @@ def segmenter_config(
     changes: dict = {}
     if resolution is not None:
         changes["geometry"] = InputGeometry(resolution=resolution, keep_aspect=config.geometry.keep_aspect)
+    elif tokens is not None:
+        if not config.geometry.keep_aspect:
+            raise typer.BadParameter(f"the {method} preset squashes frames to a square; use --resolution there",
+                                     param_hint="--tokens")
+        changes["geometry"] = InputGeometry(tokens=tokens)
     for name, value in (("threshold", threshold), ("prototype", prototype), ("k", k),
                         ("background", bg_source), ("upsample", upsample)):
         if value is not None:
@@ -132,18 +139,20 @@ def reference(
     dtype: DtypeOpt = "auto",
     runtime: RuntimeOpt = "auto",
     fast: FastOpt = True,
-    resolution: Annotated[int, typer.Option(help="Input short side in px for the reference photo.")] = 518,
+    resolution: Annotated[Optional[int], typer.Option(help="Input short side in px for the reference photo; overrides --tokens.")] = None,
+    tokens: TokensOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compute an object's DINOv2 features from reference photo(s) and save them."""
     from dinomask.backbone import DEFAULT_BACKBONE
-    from dinomask.preprocess import InputGeometry
+    from dinomask.preprocess import DEFAULT_TOKENS, InputGeometry
     from dinomask.reference import Reference, ReferenceSettings
 
     if output.exists() and not overwrite:
         raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
     backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast)
-    settings = ReferenceSettings(background=background, geometry=InputGeometry(resolution=resolution))
+    geometry = InputGeometry(resolution=resolution) if resolution else InputGeometry(tokens=tokens or DEFAULT_TOKENS)
+    settings = ReferenceSettings(background=background, geometry=geometry)
     ref = Reference.from_images(backbone, images, mask or None, settings=settings, label=label)
     path = ref.save(output, overwrite=overwrite)
     typer.echo(
@@ -164,6 +173,7 @@ def remove(
     fast: FastOpt = True,
     method: MethodOpt = "dinomask",
     resolution: ResolutionOpt = None,
+    tokens: TokensOpt = None,
     threshold: ThresholdOpt = None,
     prototype: PrototypeOpt = None,
     k: KOpt = None,
@@ -195,7 +205,8 @@ def remove(
         typer.echo(f"skipped {problem}", err=True)
     if not items:
         raise DinomaskError("no image or video files to process among the inputs")
-    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal, adapt, roi)
+    config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
+                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi)
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
     if engine is Engine.ray:
         from dinomask.ray_engine import RayOptions, WorkerSpec, remove_batch_ray
@@ -227,6 +238,7 @@ def live(
     fast: FastOpt = True,
     method: MethodOpt = "dinomask",
     resolution: ResolutionOpt = None,
+    tokens: TokensOpt = None,
     threshold: ThresholdOpt = None,
     prototype: PrototypeOpt = None,
     k: KOpt = None,
@@ -241,7 +253,8 @@ def live(
     """Live background removal from a camera, stream or video, with FPS and stage latencies."""
     from dinomask.live import LiveOptions, run_live_command
 
-    config = segmenter_config(method, resolution, threshold, prototype, k, bg_source, upsample, temporal, adapt, roi)
+    config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
+                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi)
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite,

@@ -11,6 +11,9 @@ Conventions used throughout dinomask:
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Union
@@ -33,33 +36,95 @@ FrameLike = Union[str, Path, Image.Image, np.ndarray]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+#: Tokens (patches) per frame the default preset spends, whatever the frame's shape: about
+#: the method's own 37 x 37 = 1,369, spent on an aspect-kept grid (28 x 50 at 16:9).
+DEFAULT_TOKENS = 1400
+#: No frame is ever given more patches than this, whatever else is set: a 1 x 5000 px image
+#: would otherwise ask for a 185,000 x 37 grid. 4,096 = 64 x 64 (896 x 896 px at 14 px).
+MAX_TOKENS = 4096
+
+_log = logging.getLogger("dinomask")
+
+
 @dataclass(frozen=True)
 class InputGeometry:
-    """How a frame is mapped onto the patch grid.
+    """How a frame is mapped onto the patch grid, and how many patches it may cost.
 
     Attributes:
         resolution: pixels of the network input's short side (``keep_aspect``) or of
-            both sides (square). 518 gives 37 patches of 14 px.
-        keep_aspect: keep the frame's aspect ratio (the long side gets a proportional
-            number of patches); ``False`` squashes to ``resolution x resolution`` as
-            the method is written.
+            both sides (square). 518 gives 37 patches of 14 px. ``None`` (the default)
+            lets ``tokens`` decide the grid.
+        keep_aspect: keep the frame's aspect ratio; ``False`` squashes to
+            ``resolution x resolution`` as the method is written.
+        tokens: the token budget used when ``resolution`` is None: the aspect-kept grid
+            with at most this many patches, so a 16:9, 4:3 or 1:10 frame costs about the
+            same (16:9 -> 28 x 50, 4:3 -> 32 x 43 for 1,400).
+        max_tokens: a hard cap on patches per frame for every setting; a grid over it is
+            scaled down (aspect kept) and a warning names the frame size.
     """
 
-    resolution: int = 518
+    resolution: int | None = None
     keep_aspect: bool = True
+    tokens: int = DEFAULT_TOKENS
+    max_tokens: int = MAX_TOKENS
 
     def __post_init__(self) -> None:
-        if self.resolution < 14:
+        if self.resolution is not None and self.resolution < 14:
             raise ValueError(f"resolution must be at least one patch (14 px), got {self.resolution}")
+        if self.resolution is None and not self.keep_aspect:
+            raise ValueError("a square (squashed) grid needs a resolution, e.g. 518")
+        if not 1 <= self.tokens <= self.max_tokens:
+            raise ValueError(f"tokens must be between 1 and max_tokens ({self.max_tokens}), got {self.tokens}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+    def describe(self) -> str:
+        """A short text for logs and reports, e.g. ``tokens<=1400`` or ``518sq``."""
+        if self.resolution is None:
+            return f"tokens<={self.tokens}"
+        return f"{self.resolution}{'' if self.keep_aspect else 'sq'}"
 
     def grid(self, height: int, width: int, patch: int) -> tuple[int, int]:
-        """Patch grid ``(h, w)`` for a frame of ``height x width`` pixels."""
+        """Patch grid ``(h, w)`` for a frame of ``height x width`` pixels; never more than
+        ``max_tokens`` patches."""
+        if height < 1 or width < 1:
+            raise ValueError(f"expected a frame of at least 1 x 1 px, got {height} x {width}")
+        if self.resolution is None:
+            return budget_grid(height, width, self.tokens)
         side = max(1, round(self.resolution / patch))
         if not self.keep_aspect:
-            return side, side
-        if height <= width:
-            return side, max(1, round(side * width / height))
-        return max(1, round(side * height / width)), side
+            grid = (side, side)
+        elif height <= width:
+            grid = (side, max(1, round(side * width / height)))
+        else:
+            grid = (max(1, round(side * height / width)), side)
+        if grid[0] * grid[1] <= self.max_tokens:
+            return grid
+        capped = budget_grid(grid[0], grid[1], self.max_tokens)
+        _warn_capped(height, width, grid, capped, self.max_tokens)
+        return capped
+
+
+def budget_grid(height: float, width: float, tokens: int) -> tuple[int, int]:
+    """The grid ``(h, w)`` closest to the aspect ratio ``height : width`` with ``h * w <= tokens``."""
+    ratio = width / height
+    rows = max(1, round(math.sqrt(tokens / ratio)))
+    cols = max(1, round(math.sqrt(tokens * ratio)))
+    rows, cols = min(rows, tokens), min(cols, tokens)
+    while rows * cols > tokens:
+        if rows >= cols:
+            rows -= 1
+        else:
+            cols -= 1
+    return rows, cols
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_capped(height: int, width: int, asked: tuple[int, int], given: tuple[int, int], cap: int) -> None:
+    _log.warning(
+        "a %dx%d px frame would need a %dx%d patch grid (%d patches), over the budget of %d per frame: "
+        "it runs on %dx%d instead", height, width, *asked, asked[0] * asked[1], cap, *given,
+    )
 
 
 def _from_array(array: np.ndarray, color: ColorOrder, keep_alpha: bool) -> np.ndarray:

@@ -29,7 +29,7 @@ from dinomask._version import __version__
 from dinomask.backbone import Backbone, BackboneSpec
 from dinomask.errors import InvalidReferenceError, ReferenceMismatchError
 from dinomask.features import extract_features
-from dinomask.preprocess import FrameLike, InputGeometry, load_image, load_mask, patch_coverage
+from dinomask.preprocess import DEFAULT_TOKENS, FrameLike, InputGeometry, load_image, load_mask, patch_coverage
 from dinomask.prototypes import kmeans_prototypes, l2_normalize, mean_prototype
 
 BackgroundKind = Literal["auto", "black", "white", "transparent"]
@@ -279,6 +279,7 @@ class Reference:
                 "min_coverage": self.settings.min_coverage,
                 "resolution": self.settings.geometry.resolution,
                 "keep_aspect": self.settings.geometry.keep_aspect,
+                "tokens": self.settings.geometry.tokens,
             },
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +320,8 @@ class Reference:
         s = meta["settings"]
         settings = ReferenceSettings(
             background=s["background"], tolerance=s["tolerance"], min_coverage=s["min_coverage"],
-            geometry=InputGeometry(resolution=s["resolution"], keep_aspect=s["keep_aspect"]),
+            geometry=InputGeometry(resolution=s["resolution"], keep_aspect=s["keep_aspect"],
+                                   tokens=s.get("tokens", DEFAULT_TOKENS)),
         )
         reference = cls(
             backbone=BackboneSpec(**spec_data), label=meta["label"], sources=tuple(meta["sources"]),

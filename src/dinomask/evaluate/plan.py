@@ -39,7 +39,7 @@ class BuiltPredictors:
 def describe(setting: EvalSetting) -> str:
     c = setting.config
     text = (f"proto={c.prototype}{c.k if c.prototype == 'kmeans' else ''} thr={c.threshold} bg={c.background} "
-            f"up={c.upsample} res={c.geometry.resolution}{'' if c.geometry.keep_aspect else 'sq'} "
+            f"up={c.upsample} grid={c.geometry.describe()} "
             f"temporal={c.temporal.alpha:g} adapt={c.temporal.adapt:g} roi={int(c.roi.enabled)} refs={setting.refs}")
     return text + (f" model={setting.model}" if setting.model else "")
 

@@ -4,7 +4,7 @@ A setting is written ``name:key=value,key=value`` on the command line, e.g.
 ``mine:method=dinomask,prototype=kmeans,k=8,threshold=otsu,refs=3``. Keys:
 
 ``method`` (preset to start from: dinomask | paper), ``prototype``, ``k``, ``threshold``,
-``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``aspect``
+``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``tokens``, ``aspect``
 (keep | square), ``temporal`` (alpha), ``adapt`` (prototype adaptation rate), ``roi`` (1 = region of interest on video), ``refs`` (reference frames per sequence),
 ``model`` (backbone for this setting only).
 """
@@ -18,7 +18,7 @@ from dinomask.preprocess import InputGeometry
 from dinomask.roi import RoiSettings
 from dinomask.segmenter import SegmenterConfig
 
-SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "aspect",
+SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "tokens", "aspect",
                 "temporal", "adapt", "roi", "refs", "model")
 
 
@@ -63,11 +63,14 @@ def parse_setting(text: str) -> EvalSetting:
         changes["background"] = pairs.pop("bg")
     if "upsample" in pairs:
         changes["upsample"] = pairs.pop("upsample")
-    resolution = int(pairs.pop("resolution", config.geometry.resolution))
+    resolution = pairs.pop("resolution", config.geometry.resolution)
+    tokens = int(pairs.pop("tokens", config.geometry.tokens))
     aspect = pairs.pop("aspect", "keep" if config.geometry.keep_aspect else "square")
     if aspect not in ("keep", "square"):
         raise ValueError(f"setting {name!r}: aspect must be keep or square, got {aspect!r}")
-    changes["geometry"] = InputGeometry(resolution, aspect == "keep")
+    if resolution is None and aspect == "square":
+        resolution = 518
+    changes["geometry"] = InputGeometry(None if resolution is None else int(resolution), aspect == "keep", tokens)
     if "temporal" in pairs or "adapt" in pairs:
         changes["temporal"] = TemporalSettings(alpha=float(pairs.pop("temporal", 0.0)), adapt=float(pairs.pop("adapt", 0.0)))
     if "roi" in pairs:
