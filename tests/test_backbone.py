@@ -10,6 +10,7 @@ from dinomask.backbone import (
     meta_to_transformers,
     random_backbone_dir,
     resolve_dtype,
+    use_meta_position_embeddings,
 )
 from dinomask.errors import ModelNotFoundError
 
@@ -112,6 +113,7 @@ def test_meta_checkpoint_converts_to_the_same_network(tmp_path, registers, swigl
     torch.save(hf_to_meta(model.eval()), path)
     loaded = load_backbone(str(path), device="cpu", runtime="torch", dtype="float32")
     x = torch.randn(1, 3, 98, 126)
+    use_meta_position_embeddings(model.embeddings)  # the interpolation rule is tested in test_backbone_fidelity
     with torch.no_grad():
         expected = model(pixel_values=x).last_hidden_state
     got = loaded(x)

@@ -251,6 +251,70 @@ def _missing_model_message(source: str, hub_id: str | None, detail: str) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- position embeddings
+
+#: Meta's DINOv2 adds this to the target grid before computing the scale factor of the
+#: bicubic resize (``interpolate_offset`` in facebookresearch/dinov2; dino issue #8).
+META_INTERPOLATE_OFFSET = 0.1
+
+
+def meta_position_embeddings(position_embeddings: "torch.Tensor", rows: int, cols: int) -> "torch.Tensor":
+    """Position embeddings for a ``rows x cols`` patch grid, computed as Meta's DINOv2 does.
+
+    Meta's released backbones (``hub/backbones.py``: ``interpolate_antialias=False``,
+    ``interpolate_offset=0.1``) resize the ``M x M`` table bicubically with
+    ``scale_factor=((rows + 0.1) / M, (cols + 0.1) / M)`` and no antialiasing.
+    transformers resizes to ``size=(rows, cols)`` (and with antialiasing in the
+    registers model), which gives other embeddings at every grid but ``M x M``
+    (up to 0.07 apart on the patch tokens at 224 x 224); users of real weights
+    expect Meta's numbers, so dinomask always uses this one
+    (``tests/test_backbone_fidelity.py`` checks it against Meta's own code).
+
+    Args:
+        position_embeddings: ``1 x (1 + M*M) x C``, the CLS position first.
+        rows, cols: the patch grid of the input.
+
+    Returns:
+        ``1 x (1 + rows*cols) x C`` in the table's dtype.
+    """
+    import math
+
+    import torch
+
+    table = position_embeddings
+    positions = table.shape[1] - 1
+    side = int(math.isqrt(positions))
+    if side * side != positions:
+        raise ValueError(f"expected a square table of position embeddings, got {positions} positions")
+    if rows == cols == side:
+        return table
+    dim = table.shape[-1]
+    grid = table[:, 1:].float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    scale = ((rows + META_INTERPOLATE_OFFSET) / side, (cols + META_INTERPOLATE_OFFSET) / side)
+    grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+    if tuple(grid.shape[-2:]) != (rows, cols):
+        raise ValueError(f"position embeddings resized to {tuple(grid.shape[-2:])}, expected {(rows, cols)}")
+    grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
+    return torch.cat((table[:, :1].float(), grid), dim=1).to(table.dtype)
+
+
+def use_meta_position_embeddings(embeddings) -> None:
+    """Make a transformers DINOv2 embeddings module interpolate as Meta's code does.
+
+    Args:
+        embeddings: ``Dinov2Embeddings`` or ``Dinov2WithRegistersEmbeddings`` (changed in place).
+    """
+    import types
+
+    patch = embeddings.patch_embeddings.patch_size
+    patch_h, patch_w = (patch, patch) if isinstance(patch, int) else patch
+
+    def interpolate_pos_encoding(self, tokens, height: int, width: int):
+        return meta_position_embeddings(self.position_embeddings, int(height) // patch_h, int(width) // patch_w)
+
+    embeddings.interpolate_pos_encoding = types.MethodType(interpolate_pos_encoding, embeddings)
+
+
 # --------------------------------------------------------------------------- Meta checkpoints
 
 
@@ -555,6 +619,7 @@ def _finish(model, source: str, mean, std, torch_device, torch_dtype) -> Backbon
         num_register_tokens=registers,
         fingerprint=_fingerprint(model, registers),
     )
+    use_meta_position_embeddings(model.embeddings)
     model = model.to(torch_device).eval()
     return Backbone(model, spec, torch_device, torch_dtype)
 

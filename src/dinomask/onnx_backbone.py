@@ -25,7 +25,7 @@ import numpy as np
 
 from safetensors.torch import save_file
 
-from dinomask.backbone import Backbone, BackboneFeatures, BackboneSpec
+from dinomask.backbone import Backbone, BackboneFeatures, BackboneSpec, use_meta_position_embeddings
 from dinomask.errors import ModelNotFoundError
 
 #: Lowest acceptable cosine similarity between fast-path and fp32 features, per patch.
@@ -102,8 +102,8 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
         )
 
     class Wrapper(torch.nn.Module):
-        """Position embeddings come in as an input, interpolated outside the graph by
-        transformers itself (its antialiased bicubic resize has no ONNX operator)."""
+        """Position embeddings come in as an input, interpolated outside the graph by the
+        same function as the torch path (``backbone.meta_position_embeddings``)."""
 
         def __init__(self, inner):
             super().__init__()
@@ -111,11 +111,12 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
 
         def forward(self, pixel_values, position_embeddings):
             embeddings = self.inner.embeddings
+            interpolate = embeddings.interpolate_pos_encoding
             embeddings.interpolate_pos_encoding = lambda tokens, height, width: position_embeddings
             try:
                 return self.inner(pixel_values=pixel_values).last_hidden_state
             finally:
-                del embeddings.interpolate_pos_encoding
+                embeddings.interpolate_pos_encoding = interpolate
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +194,7 @@ def _embeddings_module(config: dict, weights: Path):
 
         module = Embeddings(Dinov2Config(**fields))
     module.load_state_dict(load_file(str(weights)), strict=True)
+    use_meta_position_embeddings(module)
     return module.eval()
 
 

@@ -1,0 +1,51 @@
+"""Max abs difference of CLS and patch tokens against Meta's DINOv2 code, per size.
+
+One random Meta-layout state dict per model (true widths and head counts, 3 blocks) is
+run by Meta's reference code (PyPI ``dinov2``), by dinomask's loader, and by plain
+transformers (what dinomask did before it followed Meta's position-embedding rule)::
+
+    python benchmarks/fidelity_table.py
+
+Needs ``pip install --no-deps dinov2==0.0.1.dev2`` (scripts/setup.sh installs it).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.test_backbone_fidelity import SIZES, meta_forward, meta_model, ours, save_source  # noqa: E402
+
+from dinomask.backbone import load_backbone, meta_to_transformers  # noqa: E402
+
+
+def main() -> None:
+    print("| model | size (h x w) | grid | dinomask CLS | dinomask patches | transformers CLS | transformers patches |")
+    print("|---|---|---|---|---|---|---|")
+    for arch in ("vits14", "vitb14"):
+        for registers in (0, 4):
+            model, state = meta_model(arch, registers)
+            with tempfile.TemporaryDirectory() as tmp:
+                backbone = load_backbone(save_source(state, Path(tmp), "meta-pth"), device="cpu", dtype="float32",
+                                         runtime="torch")
+            plain = meta_to_transformers(state).eval()
+            for height, width in SIZES:
+                pixels = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height * width))
+                cls, patches = meta_forward(model, state, pixels)
+                got_cls, got_patches = ours(backbone, pixels)
+                with torch.no_grad():
+                    hidden = plain(pixel_values=pixels).last_hidden_state
+                hf_cls, hf_patches = hidden[:, 0], hidden[:, 1 + registers:]
+                name = f"{arch}{'_reg' if registers else ''}"
+                print(f"| {name} | {height}x{width} | {height // 14}x{width // 14} | "
+                      f"{(got_cls - cls).abs().max():.1e} | {(got_patches - patches).abs().max():.1e} | "
+                      f"{(hf_cls - cls).abs().max():.1e} | {(hf_patches - patches).abs().max():.1e} |")
+
+
+if __name__ == "__main__":
+    main()
