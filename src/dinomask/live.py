@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,9 @@ def check_window_support() -> None:
         ) from None
 
 
-def _draw_fps(image: np.ndarray, meter: StageMeter) -> np.ndarray:
+def _draw_fps(image: np.ndarray, meter: StageMeter, keyframes: str = "") -> np.ndarray:
     summary = meter.summary()
-    text = f"{summary['fps']:.1f} FPS  backbone {summary.get('backbone_ms', 0.0):.0f} ms"
+    text = f"{summary['fps']:.1f} FPS  backbone {summary.get('backbone_ms', 0.0):.0f} ms  {keyframes}".rstrip()
     out = np.ascontiguousarray(image[:, :, :3])
     cv2.putText(out, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
     cv2.putText(out, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
@@ -81,12 +82,13 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions) -> LiveStats:
         raise DinomaskError(f"{options.output} exists; pass --overwrite to replace it")
     source = FrameSource(parse_source(options.source), SourceSettings(retry_seconds=options.retry_seconds))
     segmenter.reset()
-    state: dict[str, AtomicVideoWriter] = {}
+    state: dict = {}
 
     process = segment_frames(segmenter)
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:
-        shown = _draw_fps(composite(frame.image, result.mask, background), meter)
+        state["grid"] = result.grid
+        shown = _draw_fps(composite(frame.image, result.mask, background), meter, _keyframe_text(segmenter))
         if options.output is not None:
             if "writer" not in state:
                 state["writer"] = AtomicVideoWriter(options.output, source.fps, (shown.shape[1], shown.shape[0]))
@@ -104,4 +106,15 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions) -> LiveStats:
             state["writer"].close(keep=True)  # a recording cut short by a lost camera is still worth keeping
         if options.window:
             cv2.destroyAllWindows()
-    return stats
+    counts = segmenter.keyframe_stats
+    return dataclasses.replace(
+        stats, grid=state.get("grid"), keyframes=segmenter.config.keyframes.describe(),
+        keyframe_fraction=counts["keyframes"] / counts["frames"] if counts["frames"] else 1.0,
+    )
+
+
+def _keyframe_text(segmenter: Segmenter) -> str:
+    counts = segmenter.keyframe_stats
+    if not segmenter.config.keyframes.enabled or not counts["frames"]:
+        return ""
+    return f"keyframes {segmenter.config.keyframes.describe()} {counts['keyframes'] / counts['frames']:.0%}"

@@ -23,6 +23,7 @@ import numpy as np
 from dinomask.backbone import Backbone
 from dinomask.errors import InvalidReferenceError
 from dinomask.features import FrameFeatures, extract_features
+from dinomask.keyframes import KeyframeSettings, ScorePropagator
 from dinomask.postprocess import (
     UPSAMPLE_MODES,
     RefineSettings,
@@ -64,6 +65,8 @@ class SegmenterConfig:
         geometry: how frames map onto the patch grid.
         temporal: score smoothing and prototype adaptation across frames (video and live).
         roi: region of interest on successive frames (video and live).
+        keyframes: run the backbone on keyframes only and carry the score between them
+            by optical flow (video and live; off by default, and in ``paper``).
     """
 
     method: str = "dinomask"
@@ -77,8 +80,11 @@ class SegmenterConfig:
     geometry: InputGeometry = field(default_factory=InputGeometry)
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
     roi: RoiSettings = field(default_factory=RoiSettings)
+    keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
 
     def __post_init__(self) -> None:
+        if self.roi.enabled and self.keyframes.enabled:
+            raise ValueError("keyframes and the region of interest cannot be combined; turn one of them off")
         if self.prototype not in PROTOTYPE_MODES:
             raise ValueError(f"prototype must be one of {', '.join(PROTOTYPE_MODES)}; got {self.prototype!r}")
         if self.background not in BACKGROUND_SOURCES:
@@ -128,7 +134,9 @@ class SegmentationResult:
         roi: the crop ``(y0, y1, x0, x1)`` this frame was processed in, or None for the
             whole frame; ``similarity``, ``score`` and ``coarse_mask`` are then the crop's
             maps placed on the whole frame's grid.
-        patches: patches the backbone processed for this frame.
+        patches: patches the backbone processed for this frame (0 when carried by flow).
+        keyframe: False when the backbone did not run on this frame and its maps were
+            carried from the last keyframe by optical flow.
     """
 
     similarity: np.ndarray
@@ -142,6 +150,7 @@ class SegmentationResult:
     scene_cut: bool = False
     roi: tuple[int, int, int, int] | None = None
     patches: int = 0
+    keyframe: bool = True
 
     def __post_init__(self) -> None:
         grid = self.similarity.shape
@@ -233,6 +242,9 @@ class Segmenter:
         self.backbone = backbone
         self.config = config
         self._smoother = TemporalSmoother(config.temporal)
+        self._propagator = ScorePropagator(config.keyframes)
+        #: frames segmented, and how many of them ran the backbone (the others were carried by flow)
+        self.keyframe_stats = {"frames": 0, "keyframes": 0}
         self._objects: list[_ObjectModel] = []
         self.last_timings: dict[str, float] = {}
         self._roi_box: Box | None = None
@@ -272,6 +284,7 @@ class Segmenter:
     def reset(self) -> None:
         """Forget temporal state, prototype adaptation and the region of interest (call between unrelated videos)."""
         self._smoother.reset()
+        self._propagator.reset()
         self._roi_box = None
         self._since_full = 0
         for obj in self._objects:
@@ -297,8 +310,9 @@ class Segmenter:
         start = time.perf_counter()
         images = [load_image(frame, color=color) for frame in frames]
         timings["preprocess"] = time.perf_counter() - start
-        if self.config.roi.enabled:
-            results = [self._predict_roi(image, timings) for image in images]
+        if self.config.roi.enabled or self.config.keyframes.enabled:
+            track = self._predict_roi if self.config.roi.enabled else self._predict_keyframed
+            results = [track(image, timings) for image in images]
             self.last_timings = timings
             return results
         features: list[FrameFeatures | None] = [None] * len(images)
@@ -315,6 +329,45 @@ class Segmenter:
         timings["postprocess"] = time.perf_counter() - start
         self.last_timings = timings
         return results
+
+    def _predict_keyframed(self, image: np.ndarray, timings: dict[str, float]) -> SegmentationResult:
+        """One video frame: carried by optical flow from the last keyframe, or a new keyframe."""
+        start = time.perf_counter()
+        maps = self._propagator.step(image)
+        timings["flow"] = timings.get("flow", 0.0) + time.perf_counter() - start
+        self.keyframe_stats["frames"] += 1
+        if maps is not None:
+            start = time.perf_counter()
+            result = self._carried_result(image, maps)
+            timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
+            return result
+        (features,) = extract_features(self.backbone, [image], self.config.geometry, timings)
+        start = time.perf_counter()
+        result = self.decide(image, features)
+        carried = [result.score, result.similarity]
+        if len(self._objects) > 1:
+            carried += [(result.labels == i + 1).astype(np.float32) for i in range(len(self._objects))]
+        self._propagator.seed(image, np.stack(carried))
+        self.keyframe_stats["keyframes"] += 1
+        timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
+        return result
+
+    def _carried_result(self, image: np.ndarray, maps: np.ndarray) -> SegmentationResult:
+        """A result from maps carried by flow: ``[score, similarity, per-object label shares...]``."""
+        size = image.shape[:2]
+        grid = self.config.geometry.grid(*size, self.backbone.spec.patch_size)
+        on_grid = [cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_AREA) for m in maps[:2]]
+        mask = upsample_score(maps[0], size, "bilinear") > 0
+        if len(self._objects) > 1:
+            shares = np.stack([upsample_score(m, size, "bilinear") for m in maps[2:]])
+            labels = np.where(mask, shares.argmax(axis=0) + 1, 0).astype(np.uint8)
+        else:
+            labels = mask.astype(np.uint8)
+        return SegmentationResult(
+            similarity=on_grid[1], score=on_grid[0], coarse_mask=on_grid[0] > 0, mask=mask, labels=labels,
+            threshold=None, rule="carried by optical flow", object_names=self.object_names, patches=0,
+            keyframe=False,
+        )
 
     def _predict_roi(self, image: np.ndarray, timings: dict[str, float]) -> SegmentationResult:
         """One video frame, in the last mask's region of interest when there is a trusted one."""

@@ -231,6 +231,11 @@ class LiveStats:
     fps: float
     stage_ms: dict[str, float]
     reconnects: int
+    #: filled in by ``dinomask live``: the patch grid it ran, its keyframe policy, and the
+    #: fraction of processed frames on which the backbone ran
+    grid: tuple[int, int] | None = None
+    keyframes: str = "off"
+    keyframe_fraction: float = 1.0
 
 
 def run_live(
