@@ -39,6 +39,20 @@ def tiny_reg_model_dir(tmp_path_factory) -> Path:
     return random_backbone_dir(tmp_path_factory.mktemp("tinyreg") / "model", hidden_size=64, layers=2, registers=4)
 
 
+@pytest.fixture
+def dog_ref(tmp_path, tiny_model_dir, davis):
+    """A reference .npz of the davis dog (frame 0 with its mask), made by the CLI with the tiny model."""
+    from dinomask.cli import main
+
+    path = tmp_path / "dog.npz"
+    code = main([
+        "reference", str(davis / "JPEGImages/480p/dog/00000.jpg"), "--mask", str(davis / "Annotations/480p/dog/00000.png"),
+        "-o", str(path), "--model", str(tiny_model_dir), "--label", "dog", "--device", "cpu",
+    ])
+    assert code == 0
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tiny_model_dir):
     from dinomask.backbone import load_backbone

@@ -235,3 +235,14 @@ def test_download_reports_where_it_put_the_model_or_why_it_could_not(monkeypatch
     assert main(["download", "dinov2_vitb14"]) == 2
     err = capsys.readouterr().err
     assert "Could not download 'facebook/dinov2-base'" in err and "HF_HOME" in err
+
+
+def test_random_model_with_an_arch_has_the_released_shape(tmp_path):
+    from transformers import AutoConfig
+
+    from dinomask.cli import main
+
+    assert main(["random-model", str(tmp_path / "s"), "--arch", "dinov2_vits14_reg"]) == 0
+    config = AutoConfig.from_pretrained(tmp_path / "s")
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.mlp_ratio,
+            config.num_register_tokens) == (384, 12, 6, 4, 4)

@@ -9,17 +9,6 @@ from PIL import Image
 from dinomask.cli import main
 
 
-@pytest.fixture
-def dog_ref(tmp_path, tiny_model_dir, davis):
-    path = tmp_path / "dog.npz"
-    code = main([
-        "reference", str(davis / "JPEGImages/480p/dog/00000.jpg"), "--mask", str(davis / "Annotations/480p/dog/00000.png"),
-        "-o", str(path), "--model", str(tiny_model_dir), "--label", "dog", "--device", "cpu",
-    ])
-    assert code == 0
-    return path
-
-
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -680,19 +680,38 @@ def download(source: str, cache_dir: str | None = None) -> Path:
     return Path(path)
 
 
+#: The released DINOv2 shapes: width, blocks, heads (64-dim heads), MLP ratio 4, SwiGLU in ViT-g.
+ARCHITECTURES: dict[str, dict] = {
+    "vits14": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6),
+    "vitb14": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
+    "vitl14": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
+    "vitg14": dict(hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True),
+}
+
+
+def architecture(short_name: str) -> tuple[dict, int]:
+    """Config fields and register count of a short name from :data:`BACKBONES` (true shape)."""
+    if short_name not in BACKBONES:
+        raise ValueError(f"expected one of {', '.join(BACKBONES)}, got {short_name!r}")
+    size = short_name.split("_")[1]
+    return dict(ARCHITECTURES[size], mlp_ratio=4), 4 if short_name.endswith("_reg") else 0
+
+
 def random_backbone_dir(
     directory: str | Path, *, hidden_size: int = 64, layers: int = 2, registers: int = 0,
-    seed: int = 0, image_size: int = 518,
+    seed: int = 0, image_size: int = 518, arch: str | None = None,
 ) -> Path:
-    """Write a small DINOv2 with random weights via ``save_pretrained``.
+    """Write a DINOv2 with random weights via ``save_pretrained``.
 
     For tests, demos and benchmarks of speed only: its features carry no meaning, so
     masks made with it say nothing about quality.
 
     Args:
         directory: where to write ``config.json`` and ``model.safetensors``.
-        hidden_size: C; must be a multiple of 32.
+        hidden_size: C; must be a multiple of 32 (a tiny model: 32-dim heads, MLP ratio 2).
         registers: 0 for ``Dinov2Model``, >0 for ``Dinov2WithRegistersModel``.
+        arch: a short name (``dinov2_vits14_reg``, ...): the released model's true shape
+            (ViT-S/14: 384 wide, 12 blocks, 6 heads, MLP ratio 4); overrides the sizes above.
     """
     import torch
     from transformers import Dinov2Config, Dinov2WithRegistersConfig
@@ -701,6 +720,9 @@ def random_backbone_dir(
         hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=max(1, hidden_size // 32),
         mlp_ratio=2, patch_size=14, image_size=image_size,
     )
+    if arch is not None:
+        fields, registers = architecture(arch)
+        common.update(fields)
     config = (
         Dinov2WithRegistersConfig(num_register_tokens=registers, **common)
         if registers else Dinov2Config(**common)

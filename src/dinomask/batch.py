@@ -96,6 +96,16 @@ def _rendered_frames(segmenter: Segmenter, source: FrameSource, item: WorkItem, 
             progress.set_postfix_str(f"{item.source.name} frame {count}")
 
 
+def _check_complete(item: WorkItem, source: FrameSource, frames: int) -> None:
+    """A video that ends before its container's frame count is a failure, not a short success."""
+    expected = source.frame_count
+    if expected > 0 and frames < expected - 1:  # containers may count one frame more than they decode
+        raise DinomaskError(
+            f"{item.source}: read {frames} of the {expected} frames its container declares; the file is "
+            "truncated or corrupt, so its output was not kept"
+        )
+
+
 def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
     source = FrameSource(str(item.source))
     segmenter.reset()
@@ -107,6 +117,7 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
         for frame, output in frames:
             write_image_atomic(item.output / f"{frame.index:06d}.png", output)
             stamps.append({"frame": frame.index, "file": f"{frame.index:06d}.png", "timestamp_s": round(frame.timestamp, 6)})
+        _check_complete(item, source, len(stamps))
         (item.output / "timestamps.json").write_text(json.dumps({"fps": source.fps, "frames": stamps}, indent=1))
         (item.output / ".complete").write_text(f"{len(stamps)} frames\n")
         return len(stamps)
@@ -118,6 +129,7 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
             if writer is None:
                 writer = AtomicVideoWriter(item.output, source.fps, (output.shape[1], output.shape[0]))
             writer.write(output)
+        _check_complete(item, source, writer.frames if writer is not None else 0)
     except BaseException:
         if writer is not None:
             writer.close(keep=False)

@@ -30,6 +30,8 @@ app.add_typer(eval_app, name="eval")
 
 #: Temporal smoothing used for video and live input unless the user sets --temporal.
 VIDEO_TEMPORAL_ALPHA = 0.5
+#: Keyframe policy for video and live input unless the user sets --keyframes.
+DEFAULT_KEYFRAMES = "auto"
 
 ModelOpt = Annotated[
     Optional[str],
@@ -50,6 +52,7 @@ BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Backgro
 UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest, bilinear or guided.")]
 RoiOpt = Annotated[bool, typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object (more patches on it, fewer in all).")]
 AdaptOpt = Annotated[float, typer.Option(help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
+KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure) or every:K. Default: auto for dinomask, off for paper and with --roi.")]
 TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
 RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
 BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, white, transparent, blur, #rrggbb or r,g,b.")]
@@ -71,7 +74,7 @@ ActorsOpt = Annotated[Optional[int], typer.Option(help="Ray: actor count (defaul
 def segmenter_config(
     method: str, *, resolution: int | None = None, tokens: int | None = None, threshold: str | None = None,
     prototype: str | None = None, k: int | None = None, bg_source: str | None = None, upsample: str | None = None,
-    temporal: float | None = None, adapt: float = 0.0, roi: bool = False,
+    temporal: float | None = None, adapt: float = 0.0, roi: bool = False, keyframes: str | None = None,
 ):
     """The preset for ``method`` with the options the user set on top."""
     from dinomask.postprocess import TemporalSettings
@@ -98,6 +101,14 @@ def segmenter_config(
         from dinomask.roi import RoiSettings
 
         changes["roi"] = RoiSettings(enabled=True)
+    from dinomask.keyframes import KeyframeSettings
+
+    if keyframes is None:  # video and live: keyframes by default, except the method as written and --roi
+        keyframes = "off" if method == "paper" or roi else DEFAULT_KEYFRAMES
+    try:
+        changes["keyframes"] = KeyframeSettings.parse(keyframes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--keyframes") from None
     return config.replace(**changes)
 
 
@@ -182,6 +193,7 @@ def remove(
     temporal: TemporalOpt = None,
     adapt: AdaptOpt = 0.0,
     roi: RoiOpt = False,
+    keyframes: KeyframesOpt = None,
     background: BackgroundOpt = "black",
     output_kind: OutputKindOpt = "composite",
     overwrite: OverwriteOpt = False,
@@ -206,7 +218,8 @@ def remove(
     if not items:
         raise DinomaskError("no image or video files to process among the inputs")
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
-                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi)
+                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
+                              keyframes=keyframes)
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
     if engine is Engine.ray:
         from dinomask.ray_engine import RayOptions, WorkerSpec, remove_batch_ray
@@ -247,6 +260,7 @@ def live(
     temporal: TemporalOpt = None,
     adapt: AdaptOpt = 0.0,
     roi: RoiOpt = False,
+    keyframes: KeyframesOpt = None,
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -254,7 +268,8 @@ def live(
     from dinomask.live import LiveOptions, run_live_command
 
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
-                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi)
+                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
+                              keyframes=keyframes)
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite,
@@ -267,9 +282,12 @@ def live(
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config, busy_wait=False)
     stats = run_live_command(segmenter, options)
     stages = ", ".join(f"{name[:-3]} {value:.1f} ms" for name, value in stats.stage_ms.items())
+    grid = f"{stats.grid[0]}x{stats.grid[1]} patches" if stats.grid else "no frame"
     typer.echo(
         f"{stats.frames_processed} frames processed in {stats.seconds:.1f} s ({stats.fps:.2f} FPS); "
-        f"{stats.frames_dropped} dropped; reconnects {stats.reconnects}; {stages}"
+        f"{stats.frames_dropped} dropped; reconnects {stats.reconnects}; {stages}\n"
+        f"grid {grid} ({config.geometry.describe()}); keyframes {stats.keyframes}: backbone ran on "
+        f"{stats.keyframe_fraction:.0%} of frames"
     )
 
 
@@ -303,11 +321,13 @@ def serve(
     try:
         import uvicorn
 
-        from dinomask.serve.app import ServeConfig, create_app
+        from dinomask.serve.app import ServeConfig, create_app, server_options
     except ImportError as exc:
         raise DinomaskError(f"dinomask serve needs its extra: pip install 'dinomask[serve]' ({exc.name} is missing)") from None
     from dinomask.backbone import DEFAULT_BACKBONE
 
+    if token is not None and (not token.isascii() or not token.isprintable() or " " in token or not token):
+        raise typer.BadParameter("expected printable ASCII without spaces (it travels in an HTTP header)", param_hint="--token")
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(f"warning: serving on {host} without --token: anyone who reaches this port can use it", err=True)
     # request decoding and encoding run beside the model: its threads must not spin on their cores
@@ -315,7 +335,7 @@ def serve(
     config = ServeConfig(token=token, queue_size=queue_size, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          max_pixels=int(max_megapixels * 1e6))
     typer.echo(f"dinomask serving {backbone.spec.name} on http://{host}:{port}/ (API docs at /docs)")
-    uvicorn.run(create_app(backbone, config), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(backbone, config), host=host, port=port, log_level="warning", **server_options(config))
 
 
 @app.command("export-onnx")
@@ -356,13 +376,14 @@ def random_model(
     layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
     registers: Annotated[int, typer.Option(help="Register tokens (0 = no registers).")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
+    arch: Annotated[Optional[str], typer.Option(help="True shape of a released model (dinov2_vits14_reg, ...); overrides the sizes.")] = None,
 ) -> None:
     """Write a tiny DINOv2 with RANDOM weights, for tests, demos and speed checks only (its masks mean nothing)."""
     from dinomask.backbone import random_backbone_dir
 
     if (directory / "config.json").exists():
         raise DinomaskError(f"{directory} already holds a model; choose another folder")
-    random_backbone_dir(directory, hidden_size=hidden_size, layers=layers, registers=registers, seed=seed)
+    random_backbone_dir(directory, hidden_size=hidden_size, layers=layers, registers=registers, seed=seed, arch=arch)
     typer.echo(f"wrote a random-weight DINOv2 to {directory} (for tests only: its masks carry no meaning)")
 
 

@@ -124,11 +124,26 @@ def plan_outputs(
     return items, problems
 
 
-def _temporary(path: Path) -> Path:
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_beside(path: Path, suffix: str) -> tuple[int, Path]:
+    """A new temporary file beside ``path`` (``.{name}.XXXX{suffix}``), open, with the mode a
+    plain ``open()`` would give (0666 less the umask): ``mkstemp`` alone makes it 0600, so
+    outputs could not be read by a web server or another user."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, Path(tmp)
+
+
+def _temporary(path: Path) -> Path:
+    fd, tmp = temporary_beside(path, f".part{path.suffix}")
     os.close(fd)
-    return Path(tmp)
+    return tmp
 
 
 def remove_stale_parts(output: Path) -> int:

@@ -48,8 +48,11 @@ class ThresholdRule:
 
     @classmethod
     def _fixed(cls, value: float) -> "ThresholdRule":
-        if not -1.0 <= value <= 1.0:
-            raise ValueError(f"a fixed threshold is a cosine similarity in [-1, 1], got {value}")
+        if not -1.0 < value < 1.0:
+            raise ValueError(
+                f"a fixed threshold is a cosine similarity strictly between -1 and 1 (at -1 or 1 every "
+                f"patch passes or fails, so it would decide nothing), got {value}"
+            )
         return cls("fixed", value)
 
     def __str__(self) -> str:

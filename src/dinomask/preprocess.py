@@ -156,13 +156,48 @@ def _open_pil(path: Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path} is too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"could not decode {path} as an image ({exc.__class__.__name__}: {exc})") from None
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float greyscale -> ``L``, scaled rather than clipped.
+
+    PIL's own ``convert("RGB")`` clips such images at 255, so a 16-bit depth or industrial
+    camera frame came out all white or black. ``I;16*`` modes are scaled by 255/65535.
+    ``I`` and ``F`` carry no bit depth, so their range decides: values within [0, 255] are
+    taken as 8-bit (``F`` within [0, 1] as fractions), within [0, 65535] as 16-bit, and
+    anything else is scaled by its maximum.
+    """
+    values = np.asarray(image).astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if image.mode.startswith("I;16"):
+        top = 65535.0
+    elif image.mode == "F" and low >= 0 and high <= 1.0:
+        top = 1.0
+    elif low >= 0 and high <= 255:
+        top = 255.0
+    elif low >= 0 and high <= 65535:
+        top = 65535.0
+    else:
+        top = max(high, 1e-12)
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+
+
 def pil_to_array(image: Image.Image, keep_alpha: bool = False) -> np.ndarray:
-    """A decoded PIL image -> ``H x W x 3`` uint8 RGB, or ``x 4`` RGBA when asked and it has alpha."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    """A decoded PIL image -> ``H x W x 3`` uint8 RGB, or ``x 4`` RGBA when asked and it has alpha.
+
+    Every PIL mode is accepted; high-bit-depth greyscale (``I;16``, ``I``, ``F``) is scaled to
+    8 bits (see :func:`_to_8bit`), never clipped.
+    """
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _to_8bit(image)
+    if image.mode == "La":  # premultiplied grey + alpha converts to nothing but LA
+        image = image.convert("LA")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info)
     mode = "RGBA" if keep_alpha and has_alpha else "RGB"
     return np.asarray(image.convert(mode)).copy()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -29,6 +29,7 @@ from dinomask._version import __version__
 from dinomask.backbone import Backbone, BackboneSpec
 from dinomask.errors import InvalidReferenceError, ReferenceMismatchError
 from dinomask.features import extract_features
+from dinomask.files import temporary_beside
 from dinomask.preprocess import DEFAULT_TOKENS, FrameLike, InputGeometry, load_image, load_mask, patch_coverage
 from dinomask.prototypes import kmeans_prototypes, l2_normalize, mean_prototype
 
@@ -282,8 +283,7 @@ class Reference:
                 "tokens": self.settings.geometry.tokens,
             },
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporary_beside(path, ".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.savez_compressed(
@@ -306,11 +306,14 @@ class Reference:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {k: data[k].astype(np.float32) for k in ("cls", "foreground", "background")}
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             raise InvalidReferenceError(
                 f"{path} is not a dinomask reference file (expected an .npz written by "
                 f"'dinomask reference'): {exc.__class__.__name__}: {exc}"
             ) from None
+        for name, array in arrays.items():
+            if not np.isfinite(array).all():
+                raise InvalidReferenceError(f"{path} is damaged: its {name} features hold NaN or infinite values")
         if meta.get("format") != FORMAT_VERSION:
             raise InvalidReferenceError(
                 f"{path} has reference format {meta.get('format')}, this dinomask reads format {FORMAT_VERSION}"

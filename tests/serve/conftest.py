@@ -20,11 +20,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(app):
+def running(app, **options):
+    """Serve ``app`` as ``dinomask serve`` does (``server_options``), on a free loopback port."""
     import uvicorn
 
+    from dinomask.serve.app import server_options
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws="websockets-sansio"))
+    options = {**server_options(app.state.config), **options}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws="websockets-sansio",
+                                           **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20

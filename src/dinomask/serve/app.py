@@ -63,6 +63,7 @@ class ServeConfig:
         queue_size: requests waiting or running at once before 503.
         max_references: references kept in memory; the oldest is dropped past this.
         retry_after_s: the ``Retry-After`` a 503 carries.
+        max_streams: WebSocket streams open at once; one more is closed with 1013 (try later).
     """
 
     token: str | None = None
@@ -71,6 +72,22 @@ class ServeConfig:
     queue_size: int = 4
     max_references: int = 64
     retry_after_s: int = 1
+    max_streams: int = 8
+
+    def __post_init__(self) -> None:
+        if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()
+                                       or " " in self.token):
+            raise ValueError("the token must be non-empty printable ASCII without spaces (it travels in an HTTP header)")
+        if self.max_streams < 1:
+            raise ValueError(f"max_streams must be at least 1, got {self.max_streams}")
+
+    def token_matches(self, given: str | None) -> bool:
+        """Constant-time comparison of the bytes; any text (non-ASCII too) is simply not the token."""
+        if self.token is None:
+            return True
+        if given is None:
+            return False
+        return secrets.compare_digest(given.encode("utf-8", "replace"), self.token.encode("ascii"))
 
 
 class Method(str, Enum):
@@ -119,6 +136,7 @@ class Engine:
         self._lock = threading.Lock()
         self._segmenter_lock = threading.Lock()
         self._depth = 0
+        self.streams = 0  # open WebSocket streams (changed on the event loop only)
         self.registry = CollectorRegistry()
         self.frames = Counter("dinomask_frames", "Frames segmented", ["endpoint"], registry=self.registry)
         self.errors = Counter("dinomask_errors", "Requests answered with an error", ["status"], registry=self.registry)
@@ -184,6 +202,13 @@ class Engine:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def server_options(config: ServeConfig) -> dict:
+    """uvicorn settings that bound what one WebSocket client can hold in memory: a message
+    holds at most one upload, and at most 2 wait per connection (uvicorn's defaults,
+    16 MiB x 32 queued, let three clients add 1.7 GB)."""
+    return {"ws_max_size": config.max_upload_bytes + 1024, "ws_max_queue": 2}
+
+
 def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool = False) -> np.ndarray:
     """Bytes -> RGB(A) uint8, enforcing the size limits before decoding. 413 / 415 on failure."""
     if len(data) > config.max_upload_bytes:
@@ -246,12 +271,13 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                     "background of images or a live stream of frames.",
     )
     app.state.engine = engine
+    app.state.config = config
     bearer = HTTPBearer(auto_error=False)
 
     def authorised(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
         if config.token is None:
             return
-        if credentials is None or not secrets.compare_digest(credentials.credentials, config.token):
+        if credentials is None or not config.token_matches(credentials.credentials):
             raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(ApiError)
@@ -370,14 +396,19 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         if config.token is not None:
             header = websocket.headers.get("authorization", "")
             given = header[7:] if header.lower().startswith("bearer ") else token
-            if not secrets.compare_digest(given, config.token):
+            if not config.token_matches(given):
                 await websocket.close(code=1008, reason="missing or wrong bearer token")
                 return
         await websocket.accept()
+        if engine.streams >= config.max_streams:  # accepted first, so the client reads why
+            await websocket.close(code=1013, reason=f"at most {config.max_streams} streams at once; try again later")
+            return
         try:
             ref = engine.get_reference(reference)
             rule = _threshold(threshold)
             fill = _background(background)
+            if fill.kind == "transparent":
+                raise ApiError(422, "background: transparent cannot travel as JPEG; use black, white, blur or a colour")
             if method not in ("dinomask", "paper"):
                 raise ApiError(422, f"method must be dinomask or paper, got {method!r}")
         except ApiError as exc:
@@ -392,6 +423,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
 
         segmenter = make(rule)
         count = 0
+        engine.streams += 1
         try:
             while True:
                 message = await websocket.receive()
@@ -400,6 +432,8 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                 if message.get("text") is not None:
                     try:
                         data = json.loads(message["text"])
+                        if not isinstance(data, dict):
+                            raise ValueError(f'expected a JSON object such as {{"threshold": "0.6"}}, got {type(data).__name__}')
                         if "threshold" in data:
                             segmenter = make(_threshold(str(data["threshold"])))
                         await websocket.send_text(json.dumps({"ok": True, "threshold": str(data.get("threshold"))}))
@@ -438,5 +472,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                 await websocket.send_bytes(heat_jpeg)
         except WebSocketDisconnect:
             pass
+        finally:
+            engine.streams -= 1
 
     return app
