@@ -326,14 +326,15 @@ def serve(
         raise DinomaskError(f"dinomask serve needs its extra: pip install 'dinomask[serve]' ({exc.name} is missing)") from None
     from dinomask.backbone import DEFAULT_BACKBONE
 
-    if token is not None and (not token.isascii() or not token.isprintable() or " " in token or not token):
-        raise typer.BadParameter("expected printable ASCII without spaces (it travels in an HTTP header)", param_hint="--token")
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(f"warning: serving on {host} without --token: anyone who reaches this port can use it", err=True)
+    try:  # checked (the token too) before the model loads
+        config = ServeConfig(token=token, queue_size=queue_size, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                             max_pixels=int(max_megapixels * 1e6))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--token" if "token" in str(exc) else None) from None
     # request decoding and encoding run beside the model: its threads must not spin on their cores
     backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast, busy_wait=False)
-    config = ServeConfig(token=token, queue_size=queue_size, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                         max_pixels=int(max_megapixels * 1e6))
     typer.echo(f"dinomask serving {backbone.spec.name} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(create_app(backbone, config), host=host, port=port, log_level="warning", **server_options(config))
 
