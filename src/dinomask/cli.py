@@ -308,10 +308,15 @@ def serve(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind; the default serves this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    token: Annotated[Optional[str], typer.Option(envvar="DINOMASK_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1.")] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="DINOMASK_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 and /metrics.")] = None,
     queue_size: Annotated[int, typer.Option(help="Requests waiting or running before 503.")] = 4,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MiB before 413.")] = 20.0,
     max_megapixels: Annotated[float, typer.Option(help="Largest image in megapixels before 413.")] = 40.0,
+    max_references: Annotated[int, typer.Option(help="References held at once; one more gets 409 (none is evicted).")] = 64,
+    max_streams: Annotated[int, typer.Option(help="WebSocket streams open at once; one more is closed with 1013.")] = 8,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        "--allow-host", help="A host name clients use to reach the server (repeatable; '*' for any). Loopback "
+                             "names are always allowed; other Host and Origin headers are refused.")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     runtime: RuntimeOpt = "auto",
@@ -329,10 +334,12 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(f"warning: serving on {host} without --token: anyone who reaches this port can use it", err=True)
     try:  # checked (the token too) before the model loads
-        config = ServeConfig(token=token, queue_size=queue_size, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                             max_pixels=int(max_megapixels * 1e6))
+        config = ServeConfig.for_bind(host, tuple(allow_host or ()), token=token, queue_size=queue_size,
+                                      max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                                      max_pixels=int(max_megapixels * 1e6), max_references=max_references,
+                                      max_streams=max_streams)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--token" if "token" in str(exc) else None) from None
+        raise typer.BadParameter(str(exc)) from None
     # request decoding and encoding run beside the model: its threads must not spin on their cores
     backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast, busy_wait=False)
     typer.echo(f"dinomask serving {backbone.spec.name} on http://{host}:{port}/ (API docs at /docs)")

@@ -125,7 +125,10 @@ def test_bearer_token(serve_backbone):
         assert httpx.get(f"{url}/v1/references").status_code == 401
         assert httpx.get(f"{url}/v1/references", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{url}/v1/references", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert httpx.get(f"{url}/v1/health").status_code == 200  # liveness stays open
+        for path in ("/v1/health", "/metrics"):  # all of /v1, as the README says, and the metrics
+            assert httpx.get(f"{url}{path}").status_code == 401
+            assert httpx.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/").status_code == 200  # the page itself asks for the token
 
         async def ws_without_token():
             import websockets

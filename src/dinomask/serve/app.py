@@ -20,16 +20,9 @@ Endpoints (all under ``/v1`` need ``Authorization: Bearer TOKEN`` when a token i
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
-import secrets
-import threading
 import time
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
 from typing import Annotated, Optional
@@ -37,57 +30,64 @@ from typing import Annotated, Optional
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from dinomask.composite import Background, composite, heatmap, render
 from dinomask.errors import ImageReadError, InvalidReferenceError
 from dinomask.postprocess import TemporalSettings, ThresholdRule
-from dinomask.preprocess import mask_from_pixels, pil_to_array
+from dinomask.preprocess import mask_from_pixels
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
+from dinomask.serve.config import ServeConfig, server_options
+from dinomask.serve.engine import ApiError, Engine, QueueFull, decode_upload, encode
+from dinomask.serve.guard import Guard
+
+__all__ = ["ServeConfig", "create_app", "server_options"]
 
 
+class Problem(BaseModel):
+    """The body of every error but 422."""
 
-@dataclass(frozen=True)
-class ServeConfig:
-    """Limits and settings of one server.
+    detail: str
 
-    Attributes:
-        token: bearer token required on ``/v1``; None for none.
-        max_upload_bytes: larger uploads get 413.
-        max_pixels: images with more pixels get 413 (checked from the header, before decoding).
-        queue_size: requests waiting or running at once before 503.
-        max_references: references kept in memory; the oldest is dropped past this.
-        retry_after_s: the ``Retry-After`` a 503 carries.
-        max_streams: WebSocket streams open at once; one more is closed with 1013 (try later).
-    """
 
-    token: str | None = None
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    queue_size: int = 4
-    max_references: int = 64
-    retry_after_s: int = 1
-    max_streams: int = 8
+class ParameterProblem(BaseModel):
+    parameter: str
+    problem: str
 
-    def __post_init__(self) -> None:
-        if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()
-                                       or " " in self.token):
-            raise ValueError("the token must be non-empty printable ASCII without spaces (it travels in an HTTP header)")
-        if self.max_streams < 1:
-            raise ValueError(f"max_streams must be at least 1, got {self.max_streams}")
 
-    def token_matches(self, given: str | None) -> bool:
-        """Constant-time comparison of the bytes; any text (non-ASCII too) is simply not the token."""
-        if self.token is None:
-            return True
-        if given is None:
-            return False
-        return secrets.compare_digest(given.encode("utf-8", "replace"), self.token.encode("ascii"))
+class ValidationProblems(BaseModel):
+    """The body of a 422: which parameter, and what is wrong with it."""
+
+    detail: list[ParameterProblem]
+
+
+_BYTE = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: Exactly what :meth:`Background.parse` accepts on /v1, so the schema tells a client the truth.
+BACKGROUND_PATTERN = rf"^(black|white|transparent|blur|#[0-9a-fA-F]{{6}}|{_BYTE},{_BYTE},{_BYTE})$"
+#: Exactly what :meth:`ThresholdRule.parse` accepts on /v1: a fixed cosine strictly inside (-1, 1),
+#: a relative fraction in (0, 1], a named rule, or auto (the method's own rule).
+THRESHOLD_PATTERN = r"^(auto|otsu|fg-vs-bg|relative:(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)|-?(0(\.[0-9]*)?|\.[0-9]+))$"
+#: What a parameter must look like, said in words when a value does not match its pattern.
+PATTERN_WORDS = {"background": "black, white, transparent, blur, #rrggbb or r,g,b (0-255)",
+                 "threshold": "a cosine strictly between -1 and 1, otsu, relative:F with F in (0, 1], fg-vs-bg or auto"}
+
+
+def _errors(*statuses: int) -> dict:
+    """OpenAPI ``responses`` for the given error statuses, with their real bodies."""
+    what = {400: "Host not allowed, or a malformed request", 401: "Missing or wrong bearer token",
+            403: "Origin not allowed", 404: "Unknown reference", 409: "Reference limit reached",
+            413: "Body, file or image over the limit", 415: "Not a JPEG, PNG or WebP image",
+            422: "A parameter is missing or invalid", 503: "Inference queue full; see Retry-After"}
+    return {status: {"model": ValidationProblems if status == 422 else Problem, "description": what[status]}
+            for status in statuses}
 
 
 class Method(str, Enum):
@@ -109,140 +109,13 @@ class PaintedBackground(str, Enum):
     transparent = "transparent"
 
 
-class ApiError(Exception):
-    """An error with an HTTP status a client can act on."""
-
-    def __init__(self, status: int, detail: str, headers: dict | None = None):
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers or {}
-
-
-class QueueFull(ApiError):
-    def __init__(self, retry_after: int):
-        super().__init__(503, "the inference queue is full; retry shortly", {"Retry-After": str(retry_after)})
-
-
-class Engine:
-    """The shared model, references and the bounded inference queue."""
-
-    def __init__(self, backbone, config: ServeConfig):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.backbone = backbone
-        self.config = config
-        self.references: OrderedDict[str, Reference] = OrderedDict()
-        self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dinomask-infer")
-        self._lock = threading.Lock()
-        self._segmenter_lock = threading.Lock()
-        self._depth = 0
-        self.streams = 0  # open WebSocket streams (changed on the event loop only)
-        self.registry = CollectorRegistry()
-        self.frames = Counter("dinomask_frames", "Frames segmented", ["endpoint"], registry=self.registry)
-        self.errors = Counter("dinomask_errors", "Requests answered with an error", ["status"], registry=self.registry)
-        self.latency = Histogram("dinomask_latency_seconds", "Time from accepting a frame to its result",
-                                 ["endpoint"], registry=self.registry,
-                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.queue_depth = Gauge("dinomask_queue_depth", "Requests waiting or running", registry=self.registry)
-
-    async def run(self, fn, *args):
-        """Run ``fn(*args)`` on the inference thread, or raise :class:`QueueFull`."""
-        with self._lock:
-            if self._depth >= self.config.queue_size:
-                raise QueueFull(self.config.retry_after_s)
-            self._depth += 1
-            self.queue_depth.set(self._depth)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        finally:
-            with self._lock:
-                self._depth -= 1
-                self.queue_depth.set(self._depth)
-
-    def add_reference(self, reference: Reference) -> str:
-        ref_id = secrets.token_hex(8)
-        self.references[ref_id] = reference
-        while len(self.references) > self.config.max_references:
-            old, _ = self.references.popitem(last=False)
-            self._drop_segmenters(old)
-        return ref_id
-
-    def get_reference(self, ref_id: str) -> Reference:
-        if ref_id not in self.references:
-            raise ApiError(404, f"unknown reference {ref_id!r}; create one with POST /v1/references")
-        return self.references[ref_id]
-
-    def delete_reference(self, ref_id: str) -> None:
-        self.get_reference(ref_id)
-        del self.references[ref_id]
-        self._drop_segmenters(ref_id)
-
-    def _drop_segmenters(self, ref_id: str) -> None:
-        with self._segmenter_lock:
-            for key in [k for k in self._segmenters if k[0] == ref_id]:
-                del self._segmenters[key]
-
-    def segmenter(self, ref_id: str, method: str, threshold: str | None) -> Segmenter:
-        """A cached segmenter for one-off images (no temporal state)."""
-        key = (ref_id, method, threshold)
-        with self._segmenter_lock:
-            if key in self._segmenters:
-                return self._segmenters[key]
-        reference = self.get_reference(ref_id)
-        with self._segmenter_lock:
-            config = SegmenterConfig.preset(method)
-            if threshold is not None:
-                config = config.replace(threshold=threshold)
-            self._segmenters[key] = Segmenter(self.backbone, reference, config)
-            while len(self._segmenters) > 32:
-                self._segmenters.popitem(last=False)
-            return self._segmenters[key]
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def server_options(config: ServeConfig) -> dict:
-    """uvicorn settings that bound what one WebSocket client can hold in memory: a message
-    holds at most one upload, and at most 2 wait per connection (uvicorn's defaults,
-    16 MiB x 32 queued, let three clients add 1.7 GB)."""
-    return {"ws_max_size": config.max_upload_bytes + 1024, "ws_max_queue": 2}
-
-
-def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool = False) -> np.ndarray:
-    """Bytes -> RGB(A) uint8, enforcing the size limits before decoding. 413 / 415 on failure."""
-    if len(data) > config.max_upload_bytes:
-        raise ApiError(413, f"{what} is {len(data)} bytes; the limit is {config.max_upload_bytes}")
-    if not data:
-        raise ApiError(415, f"{what} is empty; expected a JPEG, PNG or WebP image")
-    try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > config.max_pixels:
-            raise ApiError(413, f"{what} has {width}x{height} pixels; the limit is {config.max_pixels} pixels")
-        image.load()
-    except ApiError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ApiError(413, f"{what} is too large to decode safely ({exc})") from None
-    except Exception as exc:  # PIL raises many types for non-images and truncated files
-        raise ApiError(415, f"{what} is not a readable image ({exc.__class__.__name__}); expected JPEG, PNG or WebP") from None
-    return pil_to_array(image, keep_alpha)
-
-
-def encode(image: np.ndarray, fmt: str = "PNG", quality: int = 80) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
-
-
 def _threshold(value: str | None) -> str | None:
     if value is None or value == "":
         return None
     try:
         rule = ThresholdRule.parse(value) if value != "auto" else None
     except ValueError as exc:
-        raise ApiError(422, f"threshold: {exc}") from None
+        raise ApiError(422, str(exc), parameter="threshold") from None
     return value if rule is None else str(rule)
 
 
@@ -250,11 +123,12 @@ def _background(value: str) -> Background:
     try:
         return Background.parse(value)
     except ValueError as exc:
-        raise ApiError(422, f"background: {exc}") from None
+        raise ApiError(422, str(exc), parameter="background") from None
+
 
 
 def create_app(backbone, config: ServeConfig = ServeConfig()):
-    """Build the FastAPI app around a loaded backbone."""
+    """Build the FastAPI app around a loaded backbone, behind the :class:`Guard` of ``config``."""
     from dinomask import __version__
 
     engine = Engine(backbone, config)
@@ -268,29 +142,47 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         lifespan=lifespan,
         title="dinomask", version=__version__,
         description="One-shot DINOv2 background removal. Make a reference from one photo, then remove the "
-                    "background of images or a live stream of frames.",
+                    "background of images or a live stream of frames. Every error body is "
+                    '`{"detail": "..."}`, but 422\'s, which names each parameter and its problem.',
     )
     app.state.engine = engine
     app.state.config = config
-    bearer = HTTPBearer(auto_error=False)
-
-    def authorised(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
-        if config.token is None:
-            return
-        if credentials is None or not config.token_matches(credentials.credentials):
-            raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+    app.add_middleware(Guard, config=config, on_refuse=lambda status: engine.errors.labels(str(status)).inc())
+    # The guard checks the token before the body is read; this only declares the scheme in the
+    # OpenAPI schema, and only when a token is set.
+    secured = [Depends(HTTPBearer(auto_error=False))] if config.token is not None else []
+    guarded = (400, 403) + ((401,) if config.token is not None else ())
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         engine.errors.labels(str(exc.status)).inc()
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+        body = ({"detail": [{"parameter": exc.parameter, "problem": exc.detail}]} if exc.status == 422
+                else {"detail": exc.detail})
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         engine.errors.labels("422").inc()
-        problems = [{"parameter": ".".join(str(p) for p in e.get("loc", [])[1:]) or str(e.get("loc")),
-                     "problem": e.get("msg", "")} for e in exc.errors()]
+        problems = []
+        for error in exc.errors():
+            parameter = ".".join(str(p) for p in error.get("loc", [])[1:]) or str(error.get("loc"))
+            problem = error.get("msg", "")
+            if error.get("type") == "string_pattern_mismatch" and parameter in PATTERN_WORDS:
+                problem = f"must be {PATTERN_WORDS[parameter]}; got {error.get('input')!r}"
+            problems.append({"parameter": parameter, "problem": problem})
         return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """404 for unknown paths, 405 with ``Allow`` listing every method of the path (starlette's
+        lists only the first route that matched the path)."""
+        engine.errors.labels(str(exc.status_code)).inc()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods = {method for route in app.router.routes if isinstance(route, APIRoute)
+                       and route.matches(request.scope)[0] != Match.NONE for method in route.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     static = resources.files("dinomask.serve") / "static"
 
@@ -300,14 +192,17 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    @app.get("/v1/health", tags=["service"])
+    @app.get("/v1/health", tags=["service"], dependencies=secured, responses=_errors(*guarded))
     def health() -> dict:
         """Liveness and what is loaded."""
         return {"status": "ok", "version": __version__, "model": backbone.spec.name,
                 "runtime": getattr(backbone, "runtime", "torch"), "references": len(engine.references),
+                "max_references": config.max_references,
                 "queue_depth": engine._depth, "queue_size": config.queue_size, "auth": config.token is not None}
 
-    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["service"], dependencies=secured,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+                        **_errors(*guarded)})
     def metrics() -> Response:
         """Prometheus metrics: frames, latency, queue depth, errors."""
         return Response(generate_latest(engine.registry), media_type=CONTENT_TYPE_LATEST)
@@ -316,24 +211,28 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         return {"id": ref_id, "label": reference.label, "object_patches": len(reference.foreground),
                 "background_patches": len(reference.background), "images": len(reference.cls)}
 
-    @app.post("/v1/references", status_code=201, tags=["references"], dependencies=[Depends(authorised)])
+    @app.post("/v1/references", status_code=201, tags=["references"], dependencies=secured,
+              responses=_errors(*guarded, 409, 413, 415, 422, 503))
     async def create_reference(
-        image: Annotated[UploadFile, File(description="Photo of the object: background painted black/white/transparent, or with a mask.")],
+        image: Annotated[UploadFile, File(description="Photo of the object (JPEG, PNG, WebP): background painted black/white/transparent, or with a mask.")],
         mask: Annotated[Optional[UploadFile], File(description="Optional mask (non-zero = object), same size as the image.")] = None,
         label: Annotated[str, Form(max_length=100)] = "object",
         background: Annotated[PaintedBackground, Form()] = PaintedBackground.auto,
     ) -> dict:
         """Make a reference from one photo (and optionally its mask)."""
-        photo = decode_upload(await image.read(config.max_upload_bytes + 1), config, "image", keep_alpha=True)
-        mask_array = None
-        if mask is not None:
-            raw = decode_upload(await mask.read(config.max_upload_bytes + 1), config, "mask", keep_alpha=True)
-            if raw.shape[:2] != photo.shape[:2]:
-                raise ApiError(422, f"mask: size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
-                                    f"{photo.shape[1]}x{photo.shape[0]}")
-            mask_array = mask_from_pixels(raw)
+        engine.check_room()  # before any decoding; checked again when the reference is added
+        photo_bytes = await image.read(config.max_upload_bytes + 1)
+        mask_bytes = None if mask is None else await mask.read(config.max_upload_bytes + 1)
 
         def build() -> Reference:
+            photo = decode_upload(photo_bytes, config, "image", keep_alpha=True)
+            mask_array = None
+            if mask_bytes is not None:
+                raw = decode_upload(mask_bytes, config, "mask", keep_alpha=True)
+                if raw.shape[:2] != photo.shape[:2]:
+                    raise ApiError(422, f"size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
+                                        f"{photo.shape[1]}x{photo.shape[0]}", parameter="mask")
+                mask_array = mask_from_pixels(raw)
             settings = ReferenceSettings(background=background.value)
             return Reference.from_images(backbone, [photo], None if mask_array is None else [mask_array],
                                          settings=settings, label=label)
@@ -341,31 +240,33 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         try:
             reference = await engine.run(build)
         except (InvalidReferenceError, ImageReadError) as exc:
-            raise ApiError(422, f"image: {exc}") from None
+            raise ApiError(422, str(exc), parameter="image") from None
         return describe(engine.add_reference(reference), reference)
 
-    @app.get("/v1/references", tags=["references"], dependencies=[Depends(authorised)])
+    @app.get("/v1/references", tags=["references"], dependencies=secured, responses=_errors(*guarded))
     def list_references() -> list[dict]:
         """All references held by this server."""
         return [describe(i, r) for i, r in engine.references.items()]
 
-    @app.get("/v1/references/{ref_id}", tags=["references"], dependencies=[Depends(authorised)])
+    @app.get("/v1/references/{ref_id}", tags=["references"], dependencies=secured,
+             responses=_errors(*guarded, 404, 422))
     def get_reference(ref_id: str) -> dict:
         return describe(ref_id, engine.get_reference(ref_id))
 
     @app.delete("/v1/references/{ref_id}", status_code=204, response_class=Response, tags=["references"],
-                dependencies=[Depends(authorised)])
+                dependencies=secured, responses=_errors(*guarded, 404, 422))
     def delete_reference(ref_id: str):
         engine.delete_reference(ref_id)
         return Response(status_code=204)
 
-    @app.post("/v1/remove", tags=["segmentation"], dependencies=[Depends(authorised)],
-              responses={200: {"content": {"image/png": {}}, "description": "The result as PNG"}})
+    @app.post("/v1/remove", tags=["segmentation"], dependencies=secured,
+              responses={200: {"content": {"image/png": {}}, "description": "The result as PNG"},
+                         **_errors(*guarded, 404, 413, 415, 422, 503)})
     async def remove(
         image: Annotated[UploadFile, File(description="The frame (JPEG, PNG, WebP).")],
         reference: Annotated[str, Query(max_length=64, description="Reference id from POST /v1/references.")],
-        background: Annotated[str, Query(max_length=32, description="black, white, transparent, blur, #rrggbb or r,g,b")] = "black",
-        threshold: Annotated[Optional[str], Query(max_length=32, description="0.5, otsu, relative:F, fg-vs-bg or auto")] = None,
+        background: Annotated[str, Query(max_length=32, pattern=BACKGROUND_PATTERN, description=PATTERN_WORDS["background"])] = "black",
+        threshold: Annotated[Optional[str], Query(max_length=32, pattern=THRESHOLD_PATTERN, description=PATTERN_WORDS["threshold"])] = None,
         method: Annotated[Method, Query()] = Method.dinomask,
         output: Annotated[Output, Query()] = Output.composite,
     ) -> Response:
@@ -373,32 +274,28 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         fill = _background(background)
         rule = _threshold(threshold)
         engine.get_reference(reference)
-        frame = decode_upload(await image.read(config.max_upload_bytes + 1), config, "image")
+        data = await image.read(config.max_upload_bytes + 1)
         started = time.perf_counter()
 
-        def work() -> bytes:
+        def work() -> bytes:  # admitted: decoding runs here, on the inference thread, never on the event loop
+            frame = decode_upload(data, config, "image")
             result = engine.segmenter(reference, method.value, rule).predict(frame)
             return encode(render(frame, result.mask, result.similarity, result.labels, output.value, fill))
 
         try:
             png = await engine.run(work)
         except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
+            raise ApiError(422, str(exc), parameter="image") from None
         engine.frames.labels("remove").inc()
         engine.latency.labels("remove").observe(time.perf_counter() - started)
         return Response(png, media_type="image/png")
 
     @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket, reference: str = "", threshold: str = "", method: str = "dinomask",
-                     background: str = "black", token: str = "") -> None:
+                     background: str = "black") -> None:
         """Live: send binary JPEG frames; each answer is a JSON text message, then the result
-        JPEG and the similarity heatmap JPEG as binary messages. Send ``{"threshold": "0.6"}`` to change it."""
-        if config.token is not None:
-            header = websocket.headers.get("authorization", "")
-            given = header[7:] if header.lower().startswith("bearer ") else token
-            if not config.token_matches(given):
-                await websocket.close(code=1008, reason="missing or wrong bearer token")
-                return
+        JPEG and the similarity heatmap JPEG as binary messages. Send ``{"threshold": "0.6"}`` to change it.
+        The token (when set) comes as a bearer header or ``?token=``; the guard checked it already."""
         await websocket.accept()
         if engine.streams >= config.max_streams:  # accepted first, so the client reads why
             await websocket.close(code=1013, reason=f"at most {config.max_streams} streams at once; try again later")
@@ -408,12 +305,12 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
             rule = _threshold(threshold)
             fill = _background(background)
             if fill.kind == "transparent":
-                raise ApiError(422, "background: transparent cannot travel as JPEG; use black, white, blur or a colour")
+                raise ApiError(422, "transparent cannot travel as JPEG; use black, white, blur or a colour", parameter="background")
             if method not in ("dinomask", "paper"):
-                raise ApiError(422, f"method must be dinomask or paper, got {method!r}")
+                raise ApiError(422, f"must be dinomask or paper, got {method!r}", parameter="method")
         except ApiError as exc:
-            await websocket.send_text(json.dumps({"error": exc.detail, "status": exc.status}))
-            await websocket.close(code=1008 if exc.status == 404 else 1003, reason=exc.detail[:120])
+            await websocket.send_text(json.dumps({"error": exc.message, "status": exc.status}))
+            await websocket.close(code=1008 if exc.status == 404 else 1003, reason=exc.message[:120])
             return
 
         def make(rule_text: str | None) -> Segmenter:
@@ -438,17 +335,13 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                             segmenter = make(_threshold(str(data["threshold"])))
                         await websocket.send_text(json.dumps({"ok": True, "threshold": str(data.get("threshold"))}))
                     except (ApiError, ValueError) as exc:
-                        await websocket.send_text(json.dumps({"error": str(getattr(exc, "detail", exc)), "status": 422}))
+                        await websocket.send_text(json.dumps({"error": getattr(exc, "message", str(exc)), "status": 422}))
                     continue
                 started = time.perf_counter()
-                try:
-                    frame = decode_upload(message.get("bytes") or b"", config, "frame")
-                except ApiError as exc:
-                    engine.errors.labels(str(exc.status)).inc()
-                    await websocket.send_text(json.dumps({"error": exc.detail, "status": exc.status}))
-                    continue
+                payload = message.get("bytes") or b""
 
-                def work(seg=segmenter, image=frame, index=count):
+                def work(seg=segmenter, data=payload, index=count):  # admitted first, then decoded off the loop
+                    image = decode_upload(data, config, "frame")
                     result = seg.predict(image)
                     ys, xs = np.nonzero(result.mask)
                     stats = {"frame": index, "mask_fraction": float(result.mask.mean()), "rule": result.rule,
@@ -458,9 +351,10 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
 
                 try:
                     stats, result_jpeg, heat_jpeg = await engine.run(work)
-                except QueueFull as exc:
-                    engine.errors.labels("503").inc()
-                    await websocket.send_text(json.dumps({"error": exc.detail, "status": 503, "dropped": True}))
+                except ApiError as exc:  # QueueFull (503, the frame is dropped) or a frame that is no image
+                    engine.errors.labels(str(exc.status)).inc()
+                    await websocket.send_text(json.dumps({"error": exc.message, "status": exc.status,
+                                                          **({"dropped": True} if isinstance(exc, QueueFull) else {})}))
                     continue
                 latency = time.perf_counter() - started
                 engine.frames.labels("stream").inc()
