@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,59 @@ def test_nan_features_in_a_reference_are_refused(tmp_path, dog_ref):
 def test_thresholds_that_cannot_decide_anything_are_refused(value):
     with pytest.raises(ValueError, match="strictly between -1 and 1"):
         ThresholdRule.parse(value)
+
+
+def _unwritable(tmp_path):
+    """A place no process can write: a read-only folder, or under /sys when running as root."""
+    if os.geteuid() == 0:
+        return Path("/sys/kernel/dinomask-test-output")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder / "out"
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tmp_path, tiny_model_dir, dog_ref, davis, capsys, monkeypatch):
+    import dinomask.cli as cli
+
+    loaded = []
+    real = cli._backbone
+    monkeypatch.setattr(cli, "_backbone", lambda *a, **k: loaded.append(1) or real(*a, **k))
+    target = _unwritable(tmp_path)
+    frame = str(davis / "JPEGImages/480p/dog/00008.jpg")
+    assert main(["reference", frame, "-o", str(target / "ref.npz"), "--model", str(tiny_model_dir)]) == 2
+    assert main(["remove", frame, "-r", str(dog_ref), "-o", str(target)]) == 2
+    assert main(["live", "--source", frame, "-r", str(dog_ref), "-o", str(target / "rec.mp4"), "--no-window"]) == 2
+    assert main(["eval", "masks", "-d", str(davis), "-o", str(target), "--model", str(tiny_model_dir)]) == 2
+    said = capsys.readouterr().err
+    assert said.count(f"cannot write") == 4 and str(target) in said and "Traceback" not in said
+    assert not loaded  # refused before the model was loaded, let alone any frame computed
+
+
+def test_writing_into_the_input_folder_resumes_on_a_rerun(tmp_path, dog_ref, davis, capsys):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("00000.jpg", "00008.jpg"):
+        shutil.copy(davis / "JPEGImages/480p/dog" / name, folder / name)
+    args = ["remove", str(folder), "-r", str(dog_ref), "-o", str(folder), "--quiet"]
+    assert main(args) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.jpg", "00000.png", "00008.jpg", "00008.png"]
+    capsys.readouterr()
+    assert main(args) == 0  # the first run's PNGs are its outputs, not new inputs
+    assert "0 written, 2 skipped" in capsys.readouterr().out
+    masks = tmp_path / "masks"
+    shutil.copytree(davis / "JPEGImages/480p/dog", masks)
+    args = ["remove", str(masks), "-r", str(dog_ref), "-o", str(masks), "--quiet", "--output-kind", "mask"]
+    assert main(args) == 0
+    assert main(args) == 0  # 00000_mask.png is not taken for an input (that would write 00000_mask_mask.png)
+    assert not list(masks.glob("*_mask_mask*")) and len(list(masks.glob("*_mask.png"))) == len(list(masks.glob("*.jpg")))
+
+
+def test_an_unreadable_kind_of_input_is_counted_in_the_summary(tmp_path, dog_ref, davis, capsys):
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    frame = str(davis / "JPEGImages/480p/dog/00008.jpg")
+    assert main(["remove", frame, str(gif), "-r", str(dog_ref), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    said = capsys.readouterr().err
+    assert "1 written, 0 skipped (output exists), 1 ignored" in said and f"IGNORED {gif}: not an image or video" in said

@@ -68,3 +68,24 @@ def test_export_onnx_command_and_loading_the_file(tmp_path, tiny_model_dir, caps
 def test_runtime_choices_are_checked(tiny_model_dir):
     with pytest.raises(ValueError, match="runtime must be one of"):
         load_backbone(str(tiny_model_dir), runtime="tensorrt")
+
+
+def test_a_shared_export_keeps_the_name_of_the_copy_the_user_loaded(tmp_path, tiny_model_dir, davis):
+    """The ONNX cache is keyed by the weights' fingerprint: two copies share one export, and each
+    load reports (and each reference records) its own path, so deleting the first copy breaks nothing."""
+    import shutil
+
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    shutil.copytree(tiny_model_dir, first)
+    shutil.copytree(tiny_model_dir, second)
+    one, two = load_backbone(str(first), device="cpu"), load_backbone(str(second), device="cpu")
+    assert isinstance(two, OnnxBackbone) and one.path == two.path  # one export, shared
+    assert (one.spec.name, two.spec.name) == (str(first), str(second))
+    ref = tmp_path / "ref.npz"
+    assert main(["reference", str(davis / "JPEGImages/480p/dog/00000.jpg"), "--mask",
+                 str(davis / "Annotations/480p/dog/00000.png"), "-o", str(ref), "--model", str(second)]) == 0
+    assert Reference.load(ref).backbone.name == str(second)
+    shutil.rmtree(first)
+    out = tmp_path / "out"
+    assert main(["remove", str(davis / "JPEGImages/480p/dog/00008.jpg"), "-r", str(ref), "-o", str(out)]) == 0
+    assert (out / "00008.png").is_file()

@@ -48,24 +48,31 @@ class OutputOptions:
 
 @dataclass
 class BatchReport:
-    """Counts, failures by file, and timing of one batch run."""
+    """Counts, failures by file, and timing of one batch run.
+
+    ``ignored`` holds the inputs the user named that are no image or video this tool reads
+    (an animated GIF, a text file, a missing path), each with its reason.
+    """
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.ignored
 
     def summary(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
         lines = [
             f"{len(self.written)} written, {len(self.skipped)} skipped (output exists), "
-            f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s ({rate:.2f} frames/s)"
+            f"{len(self.ignored)} ignored (not an input this tool reads), {len(self.failed)} failed; "
+            f"{self.frames} frames in {self.seconds:.1f} s ({rate:.2f} frames/s)"
         ]
+        lines += [f"  IGNORED {problem}" for problem in self.ignored]
         lines += [f"  FAILED {name}: {reason}" for name, reason in self.failed.items()]
         return "\n".join(lines)
 

@@ -161,6 +161,9 @@ def reference(
 
     if output.exists() and not overwrite:
         raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
+    from dinomask.files import check_writable
+
+    check_writable(output.parent, "the reference")
     backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast)
     geometry = InputGeometry(resolution=resolution) if resolution else InputGeometry(tokens=tokens or DEFAULT_TOKENS)
     settings = ReferenceSettings(background=background, geometry=geometry)
@@ -206,17 +209,16 @@ def remove(
     """Remove the background of images, folders and videos; one output per input."""
     from dinomask.batch import OutputOptions, remove_batch
     from dinomask.composite import OUTPUT_KINDS, Background
-    from dinomask.files import plan_outputs
+    from dinomask.files import check_writable, plan_outputs
 
     if output_kind not in OUTPUT_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(OUTPUT_KINDS)}, got {output_kind!r}", param_hint="--output-kind")
     options = OutputOptions(kind=output_kind, background=Background.parse(background), overwrite=overwrite)
     suffix = "" if output_kind == "composite" else f"_{output_kind}"
     items, problems = plan_outputs(inputs, output, transparent=options.transparent, suffix=suffix)
-    for problem in problems:
-        typer.echo(f"skipped {problem}", err=True)
     if not items:
-        raise DinomaskError("no image or video files to process among the inputs")
+        raise DinomaskError("no image or video files to process among the inputs:\n  " + "\n  ".join(problems))
+    check_writable(output)
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
                               keyframes=keyframes)
@@ -231,8 +233,9 @@ def remove(
                                   show_progress=not quiet)
     else:
         report = remove_batch(segmenter, items, options, show_progress=not quiet)
+    report.ignored = problems
     typer.echo(report.summary(), err=not report.ok)
-    if not report.ok or problems:
+    if not report.ok:
         raise typer.Exit(1)
 
 
@@ -274,6 +277,10 @@ def live(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite,
     )
+    if output is not None:
+        from dinomask.files import check_writable
+
+        check_writable(output.parent, "the recording")
     if options.window:
         from dinomask.live import check_window_support
 

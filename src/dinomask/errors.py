@@ -23,3 +23,7 @@ class ReferenceMismatchError(DinomaskError):
 
 class SourceError(DinomaskError):
     """A frame source (camera, stream, video) could not be opened or was lost for good."""
+
+
+class OutputError(DinomaskError):
+    """An output cannot be written where the user asked (read-only, not a folder, no space)."""

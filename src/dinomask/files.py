@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from dinomask.errors import OutputError
 from dinomask.preprocess import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -107,6 +108,7 @@ def plan_outputs(
         else:
             output = out_dir / stem.parent / f"{stem.name}{suffix}.mp4"
         items.append(WorkItem(source, kind, output))
+    items = _without_own_outputs(items, inputs, transparent)
     sources = {item.source.resolve() for item in items}
     seen: dict[Path, Path] = {}
     for item in items:
@@ -122,6 +124,38 @@ def plan_outputs(
             )
         seen[target] = item.source
     return items, problems
+
+
+def check_writable(folder: str | Path, what: str = "outputs") -> Path:
+    """Create ``folder`` if needed and make (and delete) a file in it, so that a read-only or
+    missing place is found before any frame is computed, not after.
+
+    Raises:
+        OutputError: naming the folder and the system's reason.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} in {folder}: {exc.strerror or exc}; choose another place") from None
+    return folder
+
+
+def _without_own_outputs(items: list[WorkItem], inputs: Sequence[str | Path], transparent: bool) -> list[WorkItem]:
+    """Drop files found by walking a folder that this plan itself writes: with ``-o`` inside an
+    input folder, a rerun finds the first run's outputs (``a.png`` beside ``a.jpg``, the frames
+    folder of a video) and must not take them for inputs. Files the user named stay inputs."""
+    named = {Path(raw).resolve() for raw in inputs if Path(raw).is_file()}
+    produced = {item.output.resolve() for item in items if item.output.resolve() != item.source.resolve()}
+    frame_folders = {item.output.resolve() for item in items if item.kind == "video"} if transparent else set()
+
+    def ours(item: WorkItem) -> bool:
+        source = item.source.resolve()
+        return source not in named and (source in produced or not frame_folders.isdisjoint(source.parents))
+
+    return [item for item in items if not ours(item)]
 
 
 def _umask() -> int:

@@ -311,14 +311,16 @@ def onnx_for(backbone: Backbone, int8: bool, busy_wait: bool = True) -> OnnxBack
         info = read_info(path)
     else:
         info = export_onnx(backbone, path, int8=int8)
-    return _from_info(path, info, busy_wait)
+    # The cache is shared by every copy of the same weights: the export's spec names whichever
+    # path exported it first, so the spec (name included) is the one the user loaded now.
+    return _from_info(path, info, busy_wait, spec=backbone.spec)
 
 
-def _from_info(path: Path, info: ExportInfo, busy_wait: bool = True) -> OnnxBackbone:
+def _from_info(path: Path, info: ExportInfo, busy_wait: bool = True, spec: BackboneSpec | None = None) -> OnnxBackbone:
     embeddings = _embeddings_path(path)
     if not embeddings.is_file():
         raise ModelNotFoundError(f"{embeddings} is missing; export the model again with 'dinomask export-onnx'")
-    onnx = OnnxBackbone(path, BackboneSpec(**info.spec), info.quantization, info.config, embeddings,
+    onnx = OnnxBackbone(path, spec or BackboneSpec(**info.spec), info.quantization, info.config, embeddings,
                         busy_wait=busy_wait)
     onnx.fidelity = info.fidelity_min_cosine
     return onnx

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dinomask.errors import DinomaskError
+from dinomask.files import check_writable
 from dinomask.evaluate.masks import MaskEvalResult
 from dinomask.evaluate.metrics import ConfusionMatrix
 from dinomask import plots
@@ -23,11 +24,10 @@ AGGREGATION = (
 
 
 def prepare_output(out_dir: Path, overwrite: bool) -> Path:
-    """Create the folder; refuse one that already holds a report unless ``overwrite``."""
+    """Create the folder and prove it writable; refuse one that already holds a report unless ``overwrite``."""
     if (out_dir / "metrics.json").exists() and not overwrite:
         raise DinomaskError(f"{out_dir} already holds an eval (metrics.json); pass --overwrite or choose another -o")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
+    return check_writable(out_dir, "the eval report")
 
 
 def versions() -> dict:
