@@ -63,7 +63,7 @@ def run_one(model: str, path: str, pixels: int, repeats: int) -> dict:
 
     import torch
 
-    from dinomask.backbone import load_backbone
+    from dinomask.backbones import load_backbone
 
     runtime, dtype = {"torch-fp32": ("torch", "float32"), "torch-bf16": ("torch", "bfloat16"),
                       "onnx-fp32": ("onnx", "float32"), "onnx-int8": ("onnx-int8", "float32")}[path]

@@ -19,9 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_backbone_fidelity import SIZES, meta_forward, meta_model, ours, save_source  # noqa: E402
+from tests.backbones.test_fidelity import SIZES, meta_forward, meta_model, ours, save_source  # noqa: E402
 
-from dinomask.backbone import load_backbone, meta_to_transformers  # noqa: E402
+from dinomask.backbones import load_backbone  # noqa: E402
+from dinomask.backbones.meta_v2 import meta_to_transformers  # noqa: E402
 
 
 def main() -> None:

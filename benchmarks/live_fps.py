@@ -42,7 +42,7 @@ def main() -> None:
     import cv2
     import torch
 
-    from dinomask.backbone import load_backbone, random_backbone_dir
+    from dinomask.backbones import load_backbone, random_backbone_dir
     from dinomask.composite import composite
     from dinomask.files import AtomicVideoWriter
     from dinomask.keyframes import KeyframeSettings

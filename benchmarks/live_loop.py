@@ -40,7 +40,7 @@ def main() -> None:
 
     from transformers import Dinov2Config, Dinov2Model
 
-    from dinomask.backbone import load_backbone
+    from dinomask.backbones import load_backbone
     from dinomask.composite import composite
     from dinomask.files import AtomicVideoWriter
     from dinomask.live import segment_frames

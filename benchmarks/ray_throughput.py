@@ -34,7 +34,7 @@ def main() -> None:
     import ray
     from transformers import Dinov2Config, Dinov2Model
 
-    from dinomask.backbone import load_backbone
+    from dinomask.backbones import load_backbone
     from dinomask.batch import OutputOptions, remove_batch
     from dinomask.files import plan_outputs
     from dinomask.ray_engine import RayOptions, WorkerSpec, quiet_ray_data, remove_batch_ray

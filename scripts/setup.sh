@@ -20,7 +20,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "setup: install Debian's chromium and chromium-driver for the browser test (sudo apt-get install chromium chromium-driver)"
   fi
 fi
-# Meta's DINOv2 reference code, the yardstick of tests/test_backbone_fidelity.py: only its model
+# Meta's DINOv2 reference code, the yardstick of tests/backbones/test_fidelity.py: only its model
 # code is imported; its pinned training dependencies (torch 2.0, xformers, CUDA) are not needed.
 python -c "import dinov2.models.vision_transformer" 2>/dev/null \
   || pip install -q --no-deps "dinov2==0.0.1.dev2" || echo "setup: Meta's dinov2 code not installed; the fidelity tests will be skipped"

@@ -26,7 +26,7 @@ def davis() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-weight Dinov2Model (C=64, 2 blocks) written with save_pretrained."""
-    from dinomask.backbone import random_backbone_dir
+    from dinomask.backbones import random_backbone_dir
 
     return random_backbone_dir(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64, layers=2)
 
@@ -34,7 +34,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_reg_model_dir(tmp_path_factory) -> Path:
     """A random-weight Dinov2WithRegistersModel (4 registers)."""
-    from dinomask.backbone import random_backbone_dir
+    from dinomask.backbones import random_backbone_dir
 
     return random_backbone_dir(tmp_path_factory.mktemp("tinyreg") / "model", hidden_size=64, layers=2, registers=4)
 
@@ -55,7 +55,7 @@ def dog_ref(tmp_path, tiny_model_dir, davis):
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tiny_model_dir):
-    from dinomask.backbone import load_backbone
+    from dinomask.backbones import load_backbone
 
     return load_backbone(str(tiny_model_dir), device="cpu", runtime="torch", dtype="float32")
 

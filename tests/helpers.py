@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from dinomask.backbone import Backbone, BackboneSpec
+from dinomask.backbones import Backbone, BackboneSpec
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

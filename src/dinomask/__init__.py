@@ -14,7 +14,7 @@ Importing this package loads no model and does no work.
 """
 
 from dinomask._version import __version__
-from dinomask.backbone import BACKBONES, Backbone, BackboneSpec, load_backbone
+from dinomask.backbones import BACKBONES, Backbone, BackboneSpec, load_backbone
 from dinomask.composite import Background, composite
 from dinomask.errors import (
     DinomaskError,

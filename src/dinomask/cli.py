@@ -118,7 +118,7 @@ def _runtime(fast: bool, runtime: str, dtype: str) -> tuple[str, str]:
 
 
 def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, busy_wait: bool = True):
-    from dinomask.backbone import load_backbone
+    from dinomask.backbones import load_backbone
 
     runtime, dtype = _runtime(fast, runtime, dtype)
     return load_backbone(model, device=device, dtype=dtype, runtime=runtime, busy_wait=busy_wait)
@@ -155,7 +155,7 @@ def reference(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compute an object's DINOv2 features from reference photo(s) and save them."""
-    from dinomask.backbone import DEFAULT_BACKBONE
+    from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.preprocess import DEFAULT_TOKENS, InputGeometry
     from dinomask.reference import Reference, ReferenceSettings
 
@@ -304,7 +304,7 @@ def download(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache folder (default: huggingface_hub's, HF_HOME).")] = None,
 ) -> None:
     """Fetch a model ahead of time, for machines that will be offline."""
-    from dinomask.backbone import download as fetch
+    from dinomask.backbones import download as fetch
 
     path = fetch(name, str(cache_dir) if cache_dir else None)
     typer.echo(f"downloaded {name} to {path}\nuse it offline with HF_HUB_OFFLINE=1 --model {name}, or --model {path}")
@@ -336,7 +336,7 @@ def serve(
         from dinomask.serve.app import ServeConfig, create_app, server_options
     except ImportError as exc:
         raise DinomaskError(f"dinomask serve needs its extra: pip install 'dinomask[serve]' ({exc.name} is missing)") from None
-    from dinomask.backbone import DEFAULT_BACKBONE
+    from dinomask.backbones import DEFAULT_BACKBONE
 
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(f"warning: serving on {host} without --token: anyone who reaches this port can use it", err=True)
@@ -361,8 +361,7 @@ def export_onnx_command(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a DINOv2 to ONNX for ONNX Runtime (dynamic batch and image size), checked against fp32."""
-    from dinomask.backbone import DEFAULT_BACKBONE, load_backbone
-    from dinomask.onnx_backbone import MIN_FIDELITY, export_onnx
+    from dinomask.backbones import DEFAULT_BACKBONE, MIN_FIDELITY, export_onnx, load_backbone
 
     if output.exists() and not overwrite:
         raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
@@ -378,7 +377,7 @@ def export_onnx_command(
 @app.command("models")
 def models() -> None:
     """List the short model names and their Hugging Face ids."""
-    from dinomask.backbone import BACKBONES, DEFAULT_BACKBONE
+    from dinomask.backbones import BACKBONES, DEFAULT_BACKBONE
 
     for short, hub in BACKBONES.items():
         typer.echo(f"{short:20s} {hub}{'   (default)' if short == DEFAULT_BACKBONE else ''}")
@@ -391,15 +390,20 @@ def random_model(
     layers: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
     registers: Annotated[int, typer.Option(help="Register tokens (0 = no registers).")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
-    arch: Annotated[Optional[str], typer.Option(help="True shape of a released model (dinov2_vits14_reg, ...); overrides the sizes.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="True shape of a released model (dinov2_vits14_reg, dinov3_vits16, ...); overrides the sizes.")] = None,
+    family: Annotated[str, typer.Option(help="dinov2 (patch 14) or dinov3 (patch 16, RoPE) for a tiny model.")] = "dinov2",
 ) -> None:
-    """Write a tiny DINOv2 with RANDOM weights, for tests, demos and speed checks only (its masks mean nothing)."""
-    from dinomask.backbone import random_backbone_dir
+    """Write a tiny DINOv2 or DINOv3 with RANDOM weights, for tests, demos and speed checks only (its masks mean nothing)."""
+    from dinomask.backbones import random_backbone_dir
 
     if (directory / "config.json").exists():
         raise DinomaskError(f"{directory} already holds a model; choose another folder")
-    random_backbone_dir(directory, hidden_size=hidden_size, layers=layers, registers=registers, seed=seed, arch=arch)
-    typer.echo(f"wrote a random-weight DINOv2 to {directory} (for tests only: its masks carry no meaning)")
+    try:
+        random_backbone_dir(directory, hidden_size=hidden_size, layers=layers, registers=registers, seed=seed,
+                            arch=arch, family=family)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"wrote a random-weight {arch or family} to {directory} (for tests only: its masks carry no meaning)")
 
 
 # ----------------------------------------------------------------------------- eval
@@ -445,7 +449,7 @@ def eval_masks(
     actors: ActorsOpt = None,
 ) -> None:
     """Mask quality (IoU, mIoU, pixel accuracy, confusion) of settings side by side, with a threshold sweep."""
-    from dinomask.backbone import DEFAULT_BACKBONE
+    from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.evaluate.masks import evaluate_masks
     from dinomask.evaluate.plan import MaskEvalPlan, build_predictors
     from dinomask.evaluate.report import write_masks_report
@@ -496,7 +500,7 @@ def eval_recognition(
     quiet: QuietOpt = False,
 ) -> None:
     """Object recognition (nearest class prototype) with and without background removal."""
-    from dinomask.backbone import DEFAULT_BACKBONE
+    from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.evaluate.recognition import evaluate_recognition
     from dinomask.evaluate.report import write_recognition_report
     from dinomask.segmenter import SegmenterConfig
@@ -529,7 +533,7 @@ def eval_control(
     quiet: QuietOpt = False,
 ) -> None:
     """A simulated pan-tilt loop driven by the perception, with and without background removal."""
-    from dinomask.backbone import DEFAULT_BACKBONE
+    from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.evaluate.control import ControlModel, evaluate_control
     from dinomask.evaluate.report import write_control_report
     from dinomask.segmenter import SegmenterConfig

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dinomask.backbone import Backbone
+from dinomask.backbones import Backbone
 from dinomask.preprocess import InputGeometry, to_pixel_values
 
 

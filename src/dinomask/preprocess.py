@@ -27,7 +27,7 @@ from dinomask.errors import ImageReadError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from dinomask.backbone import BackboneSpec
+    from dinomask.backbones import BackboneSpec
 
 ColorOrder = Literal["rgb", "bgr"]
 #: Anything :func:`load_image` accepts: a path, a PIL image, or a numpy array.

@@ -73,7 +73,7 @@ class RemoveWorker:
     """A Ray Data actor: loads the model once, then removes backgrounds batch after batch."""
 
     def __init__(self, spec: WorkerSpec, threads: int):
-        from dinomask.backbone import load_backbone
+        from dinomask.backbones import load_backbone
         from dinomask.segmenter import Segmenter
 
         _limit_threads(threads)

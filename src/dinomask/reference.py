@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from dinomask._version import __version__
-from dinomask.backbone import Backbone, BackboneSpec
+from dinomask.backbones import Backbone, BackboneSpec
 from dinomask.errors import InvalidReferenceError, ReferenceMismatchError
 from dinomask.features import extract_features
 from dinomask.files import temporary_beside

@@ -20,7 +20,7 @@ from typing import Literal, Sequence
 import cv2
 import numpy as np
 
-from dinomask.backbone import Backbone
+from dinomask.backbones import Backbone
 from dinomask.errors import InvalidReferenceError
 from dinomask.features import FrameFeatures, extract_features
 from dinomask.keyframes import KeyframeSettings, ScorePropagator
@@ -220,7 +220,7 @@ class Segmenter:
         result.mask                                            # H x W bool
 
     Args:
-        backbone: a loaded :class:`~dinomask.backbone.Backbone`.
+        backbone: a loaded :class:`~dinomask.backbones.Backbone`.
         reference: one :class:`Reference`, or several (one per object, giving a label map).
         config: all settings; default is ``SegmenterConfig.preset(method)``.
         method: preset used when ``config`` is not given: ``dinomask`` or ``paper``.

@@ -46,7 +46,7 @@ def running(app, **options):
 
 @pytest.fixture(scope="session")
 def serve_backbone(tiny_model_dir):
-    from dinomask.backbone import load_backbone
+    from dinomask.backbones import load_backbone
 
     return load_backbone(str(tiny_model_dir), device="cpu", runtime="torch", dtype="float32")
 

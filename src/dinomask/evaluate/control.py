@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from dinomask.backbone import Backbone
+from dinomask.backbones import Backbone
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import Dataset, load_pair
 from dinomask.evaluate.predictors import sequence_reference

@@ -53,7 +53,7 @@ def sweepable(setting: EvalSetting) -> bool:
 
 def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
     """Load each model once, wrap every setting, and add the comparison segmenters that are available."""
-    from dinomask.backbone import load_backbone
+    from dinomask.backbones import load_backbone
 
     caches: dict[str, FeatureCache] = {}
     built = BuiltPredictors({}, {}, {}, {})

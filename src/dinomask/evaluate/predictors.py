@@ -21,7 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from dinomask.backbone import Backbone
+from dinomask.backbones import Backbone
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import LabelledSequence, load_pair
 from dinomask.features import FrameFeatures, extract_features

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from dinomask.backbone import Backbone
+from dinomask.backbones import Backbone
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import Dataset, load_pair
 from dinomask.evaluate.metrics import ConfusionMatrix

@@ -1,4 +1,4 @@
-"""The CPU fast path: the same DINOv2 exported to ONNX and run by ONNX Runtime, optionally
+"""The CPU fast path: the same DINOv2 or DINOv3 exported to ONNX and run by ONNX Runtime, optionally
 with int8 dynamic quantisation of its matrix weights.
 
 Measured on the 2-core AVX-512 build machine (``benchmarks/backbone_speed.py``), ViT-S/14
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from safetensors.torch import save_file
-
-from dinomask.backbone import Backbone, BackboneFeatures, BackboneSpec, use_meta_position_embeddings
+from dinomask.backbones.meta_v2 import use_meta_position_embeddings
+from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
+from dinomask.backbones.torch_runtime import Backbone
 from dinomask.errors import ModelNotFoundError
 
 #: Lowest acceptable cosine similarity between fast-path and fp32 features, per patch.
@@ -101,18 +101,24 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
             "that one ONNX file holds; use --runtime torch"
         )
 
+    dinov3 = backbone.spec.family == "dinov3"
+
     class Wrapper(torch.nn.Module):
-        """Position embeddings come in as an input, interpolated outside the graph by the
-        same function as the torch path (``backbone.meta_position_embeddings``)."""
+        """Positions come in as inputs, made outside the graph by the same code as the torch path:
+        DINOv2's interpolated table (``meta_v2.meta_position_embeddings``), DINOv3's RoPE cos and sin."""
 
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
-        def forward(self, pixel_values, position_embeddings):
+        def forward(self, pixel_values, *positions):
+            if dinov3:
+                hidden = self.inner.embeddings(pixel_values)
+                hidden = self.inner.model(hidden, position_embeddings=positions).last_hidden_state
+                return self.inner.norm(hidden)
             embeddings = self.inner.embeddings
             interpolate = embeddings.interpolate_pos_encoding
-            embeddings.interpolate_pos_encoding = lambda tokens, height, width: position_embeddings
+            embeddings.interpolate_pos_encoding = lambda tokens, height, width: positions[0]
             try:
                 return self.inner(pixel_values=pixel_values).last_hidden_state
             finally:
@@ -121,10 +127,11 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    example = torch.zeros(1, 3, 14 * 16, 14 * 16)
-    with torch.no_grad():
-        tokens = torch.zeros(1, 1 + 16 * 16, model.config.hidden_size)
-        example_pos = model.embeddings.interpolate_pos_encoding(tokens, 14 * 16, 14 * 16)
+    side = backbone.spec.patch_size * 16
+    example = torch.zeros(1, 3, side, side)
+    config = {"model_type": model.config.model_type, **_config_fields(model.config)}
+    positions = PositionInputs(config, None if dinov3 else model.embeddings)
+    example_positions = tuple(torch.from_numpy(v) for v in positions(side, side).values())
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         plain = Path(tmp) / "fp32.onnx"
         import warnings
@@ -132,11 +139,12 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape checks; shapes stay dynamic
             torch.onnx.export(
-                Wrapper(model.float().cpu()).eval(), (example, example_pos.float()), str(plain),
-                input_names=["pixel_values", "position_embeddings"], output_names=["hidden"], opset_version=17,
+                Wrapper(model.float().cpu()).eval(), (example, *example_positions), str(plain),
+                input_names=["pixel_values", *positions.names], output_names=["hidden"], opset_version=17,
                 dynamo=False,
                 dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"},
-                              "position_embeddings": {1: "positions"}, "hidden": {0: "batch", 1: "tokens"}},
+                              **{name: positions.dynamic_axes for name in positions.names},
+                              "hidden": {0: "batch", 1: "tokens"}},
             )
         model.to(backbone.device)
         final = Path(tmp) / "final.onnx"
@@ -152,10 +160,11 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
                 root.setLevel(level)
         else:
             plain.replace(final)
+        from safetensors.torch import save_file
+
         embeddings = Path(tmp) / "embeddings.safetensors"
         save_file({k: v.detach().float().cpu().contiguous() for k, v in model.embeddings.state_dict().items()},
                   str(embeddings))
-        config = {"model_type": model.config.model_type, **_config_fields(model.config)}
         onnx_backbone = OnnxBackbone(final, backbone.spec, "int8" if int8 else "fp32", config, embeddings)
         minimum, mean = measure_fidelity(backbone, onnx_backbone)
         info = ExportInfo(asdict(backbone.spec), "int8" if int8 else "fp32", minimum, mean,
@@ -168,7 +177,8 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
 
 def _config_fields(config) -> dict:
     keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "patch_size", "image_size",
-            "num_register_tokens", "use_swiglu_ffn", "layer_norm_eps")
+            "num_register_tokens", "use_swiglu_ffn", "layer_norm_eps", "intermediate_size", "rope_theta",
+            "use_gated_mlp", "hidden_act", "key_bias", "query_bias", "value_bias", "proj_bias", "mlp_bias")
     return {k: getattr(config, k) for k in keys if hasattr(config, k)}
 
 
@@ -177,7 +187,7 @@ def _embeddings_path(path: Path) -> Path:
 
 
 def _embeddings_module(config: dict, weights: Path):
-    """transformers' own embeddings module, rebuilt to interpolate position embeddings."""
+    """transformers' own DINOv2 embeddings module, rebuilt to interpolate position embeddings."""
     from safetensors.torch import load_file
 
     fields = {k: v for k, v in config.items() if k != "model_type"}
@@ -198,15 +208,59 @@ def _embeddings_module(config: dict, weights: Path):
     return module.eval()
 
 
+class PositionInputs:
+    """The position inputs of an exported graph for one input size, cached per size.
+
+    DINOv2: ``position_embeddings`` (``1 x (1 + h*w) x C``), interpolated as Meta's code does.
+    DINOv3: ``rope_cos`` and ``rope_sin`` (``h*w x head_dim``) from transformers' own RoPE module.
+
+    Args:
+        config: the export's config fields (with ``model_type``).
+        embeddings: DINOv2 only: the embeddings module holding the position table.
+    """
+
+    def __init__(self, config: dict, embeddings=None):
+        self.config = config
+        self.dinov3 = config["model_type"] == "dinov3_vit"
+        self.names = ("rope_cos", "rope_sin") if self.dinov3 else ("position_embeddings",)
+        self.dynamic_axes = {0: "patches"} if self.dinov3 else {1: "positions"}
+        if self.dinov3:
+            from transformers import DINOv3ViTConfig
+            from transformers.models.dinov3_vit.modeling_dinov3_vit import DINOv3ViTRopePositionEmbedding
+
+            fields = {k: v for k, v in config.items() if k != "model_type"}
+            self.module = DINOv3ViTRopePositionEmbedding(DINOv3ViTConfig(**fields)).eval()
+        else:
+            self.module = embeddings
+        self._cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def __call__(self, height: int, width: int) -> dict[str, np.ndarray]:
+        import torch
+
+        key = (height, width)
+        if key not in self._cache:
+            with torch.no_grad():
+                if self.dinov3:
+                    cos, sin = self.module(torch.zeros(1, 3, height, width))
+                    values = (cos, sin)
+                else:
+                    p, dim = self.config["patch_size"], self.config["hidden_size"]
+                    tokens = torch.zeros(1, 1 + (height // p) * (width // p), dim)
+                    values = (self.module.interpolate_pos_encoding(tokens, height, width),)
+            self._cache[key] = {n: v.detach().float().numpy() for n, v in zip(self.names, values)}
+        return self._cache[key]
+
+
 def measure_fidelity(reference: Backbone, candidate, image: np.ndarray | None = None) -> tuple[float, float]:
-    """Min and mean per-patch cosine between ``candidate`` and ``reference`` (run in fp32)."""
+    """Min and mean per-patch cosine between ``candidate`` and ``reference`` (run in fp32), on
+    :func:`test_image` (37 x 37 patches) or ``image`` (cropped to whole patches)."""
     import torch
 
-    from dinomask.preprocess import to_pixel_values
-
-    image = test_image() if image is None else image
-    grid = (image.shape[0] // reference.spec.patch_size, image.shape[1] // reference.spec.patch_size)
-    pixels = to_pixel_values([image], reference.spec, grid)
+    p = reference.spec.patch_size
+    image = test_image(37 * p) if image is None else image
+    image = image[: image.shape[0] // p * p, : image.shape[1] // p * p]
+    mean, std = np.asarray(reference.spec.mean), np.asarray(reference.spec.std)
+    pixels = torch.from_numpy(((image / 255.0 - mean) / std).astype(np.float32).transpose(2, 0, 1)[None].copy())
     saved = reference.dtype
     reference.dtype = torch.float32
     try:
@@ -268,21 +322,9 @@ class OnnxBackbone:
         self.dtype = torch.float32
         self.runtime = f"onnx-{quantization}"
         self.model = None
-        self._embeddings = _embeddings_module(config, Path(embeddings))
-        self._positions: dict[tuple[int, int], np.ndarray] = {}
+        dinov3 = config["model_type"] == "dinov3_vit"
+        self._positions = PositionInputs(config, None if dinov3 else _embeddings_module(config, Path(embeddings)))
         self.fidelity = float("nan")
-
-    def position_embeddings(self, height: int, width: int) -> np.ndarray:
-        """``1 x (1 + h*w) x C`` position embeddings for an input of ``height x width`` px (cached)."""
-        import torch
-
-        key = (height, width)
-        if key not in self._positions:
-            p = self.spec.patch_size
-            tokens = torch.zeros(1, 1 + (height // p) * (width // p), self.spec.feature_dim)
-            with torch.no_grad():
-                self._positions[key] = self._embeddings.interpolate_pos_encoding(tokens, height, width).float().numpy()
-        return self._positions[key]
 
     def __repr__(self) -> str:
         return f"OnnxBackbone(name={self.spec.name!r}, dim={self.spec.feature_dim}, quantization={self.quantization})"
@@ -296,7 +338,7 @@ class OnnxBackbone:
         if height % p or width % p:
             raise ValueError(f"input height {height} and width {width} must be multiples of the patch size {p}")
         array = pixel_values.detach().float().cpu().numpy()
-        inputs = {"pixel_values": array, "position_embeddings": self.position_embeddings(height, width)}
+        inputs = {"pixel_values": array, **self._positions(height, width)}
         hidden = torch.from_numpy(self.session.run(None, inputs)[0])
         start = 1 + self.spec.num_register_tokens
         patches = hidden[:, start:, :].reshape(hidden.shape[0], height // p, width // p, -1)

@@ -4,7 +4,7 @@ One random Meta-layout state dict is loaded into Meta's reference implementation
 PyPI package ``dinov2``, facebookresearch's ``DinoVisionTransformer``) and into dinomask
 through every source form; CLS and patch tokens (after the final norm) must agree within
 1e-4 in fp32. Meta's code is the reference: transformers interpolates position
-embeddings differently, and dinomask follows Meta (``backbone.meta_position_embeddings``).
+embeddings differently, and dinomask follows Meta (``backbones.meta_v2.meta_position_embeddings``).
 
 That release of ``dinov2`` has no register tokens; for the registers models the test runs
 Meta's forward as its later release does it (registers inserted after CLS, after the
@@ -18,7 +18,8 @@ import warnings
 import pytest
 import torch
 
-from dinomask.backbone import load_backbone, meta_position_embeddings
+from dinomask.backbones import load_backbone
+from dinomask.backbones.meta_v2 import meta_position_embeddings
 
 vision_transformer = pytest.importorskip(
     "dinov2.models.vision_transformer",
@@ -93,7 +94,7 @@ def save_source(state: dict, tmp_path, form: str) -> str:
         path = tmp_path / "dinov2_meta.safetensors"
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
         return str(path)
-    from dinomask.backbone import meta_to_transformers
+    from dinomask.backbones.meta_v2 import meta_to_transformers
 
     model = meta_to_transformers(state)
     folder = tmp_path / "hub-layout"
@@ -147,7 +148,8 @@ def test_position_embeddings_are_metas_and_not_transformers(tmp_path):
 @pytest.mark.parametrize("registers", [0, 4], ids=["plain", "reg4"])
 def test_onnx_export_agrees_with_the_torch_path_at_the_preset_sizes(tmp_path, registers):
     pytest.importorskip("onnxruntime")
-    from dinomask.onnx_backbone import export_onnx, load_onnx_file
+    from dinomask.backbones import export_onnx
+    from dinomask.backbones.onnx_runtime import load_onnx_file
 
     _, state = meta_model("vits14", registers)
     backbone = load_backbone(save_source(state, tmp_path, "meta-pth"), device="cpu", dtype="float32", runtime="torch")

@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from dinomask.backbone import (
-    BACKBONES,
-    load_backbone,
-    meta_to_transformers,
-    random_backbone_dir,
-    resolve_dtype,
-    use_meta_position_embeddings,
-)
+from dinomask.backbones import BACKBONES, load_backbone, random_backbone_dir
+from dinomask.backbones.devices import resolve_dtype
+from dinomask.backbones.meta_v2 import meta_to_transformers, use_meta_position_embeddings
 from dinomask.errors import ModelNotFoundError
 
 
@@ -113,7 +108,7 @@ def test_meta_checkpoint_converts_to_the_same_network(tmp_path, registers, swigl
     torch.save(hf_to_meta(model.eval()), path)
     loaded = load_backbone(str(path), device="cpu", runtime="torch", dtype="float32")
     x = torch.randn(1, 3, 98, 126)
-    use_meta_position_embeddings(model.embeddings)  # the interpolation rule is tested in test_backbone_fidelity
+    use_meta_position_embeddings(model.embeddings)  # the interpolation rule is tested in tests/backbones/test_fidelity.py
     with torch.no_grad():
         expected = model(pixel_values=x).last_hidden_state
     got = loaded(x)

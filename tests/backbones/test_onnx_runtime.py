@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from dinomask.backbone import load_backbone
+from dinomask.backbones import load_backbone
 from dinomask.cli import main
 from dinomask.features import extract_features
-from dinomask.onnx_backbone import MIN_FIDELITY, OnnxBackbone, features_fidelity, onnx_for
+from dinomask.backbones import MIN_FIDELITY, OnnxBackbone
+from dinomask.backbones.onnx_runtime import features_fidelity, onnx_for
 from dinomask.preprocess import InputGeometry, load_image, to_pixel_values
 from dinomask.reference import Reference
 from dinomask.segmenter import Segmenter

@@ -1,0 +1,95 @@
+"""``load_backbone``: a source and a runtime in, a ready backbone out (torch or ONNX Runtime)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dinomask.backbones.devices import resolve_device, resolve_dtype
+from dinomask.backbones.registry import DEFAULT_BACKBONE
+from dinomask.backbones.sources import load_model, missing_model_message, read_norm
+from dinomask.backbones.spec import IMAGENET_MEAN, IMAGENET_STD
+from dinomask.backbones.torch_runtime import Backbone, wrap_model
+from dinomask.errors import ModelNotFoundError
+
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def load_backbone(
+    source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype: str = "auto", runtime: str = "auto",
+    busy_wait: bool = True,
+) -> "Backbone":
+    """Load a DINOv2 backbone from a short name, hub id, directory or checkpoint file.
+
+    The plain, exact path is ``runtime="torch", dtype="float32"``. The default
+    (``auto``/``auto``) is the fast path the hardware supports: on CUDA, torch with fp16;
+    on CPU, ONNX Runtime with int8 weights when its features stay within cosine 0.99 of
+    fp32 on a test image (checked at export), else ONNX fp32, else torch (bf16 where the
+    CPU has native bf16).
+
+    Args:
+        source: see the module docstring for accepted forms, or an ``.onnx`` file
+            written by ``dinomask export-onnx``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: torch runtime only: ``float32`` (exact), ``bfloat16``, ``float16`` or
+            ``auto`` (see :func:`resolve_dtype`).
+        runtime: ``auto``, ``torch``, ``onnx`` (fp32) or ``onnx-int8``.
+        busy_wait: ONNX Runtime only: idle threads spin. Pass False when other threads
+            work beside the model (the live loop); see :class:`~dinomask.backbones.onnx_runtime.OnnxBackbone`.
+
+    Raises:
+        ModelNotFoundError: the weights could not be found or read; the message says
+            where it looked and how to fix it.
+    """
+    from transformers.utils import logging as hf_logging
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    if source.endswith(".onnx"):
+        from dinomask.backbones.onnx_runtime import load_onnx_file
+
+        if not Path(source).is_file():
+            raise ModelNotFoundError(missing_model_message(source, None, f"no such file: {source}"))
+        return load_onnx_file(source, busy_wait)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one weight-loading bar per call is noise in a CLI
+    try:
+        model, norm_dir = load_model(source)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    mean, std = read_norm(norm_dir) if norm_dir else (IMAGENET_MEAN, IMAGENET_STD)
+    local = Path(os.path.expanduser(source))
+    name = str(local.resolve()) if local.exists() else source  # a saved reference finds it again
+    backbone = wrap_model(model, name, mean, std, torch_device, torch_dtype)
+    if runtime == "torch" or (runtime == "auto" and torch_device.type != "cpu"):
+        return backbone
+    if torch_device.type != "cpu":
+        raise ValueError(f"runtime {runtime!r} runs on CPU only; use --runtime torch on {torch_device}")
+    return _onnx_fast_path(backbone, runtime, busy_wait)
+
+
+def _onnx_fast_path(backbone: "Backbone", runtime: str, busy_wait: bool = True):
+    """``onnx``/``onnx-int8`` as asked, or for ``auto`` the fastest export that stays faithful."""
+    import importlib.util
+    import logging
+
+    from dinomask.backbones.onnx_runtime import MAX_EXPORT_BYTES, MIN_FIDELITY, fp32_bytes, onnx_for
+
+    log = logging.getLogger("dinomask")
+    if runtime != "auto":
+        onnx = onnx_for(backbone, int8=runtime == "onnx-int8", busy_wait=busy_wait)
+        if onnx.fidelity < MIN_FIDELITY:
+            log.warning("%s features are at cosine %.4f of fp32 (below %.2f)", runtime, onnx.fidelity, MIN_FIDELITY)
+        return onnx
+    size = fp32_bytes(backbone.model)
+    if importlib.util.find_spec("onnxruntime") is None or size > MAX_EXPORT_BYTES:
+        return backbone
+    for int8 in (True, False):
+        onnx = onnx_for(backbone, int8=int8, busy_wait=busy_wait)
+        if onnx.fidelity >= MIN_FIDELITY:
+            return onnx
+        log.warning("ONNX %s features were at cosine %.4f of fp32; not used", onnx.quantization, onnx.fidelity)
+    return backbone

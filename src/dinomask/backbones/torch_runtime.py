@@ -1,0 +1,110 @@
+"""The torch runtime: a transformers DINOv2/DINOv3 model wrapped to return named features."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dinomask.backbones.meta_v2 import use_meta_position_embeddings
+from dinomask.backbones.registry import FAMILIES
+from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class Backbone:
+    """A loaded DINOv2 or DINOv3 with its preprocessing spec; call it on normalised pixels.
+
+    Args:
+        model: a transformers ``Dinov2Model``, ``Dinov2WithRegistersModel`` or ``DINOv3ViTModel``
+            in eval mode (anything whose output has ``last_hidden_state`` as CLS, registers, patches).
+        spec: the :class:`BackboneSpec` of these weights.
+        device: torch device the model lives on.
+        dtype: compute dtype; ``torch.bfloat16``/``torch.float16`` run under autocast
+            with float32 weights, ``torch.float32`` runs plain.
+    """
+
+    def __init__(self, model, spec: BackboneSpec, device: "torch.device", dtype: "torch.dtype"):
+        self.model = model
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"Backbone(name={self.spec.name!r}, dim={self.spec.feature_dim}, "
+            f"registers={self.spec.num_register_tokens}, device={self.device}, dtype={self.dtype})"
+        )
+
+    def __call__(self, pixel_values: "torch.Tensor") -> BackboneFeatures:
+        """Run the model.
+
+        Args:
+            pixel_values: B x 3 x H x W float tensor, normalised with ``spec.mean/std``;
+                H and W must be multiples of ``spec.patch_size``.
+        """
+        import torch
+
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(
+                f"expected pixel_values of shape B x 3 x H x W, got {tuple(pixel_values.shape)}"
+            )
+        p = self.spec.patch_size
+        height, width = pixel_values.shape[-2:]
+        if height % p or width % p:
+            raise ValueError(
+                f"input height {height} and width {width} must be multiples of the patch size {p}"
+            )
+        pixel_values = pixel_values.to(self.device, torch.float32)
+        autocast = self.dtype != torch.float32
+        with torch.inference_mode(), torch.autocast(
+            device_type=self.device.type, dtype=self.dtype, enabled=autocast
+        ):
+            hidden = self.model(pixel_values=pixel_values).last_hidden_state
+        hidden = hidden.float()
+        start = 1 + self.spec.num_register_tokens
+        patches = hidden[:, start:, :].reshape(hidden.shape[0], height // p, width // p, -1)
+        return BackboneFeatures(cls=hidden[:, 0, :], patches=patches)
+
+
+def fingerprint(model, num_registers: int) -> str:
+    """A short hash of the architecture and the patch-embedding weights: equal fingerprints, equal features."""
+    config = model.config
+    weight = next(p for n, p in model.named_parameters() if "patch_embeddings" in n and p.ndim == 4)
+    weight = weight.detach().float().cpu()
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps(
+            [config.model_type, config.hidden_size, config.num_hidden_layers,
+             config.patch_size, num_registers]
+        ).encode()
+    )
+    digest.update(weight.flatten()[:4096].numpy().astype(np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def wrap_model(model, source: str, mean, std, torch_device, torch_dtype) -> Backbone:
+    """A transformers DINOv2/DINOv3 model -> :class:`Backbone` on ``torch_device``.
+
+    DINOv2's position embeddings are interpolated as Meta's code does
+    (:func:`~dinomask.backbones.meta_v2.use_meta_position_embeddings`); DINOv3's RoPE needs nothing."""
+    family = FAMILIES[model.config.model_type]
+    registers = int(getattr(model.config, "num_register_tokens", 0) or 0)
+    spec = BackboneSpec(
+        name=source,
+        patch_size=int(model.config.patch_size),
+        mean=tuple(mean),
+        std=tuple(std),
+        feature_dim=int(model.config.hidden_size),
+        num_register_tokens=registers,
+        fingerprint=fingerprint(model, registers),
+        family=family,
+    )
+    if family == "dinov2":
+        use_meta_position_embeddings(model.embeddings)
+    model = model.to(torch_device).eval()
+    return Backbone(model, spec, torch_device, torch_dtype)
