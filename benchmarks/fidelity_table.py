@@ -1,4 +1,7 @@
-"""Max abs difference of CLS and patch tokens against Meta's DINOv2 code, per size.
+"""Max abs difference of CLS and patch tokens against the reference implementation, per size.
+
+DINOv2: against Meta's code. DINOv3: against transformers' ``DINOv3ViTModel`` (Meta's DINOv3
+code is not on PyPI, and timm cannot be imported on the build machine).
 
 One random Meta-layout state dict per model (true widths and head counts, 3 blocks) is
 run by Meta's reference code (PyPI ``dinov2``), by dinomask's loader, and by plain
@@ -19,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.backbones import test_dinov3 as v3  # noqa: E402
 from tests.backbones.test_fidelity import SIZES, meta_forward, meta_model, ours, save_source  # noqa: E402
 
 from dinomask.backbones import load_backbone  # noqa: E402
@@ -48,5 +52,28 @@ def main() -> None:
                       f"{(hf_cls - cls).abs().max():.1e} | {(hf_patches - patches).abs().max():.1e} |")
 
 
+def dinov3_table() -> None:
+    from dinomask.backbones import export_onnx
+    from dinomask.backbones.onnx_runtime import load_onnx_file
+
+    print("\n| DINOv3 model | size (h x w) | grid | Meta .pth CLS | Meta .pth patches | hub folder patches | ONNX fp32 patches |")
+    print("|---|---|---|---|---|---|---|")
+    for name, width in (("vits16", 384), ("vitb16", 768)):
+        model = v3.tiny_dinov3(width=width)
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = load_backbone(v3.save_source(model, Path(tmp), "meta-pth"), device="cpu", dtype="float32", runtime="torch")
+            hub = load_backbone(v3.save_source(model, Path(tmp), "hub-folder"), device="cpu", dtype="float32", runtime="torch")
+            export_onnx(hub, Path(tmp) / "v3.onnx")
+            onnx = load_onnx_file(Path(tmp) / "v3.onnx")
+            for height, width_px in v3.SIZES:
+                pixels = torch.randn(1, 3, height, width_px, generator=torch.Generator().manual_seed(height * width_px))
+                cls, patches = v3.reference_features(model, pixels)
+                diffs = [(got - want).abs().max() for backbone in (meta, hub, onnx)
+                         for got, want in zip(v3.ours(backbone, pixels), (cls, patches))]
+                print(f"| {name} | {height}x{width_px} | {height // 16}x{width_px // 16} | {diffs[0]:.1e} | {diffs[1]:.1e} | "
+                      f"{diffs[3]:.1e} | {diffs[5]:.1e} |")
+
+
 if __name__ == "__main__":
     main()
+    dinov3_table()

@@ -87,6 +87,16 @@ _OLD_HF_NAMES = {
 }
 
 
+def _checkpoint_key(key: str, model_type: str) -> str:
+    """A key as saved on the hub -> the model's own name, by transformers' own renaming rules
+    (DINOv3's files say ``layer.N``, its module is ``model.layer.N``)."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+    for rule in get_checkpoint_conversion_mapping(model_type) or []:
+        key = rule.rename_source_key(key)[0]
+    return key
+
+
 def _to_model_layout(state: dict, model) -> dict:
     """Rename Hugging Face keys between the older (``attention.attention.query``,
     ``mlp.weights_in``) and newer (``attention.q_proj``, ``mlp.gate_proj``) layouts to
@@ -94,6 +104,7 @@ def _to_model_layout(state: dict, model) -> dict:
     style = hf_key_style(model)
     out = {}
     for key, value in state.items():
+        key = _checkpoint_key(key, model.config.model_type)
         renamed = key
         for old, short in _OLD_HF_NAMES.items():
             if f".{old}." in key:
