@@ -49,11 +49,12 @@ def matmul_peak(dtype_name: str, n: int = 2048, repeats: int = 10) -> float:
 
 
 def model_dir(size: str, root: Path) -> Path:
-    from transformers import Dinov2Config, Dinov2Model
+    """Random weights in the released shape (``random-model --arch``), with registers as the default backbone."""
+    from dinomask.backbones import random_backbone_dir
 
-    path = root / f"vit{size}14"
+    path = root / f"vit{size}14_reg"
     if not (path / "config.json").exists():
-        Dinov2Model(Dinov2Config(**SIZES[size], mlp_ratio=4, patch_size=14, image_size=518)).save_pretrained(path)
+        random_backbone_dir(path, arch=f"dinov2_vit{size}14_reg")
     return path
 
 

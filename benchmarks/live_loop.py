@@ -38,9 +38,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dinomask-live-"))
     os.environ.setdefault("DINOMASK_CACHE", str(work / "cache"))
 
-    from transformers import Dinov2Config, Dinov2Model
-
-    from dinomask.backbones import load_backbone
+    from dinomask.backbones import load_backbone, random_backbone_dir
     from dinomask.composite import composite
     from dinomask.files import AtomicVideoWriter
     from dinomask.live import segment_frames
@@ -49,7 +47,7 @@ def main() -> None:
     from dinomask.segmenter import Segmenter, SegmenterConfig
     from dinomask.video import FrameSource, run_live
 
-    Dinov2Model(Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, image_size=518)).save_pretrained(work / "vits14")
+    random_backbone_dir(work / "vits14", arch="dinov2_vits14_reg")  # the default backbone's true shape
     backbone = load_backbone(str(work / "vits14"), device="cpu", runtime=args.runtime)  # alone: threads spin
     live_backbone = load_backbone(str(work / "vits14"), device="cpu", runtime=args.runtime, busy_wait=False)
     frames = [load_image(p) for p in sorted((args.dataset / "JPEGImages/480p/dog").glob("*.jpg"))]

@@ -23,7 +23,7 @@ DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis-mini"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=4)
-    parser.add_argument("--model", default=None, help="default: a random ViT-S/14 (real architecture)")
+    parser.add_argument("--model", default=None, help="default: a random ViT-S/14 with registers (true shape)")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--dataset", type=Path, default=DAVIS)
     args = parser.parse_args()
@@ -32,9 +32,8 @@ def main() -> None:
     os.environ.setdefault("DINOMASK_CACHE", str(work / "cache"))
 
     import ray
-    from transformers import Dinov2Config, Dinov2Model
 
-    from dinomask.backbones import load_backbone
+    from dinomask.backbones import load_backbone, random_backbone_dir
     from dinomask.batch import OutputOptions, remove_batch
     from dinomask.files import plan_outputs
     from dinomask.ray_engine import RayOptions, WorkerSpec, quiet_ray_data, remove_batch_ray
@@ -44,7 +43,7 @@ def main() -> None:
     model = args.model
     if model is None:
         model = str(work / "vits14")
-        Dinov2Model(Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, image_size=518)).save_pretrained(model)
+        random_backbone_dir(model, arch="dinov2_vits14_reg")  # the default backbone's true shape
     inputs = work / "in"
     inputs.mkdir()
     frames = sorted((args.dataset / "JPEGImages/480p").glob("*/*.jpg"))

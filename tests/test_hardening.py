@@ -164,7 +164,7 @@ def test_an_unwritable_output_is_refused_before_any_work(tmp_path, tiny_model_di
     assert main(["live", "--source", frame, "-r", str(dog_ref), "-o", str(target / "rec.mp4"), "--no-window"]) == 2
     assert main(["eval", "masks", "-d", str(davis), "-o", str(target), "--model", str(tiny_model_dir)]) == 2
     said = capsys.readouterr().err
-    assert said.count(f"cannot write") == 4 and str(target) in said and "Traceback" not in said
+    assert said.count("cannot write") == 4 and str(target) in said and "Traceback" not in said
     assert not loaded  # refused before the model was loaded, let alone any frame computed
 
 

@@ -3,8 +3,13 @@ and its interpolation of position embeddings, which transformers does differentl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dinomask.backbones.registry import model_class
 from dinomask.errors import ModelNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 #: Meta's DINOv2 adds this to the target grid before computing the scale factor of the
 #: bicubic resize (``interpolate_offset`` in facebookresearch/dinov2; dino issue #8).
