@@ -414,6 +414,14 @@ MaxFramesOpt = Annotated[Optional[int], typer.Option(help="Score at most this ma
 EvalRefsOpt = Annotated[int, typer.Option("--refs", help="Reference frames per sequence/class (the first ones; never scored).")]
 
 
+def _say_random_weights(run: dict) -> None:
+    from dinomask.evaluate.report import random_weights_banner
+
+    banner = random_weights_banner(run)
+    if banner:
+        typer.echo(typer.style(banner.replace("**", ""), bold=True), err=True)
+
+
 def _eval_run(dataset: Path, model: str, output: Path, overwrite: bool) -> tuple:
     """Refuse to overwrite an earlier eval, read the dataset, report its problems."""
     from dinomask.evaluate.datasets import load_dataset
@@ -447,12 +455,13 @@ def eval_masks(
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
     actors: ActorsOpt = None,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when a --compare segmenter could not run (it is listed in the report either way).")] = False,
 ) -> None:
-    """Mask quality (IoU, mIoU, pixel accuracy, confusion) of settings side by side, with a threshold sweep."""
+    """Mask quality (DAVIS J&F, mIoU, confusion) of settings beside trivial baselines, with a threshold sweep."""
     from dinomask.backbones import DEFAULT_BACKBONE
-    from dinomask.evaluate.masks import evaluate_masks
+    from dinomask.evaluate.masks import evaluate_masks, ranked
     from dinomask.evaluate.plan import MaskEvalPlan, build_predictors
-    from dinomask.evaluate.report import write_masks_report
+    from dinomask.evaluate.report import conditions, write_masks_report
     from dinomask.evaluate.settings import named_settings
 
     model = model or DEFAULT_BACKBONE
@@ -475,13 +484,18 @@ def eval_masks(
                                 show_progress=not quiet)
     run["setting_options"] = built.described  # "settings" itself is the ordered list of names
     run["engine"] = engine.value
+    run["conditions"] = {source: conditions(b, max_frames) for source, b in built.backbones.items()}
     files = write_masks_report(output, result, run, built.described)
     typer.echo(f"wrote {len(files)} files to {output}")
-    scores = {n: d["miou"] for n, d in result.dataset.items() if d["miou"] == d["miou"]}
-    best = max(scores, key=scores.get) if scores else None
-    for name in result.settings:
+    _say_random_weights(run)
+    for rank, name in enumerate(ranked(result), start=1):
         d = result.dataset[name]
-        typer.echo(f"  {name:32s} mIoU {d['miou']:.3f}  IoU {d['iou']:.3f}  ({d['frames']} frames){'  <- best' if name == best else ''}")
+        typer.echo(f"  {rank:2d}. {name:34s} J&F {d['jf']:.3f}  J {d['j_mean']:.3f}  F {d['f_mean']:.3f}  "
+                   f"mIoU {d['miou']:.3f}  ({d['frames']} frames)")
+    if built.left_out and not allow_missing:
+        typer.echo(f"{len(built.left_out)} comparison(s) could not run (see report.md); pass --allow-missing to accept that",
+                   err=True)
+        raise typer.Exit(1)
 
 
 @eval_app.command("recognition")
@@ -502,16 +516,18 @@ def eval_recognition(
     """Object recognition (nearest class prototype) with and without background removal."""
     from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.evaluate.recognition import evaluate_recognition
-    from dinomask.evaluate.report import write_recognition_report
+    from dinomask.evaluate.report import conditions, write_recognition_report
     from dinomask.segmenter import SegmenterConfig
 
     model = model or DEFAULT_BACKBONE
     data, run = _eval_run(dataset, model, output, overwrite)
     backbone = _backbone(model, device, dtype, runtime, fast)
+    run["conditions"] = {model: conditions(backbone, max_frames)}
     result = evaluate_recognition(data, backbone, SegmenterConfig.preset(method), refs=refs, max_frames=max_frames,
                                   show_progress=not quiet)
     files = write_recognition_report(output, result, run)
     typer.echo(f"wrote {len(files)} files to {output}")
+    _say_random_weights(run)
     for variant, metrics in result["variants"].items():
         typer.echo(f"  {variant:18s} accuracy {metrics['accuracy']:.3f}")
 
@@ -535,17 +551,19 @@ def eval_control(
     """A simulated pan-tilt loop driven by the perception, with and without background removal."""
     from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.evaluate.control import ControlModel, evaluate_control
-    from dinomask.evaluate.report import write_control_report
+    from dinomask.evaluate.report import conditions, write_control_report
     from dinomask.segmenter import SegmenterConfig
 
     model = model or DEFAULT_BACKBONE
     data, run = _eval_run(dataset, model, output, overwrite)
     backbone = _backbone(model, device, dtype, runtime, fast)
+    run["conditions"] = {model: conditions(backbone, max_frames)}
     config = SegmenterConfig.preset(method)
     result = evaluate_control(data, backbone, config, model=ControlModel(gain=gain), refs=refs, max_frames=max_frames,
                               show_progress=not quiet)
     files = write_control_report(output, result, run)
     typer.echo(f"wrote {len(files)} files to {output}")
+    _say_random_weights(run)
     for pipeline, metrics in result["mean_over_sequences"].items():
         typer.echo(f"  {pipeline:16s} RMS {metrics['rms']:.3f}  max {metrics['max']:.3f}  jitter {metrics['jitter']:.3f}")
 

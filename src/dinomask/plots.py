@@ -47,15 +47,15 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path, *, title: str = 
 
 
 def plot_threshold_curves(sweeps: dict[str, dict], path) -> Path:
-    """mIoU against threshold for each swept setting, best threshold marked."""
+    """J (object IoU) against threshold for each swept setting, best threshold marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, sweep in sweeps.items():
-        ax.plot(sweep["thresholds"], sweep["miou"], marker="o", markersize=3, label=f"{name} (best {sweep['best_threshold']:.2f})")
+        ax.plot(sweep["thresholds"], sweep["j"], marker="o", markersize=3, label=f"{name} (best {sweep['best_threshold']:.2f})")
         ax.axvline(sweep["best_threshold"], linestyle=":", alpha=0.5)
     ax.axvline(0.5, color="grey", linestyle="--", alpha=0.6, label="0.5 (method)")
     ax.set_xlabel("cosine similarity threshold")
-    ax.set_ylabel("mIoU (object + background)")
+    ax.set_ylabel("J (object IoU)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -63,23 +63,32 @@ def plot_threshold_curves(sweeps: dict[str, dict], path) -> Path:
 
 
 def plot_heatmaps(examples: list[dict], path) -> Path:
-    """Rows of: frame, similarity heatmap over the frame, predicted mask, ground truth."""
-    from dinomask.composite import heatmap
+    """One row per example (one per sequence): frame, patch similarity (with its colour bar),
+    predicted mask, ground truth."""
+    import cv2
 
     plt = _pyplot()
     rows = len(examples)
-    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.0 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, 4, figsize=(13, 2.1 * rows + 0.5), squeeze=False)
     for row, example in zip(axes, examples):
-        panels = [example["image"], heatmap(example["image"], example["similarity"]), example["mask"], example["truth"]]
-        titles = [f"{example['sequence']}/{example['frame']}", f"similarity ({example['setting']})", "predicted", "ground truth"]
-        for ax, panel, title in zip(row, panels, titles):
-            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
+        image = example["image"]
+        similarity = cv2.resize(example["similarity"].astype(np.float32), (image.shape[1], image.shape[0]),
+                                interpolation=cv2.INTER_LINEAR)
+        row[0].imshow(image)
+        row[0].set_title(f"{example['sequence']}/{example['frame']}", fontsize=8)
+        shown = row[1].imshow(similarity, cmap="inferno", vmin=-1.0, vmax=1.0)
+        row[1].set_title(f"cosine similarity ({example['setting']})", fontsize=8)
+        fig.colorbar(shown, ax=row[1], fraction=0.046, pad=0.02)
+        for ax, panel, title in ((row[2], example["mask"], "predicted"), (row[3], example["truth"], "ground truth")):
+            ax.imshow(panel, cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=8)
+        for ax in row:
             ax.axis("off")
+    fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_setting_bars(dataset: dict[str, dict[str, float]], path, metric: str = "miou") -> Path:
+def plot_setting_bars(dataset: dict[str, dict[str, float]], path, metric: str = "jf") -> Path:
     """Horizontal bars of one metric per setting."""
     plt = _pyplot()
     names = list(dataset)
@@ -89,7 +98,7 @@ def plot_setting_bars(dataset: dict[str, dict[str, float]], path, metric: str = 
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel(metric)
+    ax.set_xlabel({"jf": "J&F (DAVIS)", "j_mean": "J (object IoU)"}.get(metric, metric))
     for i, v in enumerate(values):
         ax.text(min(v, 0.9) + 0.01, i, f"{v:.3f}", va="center", fontsize=7)
     ax.grid(axis="x", alpha=0.3)

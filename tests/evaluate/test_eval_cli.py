@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from dinomask.cli import main
-from dinomask.evaluate.datasets import load_dataset
+from dinomask.evaluate.datasets import load_dataset, load_pair
 from dinomask.evaluate.masks import evaluate_masks
 from dinomask.evaluate.predictors import Prediction, find_u2netp
+from dinomask.evaluate.predictors import BASELINES as BASELINE_CLASSES
 from dinomask.evaluate.settings import STANDARD, named_settings, parse_setting
+
+BASELINES = [b.name for b in BASELINE_CLASSES]
 
 
 def test_masks_eval_runs_every_option_side_by_side(tmp_path, davis, tiny_model_dir, capsys):
@@ -21,7 +24,7 @@ def test_masks_eval_runs_every_option_side_by_side(tmp_path, davis, tiny_model_d
     assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
                  "--max-frames", "3"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"] == [s.split(":")[0] for s in STANDARD]
+    assert metrics["settings"] == [s.split(":")[0] for s in STANDARD] + list(BASELINES)
     assert metrics["dataset"] == str(davis.resolve())
     assert "torch" in metrics["versions"]
     assert metrics["dataset_mean"]["paper"]["frames"] == 6  # 3 per sequence, references excluded
@@ -30,10 +33,18 @@ def test_masks_eval_runs_every_option_side_by_side(tmp_path, davis, tiny_model_d
     assert ("dog", "00000.jpg") not in scored and ("dog", "00008.jpg") not in scored
     assert set(metrics["threshold_sweeps"]) >= {"paper"}
     sweep = metrics["threshold_sweeps"]["paper"]
-    assert len(sweep["thresholds"]) == len(sweep["miou"]) == 21
+    assert len(sweep["thresholds"]) == len(sweep["j"]) == 21
     for name in ("report.md", "heatmaps.png", "threshold_curve.png", "confusion_paper.png", "settings.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
+    assert report.splitlines()[2].startswith("**RANDOM WEIGHTS")  # first thing a reader sees
+    assert metrics["conditions"][str(tiny_model_dir)]["runtime"].startswith("onnx")
+    assert metrics["conditions"][str(tiny_model_dir)]["random_weights"]
+    table = [line for line in report.splitlines() if line.startswith("| ") and "J&F" not in line and line[2].isdigit()]
+    jf = [float(line.split(" | ")[2]) for line in table[: len(metrics["settings"])]]
+    assert jf == sorted(jf, reverse=True)  # ranked by J&F
+    assert any("| baseline: keep all |" in line for line in table)
+    assert any("| baseline: reference mask copied |" in line for line in table)
     assert "| paper |" in report and "| upsample=guided |" in report
     assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -54,12 +65,15 @@ def test_unavailable_comparator_is_said_not_hidden(tmp_path, davis, tiny_model_d
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "none"))
     monkeypatch.setattr("dinomask.evaluate.predictors.find_u2netp", lambda path=None: None)
     out = tmp_path / "m"
-    assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
-                 "--setting", "quick", "--compare", "u2netp", "--compare", "maskrcnn", "--max-frames", "1"]) == 0
+    args = ["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-q",
+            "--setting", "quick", "--compare", "u2netp", "--compare", "maskrcnn", "--max-frames", "1"]
+    assert main([*args, "-o", str(out)]) == 1  # a dropped comparison fails the run ...
     err = capsys.readouterr().err
     assert "u2netp.onnx not found" in err
-    assert "Mask R-CNN unavailable" in err
+    assert "Mask R-CNN unavailable" in err and "--allow-missing" in err
     assert len(json.loads((out / "metrics.json").read_text())["left_out"]) == 2
+    assert "## Left out (2)" in (out / "report.md").read_text()  # ... and is in the report
+    assert main([*args, "-o", str(tmp_path / "m2"), "--allow-missing"]) == 0  # unless the user accepts it
 
 
 def test_recognition_eval(tmp_path, davis, tiny_model_dir):
@@ -126,7 +140,31 @@ def test_two_backbones_side_by_side_in_one_table(tmp_path, davis, tiny_model_dir
                  "--max-frames", "2", "--setting", "plain:method=dinomask",
                  "--setting", f"registers:method=dinomask,model={tiny_reg_model_dir}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"] == ["plain", "registers"]
+    assert metrics["settings"] == ["plain", "registers", *BASELINES]
     assert metrics["setting_options"]["registers"].endswith(f"model={tiny_reg_model_dir}")
     assert "proto=kmeans4" in metrics["setting_options"]["plain"]
     assert metrics["dataset_mean"]["plain"]["miou"] != metrics["dataset_mean"]["registers"]["miou"]
+
+
+def test_the_feature_cache_holds_one_frame_whatever_the_dataset_length(davis, tiny_backbone):
+    """Features of every frame were kept for the whole run (about 6.7 MB a frame with ViT-S,
+    10 GB for DAVIS-2016 val); now only the current frame's are."""
+    from dinomask.evaluate.predictors import DinomaskPredictor, FeatureCache
+    from dinomask.segmenter import SegmenterConfig
+
+    cache = FeatureCache(tiny_backbone)
+    configs = [SegmenterConfig.preset("dinomask"), SegmenterConfig.preset("paper")]  # two geometries
+    predictors = [DinomaskPredictor(f"s{i}", tiny_backbone, c, cache) for i, c in enumerate(configs)]
+    data = load_dataset(davis)
+    sizes = []
+    for sequence in data.sequences:
+        pairs = [load_pair(f) for f in sequence.frames[:1]]
+        for predictor in predictors:
+            predictor.start_sequence(pairs)
+        for frame in sequence.frames[1:]:
+            image, _ = load_pair(frame)
+            for predictor in predictors:
+                predictor.predict(image, str(frame.image))
+            sizes.append(len(cache))
+    assert len(sizes) > 10 and max(sizes) == 2  # one frame x two geometries, never more
+    assert cache.hits == 0 or cache.hits <= len(sizes)

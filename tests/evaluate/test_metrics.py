@@ -72,3 +72,55 @@ def test_confusion_matrix_plot(tmp_path):
     m.update(np.array([0, 1]), np.array([0, 0]))
     path = m.plot(tmp_path / "cm.png", title="t")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def _block(rows: slice, cols: slice, shape=(8, 8)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[rows, cols] = True
+    return mask
+
+
+def test_boundary_map_is_davis_seg2bmap_on_a_3x3_block():
+    from dinomask.evaluate.metrics import boundary_map
+
+    # DAVIS marks a pixel differing from its east, south or south-east neighbour: the outer
+    # ring on the top and left, the block's own pixels on the bottom and right (12 pixels)
+    expected = {(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (3, 1), (4, 1), (2, 4), (3, 4), (4, 4), (4, 2), (4, 3)}
+    got = set(zip(*np.nonzero(boundary_map(_block(slice(2, 5), slice(2, 5))))))
+    assert {(int(r), int(c)) for r, c in got} == expected
+
+
+def test_boundary_f_by_hand():
+    from dinomask.evaluate.metrics import boundary_f
+
+    truth = _block(slice(2, 5), slice(2, 5))
+    assert boundary_f(truth, truth) == 1.0
+    # shifted 2 px right; tolerance ceil(0.008 * 11.3) = 1 px (a plus-shaped disk):
+    # 8 of the 12 predicted boundary pixels lie within 1 px of the true boundary, and 8 of the
+    # 12 true ones within 1 px of the predicted: precision = recall = 2/3, F = 2/3
+    shifted = _block(slice(2, 5), slice(4, 7))
+    assert boundary_f(shifted, truth) == pytest.approx(2 / 3)
+    far = _block(slice(2, 5), slice(5, 8))  # 3 px away: only (1,4)/(1,5) and (4,4)/(4,5) meet
+    assert boundary_f(far, truth) < boundary_f(shifted, truth)
+    empty = np.zeros((8, 8), bool)
+    assert boundary_f(empty, truth) == 0.0 and boundary_f(truth, empty) == 0.0
+    assert boundary_f(empty, empty) == 1.0
+    with pytest.raises(ValueError, match="differ in size"):
+        boundary_f(truth, np.zeros((4, 4), bool))
+
+
+def test_davis_statistics_by_hand():
+    from dinomask.evaluate.metrics import davis_statistics
+
+    # 8 frames: bins (DAVIS: round(linspace(1, 8, 5)) - 1 = 0, 2, 4, 5, 7) are [0:3], [2:5], [4:6], [5:8]
+    stats = davis_statistics([1.0, 1.0, 0.0, 0.0, 0.6, 0.4, 0.2, 0.8])
+    assert stats["mean"] == pytest.approx(0.5)
+    assert stats["recall"] == pytest.approx(0.5)  # 1, 1, 0.6, 0.8 are above 0.5
+    assert stats["decay"] == pytest.approx(2 / 3 - (0.4 + 0.2 + 0.8) / 3)
+
+
+def test_score_mask_carries_j_f_and_their_mean():
+    truth = _block(slice(2, 5), slice(2, 5))
+    score = score_mask(_block(slice(2, 5), slice(4, 7)), truth)
+    assert score.iou == pytest.approx(3 / 15)  # 3 shared pixels of 15
+    assert score.f == pytest.approx(2 / 3) and score.jf == pytest.approx((3 / 15 + 2 / 3) / 2)

@@ -68,7 +68,9 @@ def load_backbone(
         return backbone
     if torch_device.type != "cpu":
         raise ValueError(f"runtime {runtime!r} runs on CPU only; use --runtime torch on {torch_device}")
-    return _onnx_fast_path(backbone, runtime, busy_wait)
+    fast = _onnx_fast_path(backbone, runtime, busy_wait)
+    fast.random_weights = backbone.random_weights
+    return fast
 
 
 def _onnx_fast_path(backbone: "Backbone", runtime: str, busy_wait: bool = True):

@@ -321,6 +321,7 @@ class OnnxBackbone:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.runtime = f"onnx-{quantization}"
+        self.random_weights: str | None = None  # set by the loader from the source weights
         self.model = None
         dinov3 = config["model_type"] == "dinov3_vit"
         self._positions = PositionInputs(config, None if dinov3 else _embeddings_module(config, Path(embeddings)))

@@ -40,6 +40,7 @@ def random_backbone_dir(
                   else Dinov2Config(**common))
     else:
         raise ValueError(f"family must be dinov2 or dinov3, got {family!r}")
+    config.dinomask_random_weights = True  # reports read it back and say the numbers mean nothing
     torch.manual_seed(seed)
     model = model_class(config.model_type)(config)
     if config.model_type == "dinov3_vit":  # transformers initialises LayerScale to 1: make it count

@@ -33,6 +33,9 @@ class Backbone:
         self.spec = spec
         self.device = device
         self.dtype = dtype
+        self.runtime = "torch"
+        #: Why these weights are known to be random (reports print it as a warning), or None.
+        self.random_weights: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -87,6 +90,20 @@ def fingerprint(model, num_registers: int) -> str:
     return digest.hexdigest()[:16]
 
 
+def untrained_reason(model) -> str | None:
+    """Why ``model``'s weights are known to be random, or None when nothing says so.
+
+    ``dinomask random-model`` marks its config; otherwise transformers initialises every
+    LayerScale to one constant, which training never leaves (released DINOv2 and DINOv3
+    weights have a different scale per channel)."""
+    if getattr(model.config, "dinomask_random_weights", False):
+        return "written by 'dinomask random-model'"
+    scales = [p.detach().float() for name, p in model.named_parameters() if "lambda1" in name]
+    if scales and all(float(scale.std()) == 0.0 for scale in scales):
+        return "every LayerScale still holds its initial constant: these weights were never trained"
+    return None
+
+
 def wrap_model(model, source: str, mean, std, torch_device, torch_dtype) -> Backbone:
     """A transformers DINOv2/DINOv3 model -> :class:`Backbone` on ``torch_device``.
 
@@ -107,4 +124,6 @@ def wrap_model(model, source: str, mean, std, torch_device, torch_dtype) -> Back
     if family == "dinov2":
         use_meta_position_embeddings(model.embeddings)
     model = model.to(torch_device).eval()
-    return Backbone(model, spec, torch_device, torch_dtype)
+    backbone = Backbone(model, spec, torch_device, torch_dtype)
+    backbone.random_weights = untrained_reason(model)
+    return backbone

@@ -2,7 +2,8 @@
 
 For every sequence: the first ``max(refs)`` frames are references (painted black as in
 the method) and are never scored; every other frame with a mask is scored by every
-setting, so all columns of the table see exactly the same frames.
+setting, so all columns of the table see exactly the same frames. Settings are ranked by
+J&F (DAVIS's region and boundary measures, see :mod:`dinomask.evaluate.metrics`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import Dataset, LabelledSequence, load_pair
-from dinomask.evaluate.metrics import ConfusionMatrix, score_mask
+from dinomask.evaluate.metrics import ConfusionMatrix, davis_statistics, score_mask
 from dinomask.evaluate.predictors import MaskPredictor
 from dinomask.postprocess import upsample_score
 
@@ -60,7 +61,7 @@ class SequenceScores:
     rows: dict[str, list[dict]]
     confusion: dict[str, np.ndarray]
     rules: dict[str, set]
-    sweeps: dict[str, dict]  # setting -> {"miou": {threshold: [per-frame mIoU]}, "confusion": {threshold: 2x2}}
+    sweeps: dict[str, dict]  # setting -> {"j": {threshold: [per-frame J]}, "confusion": {threshold: 2x2}}
     problems: list[str]
     examples: list[dict]
 
@@ -72,7 +73,7 @@ def score_sequence(
     *,
     sweep: dict[str, str] | None = None,
     max_frames: int | None = None,
-    examples: int = 4,
+    examples: int = 1,
     example_setting: str | None = None,
     progress: tqdm | None = None,
 ) -> SequenceScores:
@@ -81,7 +82,7 @@ def score_sequence(
     sweep = sweep or {}
     skip = max(refs.values())
     out = SequenceScores(sequence.name, {n: [] for n in names}, {n: np.zeros((2, 2), np.int64) for n in names},
-                         {n: set() for n in names}, {n: {"miou": {t: [] for t in SWEEP}, "confusion": {}} for n in sweep},
+                         {n: set() for n in names}, {n: {"j": {t: [] for t in SWEEP}, "confusion": {}} for n in sweep},
                          [], [])
     if len(sequence.frames) <= skip:
         out.problems.append(f"{sequence.name}: {len(sequence.frames)} labelled frames, {skip} needed as references "
@@ -116,7 +117,7 @@ def score_sequence(
             out.confusion[name] += score.confusion
             out.rules[name].add(prediction.rule)
             out.rows[name].append({"sequence": sequence.name, "frame": frame.image.name, "iou": score.iou,
-                                   "miou": score.miou, "pixel_accuracy": score.pixel_accuracy,
+                                   "f": score.f, "miou": score.miou, "pixel_accuracy": score.pixel_accuracy,
                                    "patches": prediction.patches})
             if name in sweep and prediction.similarity is not None:
                 _sweep_frame(out.sweeps[name], sweep[name], prediction.similarity, truth)
@@ -135,9 +136,24 @@ def scored_frame_count(dataset: Dataset, refs: dict[str, int], max_frames: int |
     return sum(c if max_frames is None else min(c, max_frames) for c in counts)
 
 
+#: Per-sequence statistics: DAVIS's J and F (mean, recall, decay), J&F, and the pixel scores.
+SEQUENCE_METRICS = ("j_mean", "j_recall", "j_decay", "f_mean", "f_recall", "f_decay", "jf", "miou", "pixel_accuracy")
+
+
+def sequence_statistics(rows: list[dict]) -> dict[str, float]:
+    """One sequence's statistics from its per-frame rows (in frame order)."""
+    j, f = davis_statistics([r["iou"] for r in rows]), davis_statistics([r["f"] for r in rows])
+    stats = {f"j_{k}": v for k, v in j.items()} | {f"f_{k}": v for k, v in f.items()}
+    return stats | {"jf": (j["mean"] + f["mean"]) / 2, "iou": j["mean"],
+                    "miou": _mean([r["miou"] for r in rows]),
+                    "pixel_accuracy": _mean([r["pixel_accuracy"] for r in rows]), "frames": len(rows)}
+
+
 def aggregate(dataset: Dataset, names: list[str], parts: list[SequenceScores], sweep: dict[str, str],
-              examples: int = 4) -> MaskEvalResult:
-    """Merge per-sequence scores (in dataset order) into dataset means, confusion and sweeps."""
+              examples: int = 6) -> MaskEvalResult:
+    """Merge per-sequence scores (in dataset order) into dataset means, confusion and sweeps.
+
+    ``examples``: heatmap examples kept, at most one per sequence."""
     problems = list(dataset.problems)
     per_frame: dict[str, list[dict]] = {n: [] for n in names}
     per_sequence: dict[str, dict[str, dict[str, float]]] = {n: {} for n in names}
@@ -147,22 +163,20 @@ def aggregate(dataset: Dataset, names: list[str], parts: list[SequenceScores], s
     kept: list[dict] = []
     for part in parts:
         problems += part.problems
-        kept += part.examples[: max(0, examples - len(kept))]
+        kept += part.examples[: max(0, min(1, examples - len(kept)))]
         for name in names:
             rows = part.rows[name]
             per_frame[name] += rows
             confusion[name] += part.confusion[name]
             rules[name] |= part.rules[name]
             if rows:
-                per_sequence[name][part.name] = {
-                    metric: _mean([r[metric] for r in rows]) for metric in ("iou", "miou", "pixel_accuracy")
-                } | {"frames": len(rows)}
+                per_sequence[name][part.name] = sequence_statistics(rows)
         for name in sweep:
-            if any(part.sweeps[name]["miou"][t] for t in SWEEP):
-                curves[name][part.name] = part.sweeps[name]["miou"]
+            if any(part.sweeps[name]["j"][t] for t in SWEEP):
+                curves[name][part.name] = part.sweeps[name]["j"]
     dataset_mean = {
-        name: {metric: _mean([s[metric] for s in per_sequence[name].values()])
-               for metric in ("iou", "miou", "pixel_accuracy")} | {
+        name: {metric: _mean([s[metric] for s in per_sequence[name].values()]) for metric in SEQUENCE_METRICS} | {
+            "iou": _mean([s["iou"] for s in per_sequence[name].values()]),
             "sequences": len(per_sequence[name]), "frames": len(per_frame[name]),
             "patches_per_frame": _mean([r["patches"] for r in per_frame[name]])}
         for name in names
@@ -180,6 +194,15 @@ def aggregate(dataset: Dataset, names: list[str], parts: list[SequenceScores], s
     )
 
 
+def ranked(result: MaskEvalResult) -> list[str]:
+    """Settings by dataset J&F, best first (a setting that scored nothing goes last)."""
+    def key(name: str) -> float:
+        value = result.dataset[name]["jf"]
+        return -value if value == value else float("inf")
+
+    return sorted(result.settings, key=key)
+
+
 def evaluate_masks(
     dataset: Dataset,
     predictors: dict[str, MaskPredictor],
@@ -187,7 +210,7 @@ def evaluate_masks(
     *,
     sweep: dict[str, str] | None = None,
     max_frames: int | None = None,
-    examples: int = 4,
+    examples: int = 6,
     show_progress: bool = True,
 ) -> MaskEvalResult:
     """Score every predictor on every scored frame of the dataset (this process).
@@ -198,8 +221,8 @@ def evaluate_masks(
         refs: name -> reference frames that predictor uses (1 for non-one-shot ones).
         sweep: name -> upsample mode, for the predictors to sweep thresholds on.
         max_frames: score at most this many frames per sequence (after the references).
-        examples: frames kept (image, similarity, masks) for the heatmap plot, from the
-            ``dinomask`` setting when there is one, else the first.
+        examples: frames kept (image, similarity, masks) for the heatmap plot, one per
+            sequence, from the ``dinomask`` setting when there is one, else the first.
     """
     if not dataset.sequences:
         raise DinomaskError(f"{dataset.root}: no sequence with labelled frames to evaluate")
@@ -208,7 +231,7 @@ def evaluate_masks(
     shown = example_setting(names)
     total = scored_frame_count(dataset, refs, max_frames)
     with tqdm(total=total * len(names), desc="eval masks", unit="mask", disable=not show_progress) as progress:
-        parts = [score_sequence(s, predictors, refs, sweep=sweep, max_frames=max_frames, examples=examples,
+        parts = [score_sequence(s, predictors, refs, sweep=sweep, max_frames=max_frames, examples=1,
                                 example_setting=shown, progress=progress) for s in dataset.sequences]
     return aggregate(dataset, names, parts, sweep, examples)
 
@@ -221,13 +244,14 @@ def _sweep_frame(target: dict, upsample: str, similarity: np.ndarray, truth: np.
     size = truth.shape
     for threshold in SWEEP:
         mask = upsample_score(similarity - threshold, size, upsample) > 0
-        score = score_mask(mask, truth)
-        target["miou"][threshold].append(score.miou)
+        score = score_mask(mask, truth, boundary=False)
+        target["j"][threshold].append(score.iou)
         target["confusion"][threshold] = target["confusion"].get(threshold, 0) + score.confusion
 
 
 def _finish_sweep(upsample: str, per_sequence: dict[str, dict[float, list[float]]]) -> dict:
+    """The dataset J at each threshold (mean over sequences) and the threshold that maximises it."""
     curve = {t: _mean([_mean(v[t]) for v in per_sequence.values()]) for t in SWEEP}
     best = max(curve, key=lambda t: (curve[t], -abs(t - 0.5)))
-    return {"upsample": upsample, "thresholds": list(SWEEP), "miou": [curve[t] for t in SWEEP],
-            "best_threshold": best, "best_miou": curve[best]}
+    return {"upsample": upsample, "thresholds": list(SWEEP), "j": [curve[t] for t in SWEEP],
+            "best_threshold": best, "best_j": curve[best]}

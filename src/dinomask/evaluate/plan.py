@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dinomask.errors import DinomaskError
-from dinomask.evaluate.predictors import DinomaskPredictor, FeatureCache, MaskPredictor, build_comparator
+from dinomask.evaluate.predictors import BASELINES, DinomaskPredictor, FeatureCache, MaskPredictor, build_comparator
 from dinomask.evaluate.settings import EvalSetting
 from dinomask.postprocess import ThresholdRule
 
@@ -34,6 +34,7 @@ class BuiltPredictors:
     sweep: dict[str, str]
     described: dict[str, str]
     left_out: list[str] = field(default_factory=list)
+    backbones: dict = field(default_factory=dict)  # model source -> the loaded backbone
 
 
 def describe(setting: EvalSetting) -> str:
@@ -66,6 +67,7 @@ def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
         built.described[item.name] = describe(item)
         if sweepable(item):
             built.sweep[item.name] = item.config.upsample
+    built.backbones = {source: cache.backbone for source, cache in caches.items()}
     for name in plan.compare:
         try:
             built.predictors[name] = build_comparator(name, plan.u2netp if name == "u2netp" else None)
@@ -73,4 +75,8 @@ def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
             built.described[name] = "comparison segmenter (not one-shot: ignores the reference)"
         except DinomaskError as exc:
             built.left_out.append(f"{name}: {exc}")
+    for baseline in BASELINES:
+        built.predictors[baseline.name] = baseline()
+        built.refs[baseline.name] = 1
+        built.described[baseline.name] = "trivial baseline: " + (baseline.__doc__ or "").split(":", 1)[1].split(".")[0].strip()
     return built

@@ -7,7 +7,9 @@ evaluated side by side with dinomask:
 * :class:`U2NetpPredictor`: generic salient-object removal with u2netp (the model rembg
   uses, MIT licence) from its ONNX file, via onnxruntime;
 * :class:`MaskRCNNPredictor`: torchvision's Mask R-CNN (COCO) when torchvision and its
-  weights are present locally.
+  weights are present locally;
+* the trivial baselines every table carries, without which no number can be read:
+  :class:`KeepAllPredictor` and :class:`CopyReferenceMaskPredictor`.
 """
 
 from __future__ import annotations
@@ -74,14 +76,23 @@ def sequence_reference(backbone: Backbone, sequence: LabelledSequence, refs: int
 
 
 class FeatureCache:
-    """Backbone features per (frame, geometry), shared by every dinomask setting of a run."""
+    """Backbone features of the current frame per geometry, shared by every dinomask setting.
+
+    The harness asks every setting about one frame before it moves on, so only that frame's
+    features are kept: a new frame key drops the last one's. Memory stays at one frame's
+    features (times the geometries in use) however long the dataset is.
+    """
 
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
         self._store: dict[tuple, FrameFeatures] = {}
+        self._frame: str | None = None
         self.hits = 0
 
     def get(self, image: np.ndarray, key: str, config: SegmenterConfig) -> FrameFeatures:
+        if key != self._frame:
+            self._store.clear()
+            self._frame = key
         cache_key = (key, config.geometry)
         if cache_key in self._store:
             self.hits += 1
@@ -90,8 +101,12 @@ class FeatureCache:
         self._store[cache_key] = features
         return features
 
+    def __len__(self) -> int:
+        return len(self._store)
+
     def clear(self) -> None:
         self._store.clear()
+        self._frame = None
 
 
 class DinomaskPredictor:
@@ -165,15 +180,57 @@ class U2NetpPredictor:
         return None
 
     def predict(self, image: np.ndarray, key: str) -> Prediction:
-        small = cv2.resize(image, (320, 320), interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
+        from PIL import Image
+
+        # PIL's Lanczos antialiases when it shrinks, as rembg's resize does; OpenCV's INTER_LANCZOS4 does not
+        small = np.asarray(Image.fromarray(image).resize((320, 320), Image.LANCZOS)).astype(np.float32)
         small /= max(float(small.max()), 1e-6)
         small = (small - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
         batch = small.transpose(2, 0, 1)[None]
         output = self.session.run(None, {self.input_name: batch})[0][0, 0]
         low, high = float(output.min()), float(output.max())
-        soft = (output - low) / max(high - low, 1e-6)
-        full = cv2.resize(soft, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return Prediction(full > 0.5, None, "u2netp>0.5")
+        soft = ((output - low) / max(high - low, 1e-6) * 255).astype(np.uint8)
+        full = np.asarray(Image.fromarray(soft, "L").resize((image.shape[1], image.shape[0]), Image.LANCZOS))
+        return Prediction(full > 127, None, "u2netp>0.5")
+
+
+# ----------------------------------------------------------------------------- trivial baselines
+
+
+class KeepAllPredictor:
+    """Baseline: keep every pixel (what a frame is without background removal)."""
+
+    name = "baseline: keep all"
+
+    def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        return None
+
+    def predict(self, image: np.ndarray, key: str) -> Prediction:
+        return Prediction(np.ones(image.shape[:2], bool), None, "all")
+
+
+class CopyReferenceMaskPredictor:
+    """Baseline: the reference frame's own mask, copied to every frame (resized to the frame
+    with nearest neighbour when sizes differ). It scores well wherever the object stays put."""
+
+    name = "baseline: reference mask copied"
+
+    def __init__(self):
+        self.mask: np.ndarray | None = None
+
+    def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.mask = references[0][1].astype(np.uint8)
+
+    def predict(self, image: np.ndarray, key: str) -> Prediction:
+        if self.mask is None:
+            raise RuntimeError("start_sequence must be called before predict")
+        mask = self.mask
+        if mask.shape != image.shape[:2]:
+            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        return Prediction(mask.astype(bool), None, "copy")
+
+
+BASELINES = (KeepAllPredictor, CopyReferenceMaskPredictor)
 
 
 # ----------------------------------------------------------------------------- Mask R-CNN

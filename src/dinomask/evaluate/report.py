@@ -11,16 +11,56 @@ import numpy as np
 
 from dinomask.errors import DinomaskError
 from dinomask.files import check_writable
-from dinomask.evaluate.masks import MaskEvalResult
+from dinomask.evaluate.masks import MaskEvalResult, ranked
 from dinomask.evaluate.metrics import ConfusionMatrix
 from dinomask import plots
 
 AGGREGATION = (
-    "Per frame: IoU of the object; mIoU = mean of object IoU and background IoU; pixel accuracy. "
-    "A class whose prediction and ground truth are both empty has IoU 1. Per sequence: the mean over "
-    "its scored frames. Dataset: the mean over sequences (each sequence weighs the same). Reference "
-    "frames are never scored, and every setting scores the same frames."
+    "Per frame: J = IoU of the object; F = DAVIS boundary F-measure (boundary pixels matched within "
+    "0.8% of the image diagonal); mIoU = mean of object and background IoU (a column only: an empty "
+    "mask scores about 0.46 on it); pixel accuracy. A class whose prediction and ground truth are both "
+    "empty has IoU 1. Per sequence: DAVIS statistics over its scored frames (mean; recall = share of "
+    "frames above 0.5; decay = first quarter minus last quarter). J&F = mean of J and F. Dataset: the "
+    "mean over sequences (each sequence weighs the same). Reference frames are never scored, and every "
+    "setting scores the same frames. Settings are ranked by J&F."
 )
+
+
+def conditions(backbone, max_frames: int | None = None) -> dict:
+    """What was run: the backbone's source and fingerprint, runtime, int8 or not, dtype, device,
+    ``--max-frames``, and why the weights are known to be random (None when nothing says so)."""
+    runtime = getattr(backbone, "runtime", "torch")
+    return {"backbone": backbone.spec.name, "fingerprint": backbone.spec.fingerprint,
+            "family": getattr(backbone.spec, "family", "dinov2"), "runtime": runtime,
+            "int8": runtime == "onnx-int8", "dtype": str(backbone.dtype).replace("torch.", ""),
+            "device": str(backbone.device), "max_frames": max_frames,
+            "random_weights": getattr(backbone, "random_weights", None)}
+
+
+def random_weights_banner(run: dict) -> str | None:
+    """The warning every report and the CLI print when a backbone's weights are random."""
+    reasons = sorted({c["random_weights"] for c in run.get("conditions", {}).values() if c.get("random_weights")})
+    if not reasons:
+        return None
+    return ("**RANDOM WEIGHTS: the dinomask numbers in this report mean nothing** (" + "; ".join(reasons) +
+            "). Download real weights (`dinomask download dinov2_vits14_reg`) to measure quality.")
+
+
+def _run_lines(run: dict) -> list[str]:
+    lines = []
+    banner = random_weights_banner(run)
+    if banner:
+        lines += [banner, ""]
+    for source, c in run.get("conditions", {}).items():
+        lines.append(f"Run: `{c['backbone']}` (fingerprint {c['fingerprint']}, {c['family']}), runtime {c['runtime']}"
+                     f"{' (int8 weights)' if c['int8'] else ''}, dtype {c['dtype']}, device {c['device']}, "
+                     f"max frames per sequence {c['max_frames'] or 'all'}.")
+    return lines + ([""] if lines else [])
+
+
+def _left_out(run: dict) -> list[str]:
+    left = run.get("left_out") or []
+    return ["", f"## Left out ({len(left)})", ""] + [f"- {line}" for line in left] if left else []
 
 
 def prepare_output(out_dir: Path, overwrite: bool) -> Path:
@@ -79,39 +119,44 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
     if result.examples:
         shown = {e["setting"] for e in result.examples}
         first = "dinomask" if "dinomask" in shown else result.examples[0]["setting"]
-        files.append(plots.plot_heatmaps([e for e in result.examples if e["setting"] == first][:4], out_dir / "heatmaps.png"))
+        files.append(plots.plot_heatmaps([e for e in result.examples if e["setting"] == first][:6], out_dir / "heatmaps.png"))
     for name in result.settings[:2] + [n for n in result.settings[2:] if n.startswith("dinomask")]:
         matrix = ConfusionMatrix(["background", "object"])
         matrix.matrix[:] = np.array(result.confusion[name]["matrix"])
         files.append(matrix.plot(out_dir / f"confusion_{_slug(name)}.png", title=f"pixels: {name}"))
     if result.sweeps:
         files.append(plots.plot_threshold_curves(result.sweeps, out_dir / "threshold_curve.png"))
-    files.append(plots.plot_setting_bars(result.dataset, out_dir / "settings.png"))
+    order = ranked(result)
+    files.append(plots.plot_setting_bars({n: result.dataset[n] for n in order}, out_dir / "settings.png", metric="jf"))
     lines = [
         "# dinomask eval masks", "",
+        *_run_lines(run),
         f"Dataset: `{run['dataset']}` ({run['layout']} layout). Model: `{run['model']}`.",
         "", AGGREGATION, "",
-        "| setting | mIoU | object IoU | pixel acc. | frames | patches/frame | threshold rule(s) | options |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rank | setting | J&F | J mean | J recall | J decay | F mean | F recall | F decay | mIoU | pixel acc. "
+        "| frames | patches/frame | threshold rule(s) | options |",
+        "|---" * 15 + "|",
     ]
-    for name in result.settings:
+    for rank, name in enumerate(order, start=1):
         d = result.dataset[name]
         patches = f"{d['patches_per_frame']:.0f}" if d["patches_per_frame"] else "n/a"  # n/a: not a patch model
-        lines.append(f"| {name} | {_fmt(d['miou'])} | {_fmt(d['iou'])} | {_fmt(d['pixel_accuracy'])} | "
-                     f"{d['frames']} | {patches} | {', '.join(result.rules[name])} | "
-                     f"{settings_text.get(name, '')} |")
+        cells = [_fmt(d[k]) for k in ("jf", "j_mean", "j_recall", "j_decay", "f_mean", "f_recall", "f_decay", "miou",
+                                       "pixel_accuracy")]
+        lines.append(f"| {rank} | {name} | " + " | ".join(cells) + f" | {d['frames']} | {patches} | "
+                     f"{', '.join(result.rules[name])} | {settings_text.get(name, '')} |")
     if result.sweeps:
-        lines += ["", "## Threshold sweep", "", "| setting | best threshold | mIoU there | mIoU at 0.5 |", "|---|---|---|---|"]
+        lines += ["", "## Threshold sweep (J)", "", "| setting | best threshold | J there | J at 0.5 |", "|---|---|---|---|"]
         for name, sweep in result.sweeps.items():
-            at_half = sweep["miou"][sweep["thresholds"].index(0.5)]
-            lines.append(f"| {name} | {sweep['best_threshold']:.2f} | {_fmt(sweep['best_miou'])} | {_fmt(at_half)} |")
-    lines += ["", "## Per sequence (mIoU)", "", "| sequence | " + " | ".join(result.settings) + " |",
-              "|---" * (len(result.settings) + 1) + "|"]
+            at_half = sweep["j"][sweep["thresholds"].index(0.5)]
+            lines.append(f"| {name} | {sweep['best_threshold']:.2f} | {_fmt(sweep['best_j'])} | {_fmt(at_half)} |")
+    lines += ["", "## Per sequence (J&F)", "", "| sequence | " + " | ".join(order) + " |",
+              "|---" * (len(order) + 1) + "|"]
     sequences = sorted({s for per in result.per_sequence.values() for s in per})
     for seq in sequences:
-        cells = [_fmt(result.per_sequence[n].get(seq, {}).get("miou")) for n in result.settings]
+        cells = [_fmt(result.per_sequence[n].get(seq, {}).get("jf")) for n in order]
         lines.append(f"| {seq} | " + " | ".join(cells) + " |")
     lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in files if p.suffix == ".png")]
+    lines += _left_out(run)
     lines += _problems(result.problems)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return files + [out_dir / "report.md"]
@@ -124,7 +169,7 @@ def _slug(name: str) -> str:
 def write_recognition_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     _write_json(out_dir / "metrics.json", _header("recognition", run) | result)
     files = [out_dir / "metrics.json"]
-    lines = ["# dinomask eval recognition", "",
+    lines = ["# dinomask eval recognition", "", *_run_lines(run),
              f"Dataset: `{run['dataset']}`. Model: `{run['model']}`. Segmenter: `{result['segmenter']}`. "
              f"References per class: {result['references_per_class']} (first frames, background painted black).",
              "", "Nearest class prototype (mean CLS feature of the class's references) by cosine.", "",
@@ -148,7 +193,7 @@ def write_control_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     series = {seq: {p: np.array(r["deviation"]) for p, r in pipelines.items()} for seq, pipelines in result["sequences"].items()}
     files = [out_dir / "metrics.json", plots.plot_deviation(series, out_dir / "deviation.png",
                                                             title=f"pan-tilt loop, gain {result['model']['gain']}")]
-    lines = ["# dinomask eval control", "",
+    lines = ["# dinomask eval control", "", *_run_lines(run),
              f"Dataset: `{run['dataset']}`. Model: `{run['model']}`. Segmenter: `{result['segmenter']}`.", "",
              "## The loop", "", control.__doc__.split("The model", 1)[1].strip().replace("\n\n", "\n\n"), "",
              "## Results (mean over sequences; units: fraction of the frame)", "",
