@@ -411,6 +411,8 @@ def random_model(
 DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="DAVIS layout (JPEGImages/480p + Annotations/480p) or images/ + masks/.")]
 EvalOutOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, report.md and plots.")]
 MaxFramesOpt = Annotated[Optional[int], typer.Option(help="Score at most this many frames per sequence.")]
+MaskRCNNWeightsOpt = Annotated[Optional[Path], typer.Option(help="torchvision maskrcnn_resnet50_fpn COCO weights (.pth) for --compare maskrcnn.")]
+MaskRCNNClassOpt = Annotated[Optional[str], typer.Option(help="--compare maskrcnn: keep only instances of this COCO category (e.g. dog).")]
 EvalRefsOpt = Annotated[int, typer.Option("--refs", help="Reference frames per sequence/class (the first ones; never scored).")]
 
 
@@ -445,6 +447,8 @@ def eval_masks(
     setting: Annotated[Optional[list[str]], typer.Option("--setting", "-s", help="'standard' (every option), 'quick', or name:key=value,... (repeat).")] = None,
     compare: Annotated[Optional[list[str]], typer.Option(help="Comparison segmenters: u2netp, maskrcnn (repeat).")] = None,
     u2netp: Annotated[Optional[Path], typer.Option(help="Path to u2netp.onnx (default: ~/.u2net, $U2NET_HOME, rembg).")] = None,
+    maskrcnn_weights: MaskRCNNWeightsOpt = None,
+    maskrcnn_class: MaskRCNNClassOpt = None,
     max_frames: MaxFramesOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -467,7 +471,8 @@ def eval_masks(
     model = model or DEFAULT_BACKBONE
     runtime, dtype = _runtime(fast, runtime, dtype)
     plan = MaskEvalPlan(tuple(named_settings(setting or ["standard"])), model, device, dtype, runtime,
-                        tuple(compare or ()), str(u2netp) if u2netp else None)
+                        tuple(compare or ()), str(u2netp) if u2netp else None,
+                        str(maskrcnn_weights) if maskrcnn_weights else None, maskrcnn_class)
     data, run = _eval_run(dataset, model, output, overwrite)
     built = build_predictors(plan)  # here too on the Ray engine: fails early, and exports the ONNX model once
     for problem in built.left_out:
@@ -502,9 +507,15 @@ def eval_masks(
 def eval_recognition(
     dataset: DatasetOpt,
     output: EvalOutOpt,
+    classes: Annotated[Path, typer.Option("--classes", help="Class map: CSV 'name,category' lines or YAML 'name: category' (sequence -> category; two or more clips per category).")],
     model: ModelOpt = None,
     method: MethodOpt = "dinomask",
-    refs: EvalRefsOpt = 1,
+    refs: Annotated[int, typer.Option("--refs", help="Reference frames per category, spread over its reference clip.")] = 3,
+    k: Annotated[int, typer.Option("--k", help="Neighbours of the k-NN classifier.")] = 3,
+    compare: Annotated[Optional[list[str]], typer.Option(help="Comparison segmenters whose removal is scored too: u2netp, maskrcnn (repeat).")] = None,
+    u2netp: Annotated[Optional[Path], typer.Option(help="Path to u2netp.onnx.")] = None,
+    maskrcnn_weights: MaskRCNNWeightsOpt = None,
+    maskrcnn_class: MaskRCNNClassOpt = None,
     max_frames: MaxFramesOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -512,24 +523,46 @@ def eval_recognition(
     fast: FastOpt = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when a --compare segmenter could not run.")] = False,
 ) -> None:
-    """Object recognition (nearest class prototype) with and without background removal."""
+    """Category recognition on unseen clips (references from other clips), with and without background removal."""
     from dinomask.backbones import DEFAULT_BACKBONE
-    from dinomask.evaluate.recognition import evaluate_recognition
+    from dinomask.evaluate.predictors import build_comparator
+    from dinomask.evaluate.recognition import CLASSIFIERS, evaluate_recognition, read_class_map
     from dinomask.evaluate.report import conditions, write_recognition_report
     from dinomask.segmenter import SegmenterConfig
 
     model = model or DEFAULT_BACKBONE
+    class_map = read_class_map(classes)
     data, run = _eval_run(dataset, model, output, overwrite)
+    run["class_map"] = str(classes.resolve())
     backbone = _backbone(model, device, dtype, runtime, fast)
+    config = SegmenterConfig.preset(method)
+    comparators, left_out = {}, []
+    for name in compare or ():
+        path = u2netp if name == "u2netp" else maskrcnn_weights
+        try:
+            comparators[name] = build_comparator(name, str(path) if path else None, backbone=backbone, config=config,
+                                                 category=maskrcnn_class)
+        except DinomaskError as exc:
+            left_out.append(f"{name}: {exc}")
+            typer.echo(f"compare: {name}: {exc}; left out", err=True)
+    if left_out:
+        run["left_out"] = left_out
     run["conditions"] = {model: conditions(backbone, max_frames)}
-    result = evaluate_recognition(data, backbone, SegmenterConfig.preset(method), refs=refs, max_frames=max_frames,
-                                  show_progress=not quiet)
+    result = evaluate_recognition(data, backbone, config, class_map, refs=refs, k=k,
+                                  comparators=comparators, max_frames=max_frames, show_progress=not quiet)
     files = write_recognition_report(output, result, run)
     typer.echo(f"wrote {len(files)} files to {output}")
     _say_random_weights(run)
-    for variant, metrics in result["variants"].items():
-        typer.echo(f"  {variant:18s} accuracy {metrics['accuracy']:.3f}")
+    typer.echo(f"  categories {', '.join(result['categories'])}; chance {result['chance']:.3f}")
+    for variant, by_classifier in result["variants"].items():
+        scores = "  ".join(f"{c} {by_classifier[c]['accuracy']:.3f}" for c in CLASSIFIERS)
+        typer.echo(f"  {variant:24s} {scores}" + (f"  mask J {by_classifier['mask_j']:.3f}" if "mask_j" in by_classifier else ""))
+    if left_out and not allow_missing:
+        typer.echo(f"{len(left_out)} comparison(s) could not run (see report.md); pass --allow-missing to accept that",
+                   err=True)
+        raise typer.Exit(1)
 
 
 @eval_app.command("control")

@@ -76,17 +76,6 @@ def test_unavailable_comparator_is_said_not_hidden(tmp_path, davis, tiny_model_d
     assert main([*args, "-o", str(tmp_path / "m2"), "--allow-missing"]) == 0  # unless the user accepts it
 
 
-def test_recognition_eval(tmp_path, davis, tiny_model_dir):
-    out = tmp_path / "rec"
-    assert main(["eval", "recognition", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q",
-                 "--max-frames", "3"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["classes"] == ["car-shadow", "dog"]
-    for variant in ("full", "removed", "ground-truth mask"):
-        assert np.array(metrics["variants"][variant]["matrix"]).sum() == 6
-        assert (out / f"confusion_{variant.replace(' ', '_')}.png").is_file()
-
-
 def test_control_eval(tmp_path, davis, tiny_model_dir):
     out = tmp_path / "ctl"
     assert main(["eval", "control", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q"]) == 0
@@ -167,4 +156,3 @@ def test_the_feature_cache_holds_one_frame_whatever_the_dataset_length(davis, ti
                 predictor.predict(image, str(frame.image))
             sizes.append(len(cache))
     assert len(sizes) > 10 and max(sizes) == 2  # one frame x two geometries, never more
-    assert cache.hits == 0 or cache.hits <= len(sizes)

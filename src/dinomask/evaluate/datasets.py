@@ -1,17 +1,25 @@
-"""Labelled datasets: the DAVIS layout and a plain ``images/`` + ``masks/`` layout.
+"""Labelled datasets as users have them: DAVIS, ``images/`` + ``masks/``, and flat folders.
 
 DAVIS::
 
     DIR/JPEGImages/480p/<sequence>/<frame>.jpg
-    DIR/Annotations/480p/<sequence>/<frame>.png      (0 = background, non-zero = object)
+    DIR/Annotations/480p/<sequence>/<frame>.png
 
 Plain (a sub-folder per class or sequence, or files directly in ``images/``)::
 
     DIR/images/<class>/<name>.jpg
     DIR/masks/<class>/<name>.png                      (same relative name, any image suffix)
 
-A frame whose mask is missing is reported by file name and never scored; a mask whose
-size does not match its frame is reported when it is read.
+Flat (one sequence named after the folder)::
+
+    DIR/<name>.jpg + DIR/<name>.png                   (the PNG beside each JPEG is its mask)
+    DIR/<name>.jpg + DIR/masks/<name>.png
+
+Ground-truth masks: non-zero is object. A palette PNG (DAVIS's) is read by palette index,
+not brightness; a 0/1 greyscale mask is an object of ones; a JPEG mask (lossy) is
+thresholded at half its range. A frame whose mask is missing is reported by file name and
+never scored; a mask whose size does not match its frame, and a mask that marks nothing in
+a whole sequence, are reported too.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dinomask.preprocess import IMAGE_SUFFIXES, load_image, load_mask
+from dinomask.errors import ImageReadError
+from dinomask.preprocess import IMAGE_SUFFIXES, load_image
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,35 @@ class Dataset:
         return sum(len(s.frames) for s in self.sequences)
 
 
+def load_truth_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A ground-truth mask file -> ``H x W`` bool, non-zero = object (see the module docstring).
+
+    Raises:
+        ImageReadError: unreadable, or not of ``size`` (``(height, width)``).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened
+    except Exception as exc:  # PIL raises many types for unreadable files
+        raise ImageReadError(f"could not read the mask {path}: {exc.__class__.__name__}: {exc}") from None
+    lossy = image.format == "JPEG"
+    if image.mode == "P":  # palette: the index is the label (DAVIS), whatever colour it shows
+        array = np.asarray(image) != 0
+    elif image.mode in ("RGBA", "LA", "PA") and (np.asarray(image.getchannel("A")) < 255).any():
+        array = np.asarray(image.getchannel("A")) > 127
+    else:
+        values = np.asarray(image.convert("RGB") if image.mode not in ("1", "L", "I", "I;16", "F") else image)
+        values = values.max(axis=2) if values.ndim == 3 else values
+        array = values > (values.max() / 2 if lossy and values.max() > 0 else 0)
+    if size is not None and tuple(array.shape) != tuple(size):
+        raise ImageReadError(f"mask {path} is {array.shape[0]}x{array.shape[1]} (h x w), its frame "
+                             f"{size[0]}x{size[1]}: it does not match")
+    return array
+
+
 def load_pair(frame: LabelledFrame) -> tuple[np.ndarray, np.ndarray]:
     """A frame and its mask: ``H x W x 3`` uint8 RGB and ``H x W`` bool of the same size.
 
@@ -73,7 +111,7 @@ def load_pair(frame: LabelledFrame) -> tuple[np.ndarray, np.ndarray]:
         ImageReadError: either file is unreadable, or their sizes differ.
     """
     image = load_image(frame.image)
-    return image, load_mask(frame.mask, size=image.shape[:2])
+    return image, load_truth_mask(frame.mask, size=image.shape[:2])
 
 
 def _images(folder: Path) -> list[Path]:
@@ -136,9 +174,43 @@ def load_dataset(root: str | Path, resolution: str = "480p") -> Dataset:
             if sequence:
                 sequences.append(sequence)
         layout = "plain"
+    elif root.is_dir() and (sequence := _flat(root, problems)) is not None:
+        sequences.append(sequence)
+        layout = "flat"
     else:
         raise FileNotFoundError(
             f"{root} is not a dataset: expected JPEGImages/<res>/<seq>/ + Annotations/<res>/<seq>/ "
-            "(DAVIS) or images/ + masks/ (plain)"
+            "(DAVIS), images/ + masks/ (plain), or NAME.jpg with NAME.png beside it or in masks/ (flat)"
         )
+    _report_empty_masks(sequences, problems)
     return Dataset(root, layout, sequences, problems)
+
+
+def _flat(root: Path, problems: list[str]) -> LabelledSequence | None:
+    """``NAME.jpg`` with its mask ``NAME.png`` beside it, or in ``masks/``; None when the folder
+    holds no such pair."""
+    photos = [p for p in _images(root) if p.suffix.lower() in (".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")]
+    if not photos:
+        return None
+    masks = root / "masks"
+    frames = []
+    for photo in photos:
+        mask = _find_mask(masks, photo.stem) if masks.is_dir() else None
+        mask = mask or next((root / f"{photo.stem}{s}" for s in (".png", ".PNG") if (root / f"{photo.stem}{s}").is_file()), None)
+        if mask is None:
+            problems.append(f"{photo}: no mask {photo.stem}.png beside it or in {masks}; not scored")
+            continue
+        frames.append(LabelledFrame(photo, mask))
+    return LabelledSequence(root.name, tuple(frames)) if frames else None
+
+
+def _report_empty_masks(sequences: list[LabelledSequence], problems: list[str]) -> None:
+    """A sequence whose first masks all mark nothing is most likely read wrong: say so by name."""
+    for sequence in sequences:
+        sample = sequence.frames[:3]
+        try:
+            if not any(load_truth_mask(frame.mask).any() for frame in sample):
+                problems.append(f"{sequence.name}: the masks {', '.join(f.mask.name for f in sample)} mark no object "
+                                "pixel (non-zero = object); check the mask files")
+        except ImageReadError:
+            pass  # reported by name when the frame is scored

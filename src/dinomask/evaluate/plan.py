@@ -25,6 +25,8 @@ class MaskEvalPlan:
     runtime: str = "auto"
     compare: tuple[str, ...] = ()
     u2netp: str | None = None
+    maskrcnn_weights: str | None = None
+    maskrcnn_class: str | None = None
 
 
 @dataclass
@@ -70,9 +72,13 @@ def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
     built.backbones = {source: cache.backbone for source, cache in caches.items()}
     for name in plan.compare:
         try:
-            built.predictors[name] = build_comparator(name, plan.u2netp if name == "u2netp" else None)
+            first = next(iter(caches.values())).backbone if caches else None
+            built.predictors[name] = build_comparator(
+                name, plan.u2netp if name == "u2netp" else plan.maskrcnn_weights, backbone=first,
+                config=plan.settings[0].config if plan.settings else None, category=plan.maskrcnn_class)
             built.refs[name] = 1
-            built.described[name] = "comparison segmenter (not one-shot: ignores the reference)"
+            built.described[name] = ("comparison segmenter (not one-shot: ignores the reference)" if name == "u2netp" else
+                                     "comparison segmenter: the instance whose DINOv2 feature matches the reference")
         except DinomaskError as exc:
             built.left_out.append(f"{name}: {exc}")
     for baseline in BASELINES:

@@ -241,7 +241,12 @@ MASKRCNN_WEIGHTS = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
 def maskrcnn_status(weights: str | Path | None = None) -> tuple[Path | None, str]:
     """Where Mask R-CNN weights are, or why it cannot run here."""
     if importlib.util.find_spec("torchvision") is None:
-        return None, "torchvision is not installed (pip install torchvision, matching your torch)"
+        return None, ("torchvision is not installed (pip install the torchvision release made for your torch; "
+                      "for a CPU torch: pip install torchvision --index-url https://download.pytorch.org/whl/cpu)")
+    try:
+        import torchvision.models.detection  # noqa: F401
+    except Exception as exc:  # a torchvision built for another torch fails here (e.g. "operator torchvision::nms does not exist")
+        return None, f"torchvision cannot load against this torch: {exc.__class__.__name__}: {exc}"
     if weights:
         path = Path(weights)
     else:
@@ -253,26 +258,90 @@ def maskrcnn_status(weights: str | Path | None = None) -> tuple[Path | None, str
     return path, "ok"
 
 
-class MaskRCNNPredictor:
-    """Mask R-CNN (ResNet-50 FPN, COCO): the most confident instance above ``min_score``.
+#: COCO category names in torchvision's Mask R-CNN label order (index 0 is the background).
+COCO_CATEGORIES = (
+    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
+    "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A", "N/A", "handbag",
+    "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork", "knife", "spoon",
+    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+    "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop",
+    "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A",
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)
 
-    Class-agnostic: it does not know the reference object, so it keeps the single most
-    confident instance of any COCO class.
+
+def choose_instance(masks: np.ndarray, scores: np.ndarray, labels: np.ndarray, image: np.ndarray, *,
+                    embed=None, reference: np.ndarray | None = None, category: int | None = None,
+                    min_score: float = 0.5) -> int | None:
+    """The instance that is the reference object, like for like with a one-shot segmenter.
+
+    Among instances scoring at least ``min_score``: those of COCO ``category`` when the user
+    names it; then the one whose masked frame (background painted black, as the reference)
+    has the global feature closest by cosine to ``reference``; without a reference, the
+    most confident.
+
+    Args:
+        masks: ``N x H x W`` bool instance masks; scores, labels: ``N``.
+        embed: ``images -> N x D`` features (the backbone's CLS).
+        reference: ``D``, the reference's feature.
+
+    Returns:
+        The chosen index, or None when no instance qualifies.
+    """
+    keep = np.flatnonzero(scores >= min_score)
+    if category is not None:
+        keep = keep[labels[keep] == category]
+    if keep.size == 0:
+        return None
+    if embed is None or reference is None or keep.size == 1:
+        return int(keep[np.argmax(scores[keep])])
+    painted = [np.where(masks[i][:, :, None], image, 0).astype(np.uint8) for i in keep]
+    features = embed(painted)
+    features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    target = reference / max(float(np.linalg.norm(reference)), 1e-12)
+    return int(keep[np.argmax(features @ target)])
+
+
+class MaskRCNNPredictor:
+    """Mask R-CNN (ResNet-50 FPN, COCO), made one-shot like for like: of its instances it keeps
+    the one that matches the reference (:func:`choose_instance`): the named COCO category's,
+    and the instance whose DINOv2 feature is closest to the reference's.
+
+    Args:
+        weights: a torchvision ``maskrcnn_resnet50_fpn`` state dict (``.pth``), or None for
+            random weights (tests).
+        backbone, config: the DINOv2 and geometry that compare instances with the reference.
+        category: a COCO category name to restrict instances to (``--maskrcnn-class dog``).
     """
 
     name = "maskrcnn"
 
-    def __init__(self, weights: str | Path, min_score: float = 0.5):
+    def __init__(self, weights: str | Path | None, backbone: Backbone | None = None,
+                 config: SegmenterConfig | None = None, category: str | None = None, min_score: float = 0.5):
         import torch
         from torchvision.models.detection import maskrcnn_resnet50_fpn
 
         self.model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-        self.model.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True), strict=True)
+        if weights is not None:
+            self.model.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True), strict=True)
         self.model.eval()
         self.min_score = min_score
+        if category is not None and category not in COCO_CATEGORIES:
+            raise DinomaskError(f"{category!r} is not a COCO category; expected one of "
+                                f"{', '.join(c for c in COCO_CATEGORIES[1:] if c != 'N/A')}")
+        self.category = COCO_CATEGORIES.index(category) if category else None
+        self.embed = None
+        if backbone is not None:
+            geometry = (config or SegmenterConfig.preset("dinomask")).geometry
+            self.embed = lambda images: np.stack([f.cls for f in extract_features(backbone, images, geometry)])
+        self.reference: np.ndarray | None = None
 
     def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        return None
+        if self.embed is not None and references:
+            painted = [np.where(mask[:, :, None], image, 0).astype(np.uint8) for image, mask in references]
+            self.reference = self.embed(painted).mean(axis=0)
 
     def predict(self, image: np.ndarray, key: str) -> Prediction:
         import torch
@@ -280,15 +349,23 @@ class MaskRCNNPredictor:
         tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
         with torch.inference_mode():
             output = self.model([tensor])[0]
-        keep = output["scores"] >= self.min_score
-        if not bool(keep.any()):
-            return Prediction(np.zeros(image.shape[:2], bool), None, "maskrcnn")
-        best = int(torch.argmax(output["scores"] * keep))
-        return Prediction(output["masks"][best, 0].numpy() > 0.5, None, "maskrcnn")
+        masks = output["masks"][:, 0].numpy() > 0.5
+        chosen = choose_instance(masks, output["scores"].numpy(), output["labels"].numpy(), image, embed=self.embed,
+                                 reference=self.reference, category=self.category, min_score=self.min_score)
+        if chosen is None:
+            return Prediction(np.zeros(image.shape[:2], bool), None, "maskrcnn: no instance")
+        return Prediction(masks[chosen], None, "maskrcnn: best match to the reference")
 
 
-def build_comparator(name: str, path: str | None = None) -> MaskPredictor:
-    """``u2netp`` or ``maskrcnn``; raises :class:`DinomaskError` saying why one is unavailable."""
+def build_comparator(name: str, path: str | None = None, *, backbone: Backbone | None = None,
+                     config: SegmenterConfig | None = None, category: str | None = None) -> MaskPredictor:
+    """``u2netp`` or ``maskrcnn``; raises :class:`DinomaskError` saying why one is unavailable.
+
+    Args:
+        path: u2netp's ``.onnx``, or Mask R-CNN's weights.
+        backbone, config: Mask R-CNN matches its instances to the reference with them.
+        category: Mask R-CNN only: keep instances of this COCO category.
+    """
     if name == "u2netp":
         found = find_u2netp(path)
         if found is None:
@@ -301,5 +378,5 @@ def build_comparator(name: str, path: str | None = None) -> MaskPredictor:
         weights, why = maskrcnn_status(path)
         if weights is None:
             raise DinomaskError(f"Mask R-CNN unavailable: {why}")
-        return MaskRCNNPredictor(weights)
+        return MaskRCNNPredictor(weights, backbone, config, category)
     raise DinomaskError(f"unknown comparison segmenter {name!r}; expected u2netp or maskrcnn")

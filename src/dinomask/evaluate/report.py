@@ -167,20 +167,36 @@ def _slug(name: str) -> str:
 
 
 def write_recognition_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
+    """metrics.json, report.md and one confusion matrix PNG per variant and classifier."""
+    from dinomask.evaluate import recognition
+
     _write_json(out_dir / "metrics.json", _header("recognition", run) | result)
     files = [out_dir / "metrics.json"]
+    categories = result["categories"]
     lines = ["# dinomask eval recognition", "", *_run_lines(run),
              f"Dataset: `{run['dataset']}`. Model: `{run['model']}`. Segmenter: `{result['segmenter']}`. "
-             f"References per class: {result['references_per_class']} (first frames, background painted black).",
-             "", "Nearest class prototype (mean CLS feature of the class's references) by cosine.", "",
-             "| variant | accuracy | " + " | ".join(f"acc. {c}" for c in result["classes"]) + " |",
-             "|---" * (len(result["classes"]) + 2) + "|"]
-    for variant, metrics in result["variants"].items():
-        cells = [_fmt(metrics["per_class_accuracy"][c]) for c in result["classes"]]
-        lines.append(f"| {variant} | {_fmt(metrics['accuracy'])} | " + " | ".join(cells) + " |")
-        files.append(plots.plot_confusion(np.array(metrics["matrix"]), result["classes"],
-                                          out_dir / f"confusion_{_slug(variant)}.png", title=variant))
+             f"Class map: `{run.get('class_map')}`.", "",
+             recognition.__doc__.split("\n\n", 1)[1].strip(), "",
+             "| category | reference clip | scored clips |", "|---|---|---|"]
+    for category in categories:
+        ref = result["reference_clips"][category]
+        scored = [f["clip"] for f in result["per_frame"] if f["category"] == category]
+        lines.append(f"| {category} | {ref} | {', '.join(sorted(set(scored)))} |")
+    lines += ["", f"References per category: {result['references_per_category']}; k-NN with k = {result['k']}; "
+              f"chance = {result['chance']:.3f}.", "",
+              "| variant | classifier | accuracy | " + " | ".join(f"acc. {c}" for c in categories) + " | removal mask J |",
+              "|---" * (len(categories) + 4) + "|"]
+    for variant, by_classifier in result["variants"].items():
+        for classifier in recognition.CLASSIFIERS:
+            metrics = by_classifier[classifier]
+            cells = [_fmt(metrics["per_class_accuracy"][c]) for c in categories]
+            lines.append(f"| {variant} | {classifier} | {_fmt(metrics['accuracy'])} | " + " | ".join(cells) +
+                         f" | {_fmt(by_classifier.get('mask_j'))} |")
+            files.append(plots.plot_confusion(np.array(metrics["matrix"]), categories,
+                                              out_dir / f"confusion_{_slug(variant)}_{_slug(classifier)}.png",
+                                              title=f"{variant}, {classifier}"))
     lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in files if p.suffix == ".png")]
+    lines += _left_out(run)
     lines += _problems(result["problems"])
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return files + [out_dir / "report.md"]
