@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -28,7 +28,7 @@ import numpy as np
 from dinomask._version import __version__
 from dinomask.backbones import Backbone, BackboneSpec
 from dinomask.errors import InvalidReferenceError, ReferenceMismatchError
-from dinomask.features import extract_features
+from dinomask.features import FrameFeatures, extract_features
 from dinomask.files import temporary_beside
 from dinomask.preprocess import DEFAULT_TOKENS, FrameLike, InputGeometry, load_image, load_mask, patch_coverage
 from dinomask.prototypes import kmeans_prototypes, l2_normalize, mean_prototype
@@ -116,8 +116,33 @@ def foreground_from_painted(image: np.ndarray, background: str, tolerance: int =
 
 
 @dataclass(frozen=True)
+class Teaching:
+    """What was taught to a reference after it was made (a report can say what was added).
+
+    Attributes:
+        views: ``(height, width)`` of each frame added as another view.
+        positive_clicks, negative_clicks: clicks that said "object" / "background".
+    """
+
+    views: tuple[tuple[int, int], ...] = ()
+    positive_clicks: int = 0
+    negative_clicks: int = 0
+
+    def describe(self) -> str:
+        return (f"{len(self.views)} added view(s), {self.positive_clicks} object click(s), "
+                f"{self.negative_clicks} background click(s)")
+
+
+#: A clicked patch's neighbours join it when their feature is at least this close (cosine).
+CLICK_NEIGHBOUR_COSINE = 0.8
+
+
+@dataclass(frozen=True)
 class Reference:
     """Features of one object, ready for a :class:`~dinomask.Segmenter`.
+
+    A reference is immutable: teaching it (:meth:`add_points`, :meth:`add_view`) returns a new
+    one, so undo is keeping the previous.
 
     Attributes:
         backbone: spec of the backbone that made it; a segmenter with another is refused.
@@ -127,6 +152,10 @@ class Reference:
         label: the object's name (used in label maps and reports).
         sources: where each photo came from.
         settings: the :class:`ReferenceSettings` used.
+        positives: ``P x C`` unit patch tokens clicked as object: each is an object prototype.
+        negatives: ``Q x C`` unit patch tokens clicked as background: each is a background
+            prototype, whatever the segmenter's background setting.
+        teaching: counts of the views and clicks added.
     """
 
     backbone: BackboneSpec
@@ -136,10 +165,16 @@ class Reference:
     label: str = "object"
     sources: tuple[str, ...] = ()
     settings: ReferenceSettings = field(default_factory=ReferenceSettings)
+    positives: np.ndarray | None = None
+    negatives: np.ndarray | None = None
+    teaching: Teaching = field(default_factory=Teaching)
 
     def __post_init__(self) -> None:
         dim = self.backbone.feature_dim
-        for name in ("cls", "foreground", "background"):
+        for name in ("positives", "negatives"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros((0, dim), np.float32))
+        for name in ("cls", "foreground", "background", "positives", "negatives"):
             array = getattr(self, name)
             if array.ndim != 2 or (array.size and array.shape[1] != dim):
                 raise ValueError(f"expected {name} of shape n x {dim}, got {array.shape}")
@@ -249,6 +284,64 @@ class Reference:
             return self.background
         return kmeans_prototypes(self.background, k)
 
+    # ------------------------------------------------------------------ teaching
+
+    def add_points(self, features: FrameFeatures, points: Sequence[tuple[float, float]], *, positive: bool,
+                   neighbour_cosine: float = CLICK_NEIGHBOUR_COSINE) -> "Reference":
+        """Clicks on a frame: each point's patch feature (and its 8 neighbours that are at least
+        ``neighbour_cosine`` alike) becomes an object prototype (``positive``) or a background
+        prototype. The next frame segmented with the new reference already uses them.
+
+        Args:
+            features: the clicked frame's features (:func:`~dinomask.features.extract_features`).
+            points: ``(x, y)`` as fractions of the frame's width and height, in [0, 1].
+
+        Returns:
+            A new reference; this one is unchanged (keep it to undo).
+        """
+        if not points:
+            raise InvalidReferenceError("expected at least one point, got none")
+        h, w = features.grid
+        rows = []
+        for x, y in points:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise InvalidReferenceError(f"a point is (x, y) as fractions of the frame in [0, 1], got ({x}, {y})")
+            row, col = min(int(y * h), h - 1), min(int(x * w), w - 1)
+            centre = features.patches[row, col]
+            rows.append(centre)
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    r, c = row + dr, col + dc
+                    if (dr or dc) and 0 <= r < h and 0 <= c < w and float(features.patches[r, c] @ centre) >= neighbour_cosine:
+                        rows.append(features.patches[r, c])
+        added = l2_normalize(np.stack(rows))
+        teaching = Teaching(self.teaching.views, self.teaching.positive_clicks + (len(points) if positive else 0),
+                            self.teaching.negative_clicks + (0 if positive else len(points)))
+        if positive:
+            return replace(self, positives=np.concatenate([self.positives, added]), teaching=teaching)
+        return replace(self, negatives=np.concatenate([self.negatives, added]), teaching=teaching)
+
+    def add_view(self, backbone: Backbone, image: FrameLike, mask: FrameLike) -> "Reference":
+        """Another view of the object: a frame and its mask (after clicks, from the live result),
+        pooled with this reference's views as :meth:`merge` does.
+
+        Raises:
+            InvalidReferenceError: the mask is empty or covers the whole frame (it would teach
+                nothing, or teach that everything is the object).
+        """
+        frame = load_image(image)
+        object_mask = load_mask(mask, size=frame.shape[:2])
+        if not object_mask.any():
+            raise InvalidReferenceError("this view's mask is empty: there is no object in it to add")
+        if object_mask.all():
+            raise InvalidReferenceError("this view's mask covers the whole frame: it would teach that everything "
+                                        "is the object; correct it with clicks first")
+        view = Reference.from_images(backbone, [frame], [object_mask], settings=self.settings, label=self.label)
+        merged = Reference.merge([self, view], label=self.label)
+        teaching = Teaching(self.teaching.views + (tuple(frame.shape[:2]),), self.teaching.positive_clicks,
+                            self.teaching.negative_clicks)
+        return replace(merged, teaching=teaching)
+
     def check_backbone(self, spec: BackboneSpec, where: str = "this reference") -> None:
         """Raise :class:`ReferenceMismatchError` unless ``spec`` produces the same features."""
         mine = self.backbone
@@ -274,6 +367,9 @@ class Reference:
             "backbone": self.backbone.__dict__,
             "label": self.label,
             "sources": list(self.sources),
+            "teaching": {"views": [list(v) for v in self.teaching.views],
+                         "positive_clicks": self.teaching.positive_clicks,
+                         "negative_clicks": self.teaching.negative_clicks},
             "settings": {
                 "background": self.settings.background,
                 "tolerance": self.settings.tolerance,
@@ -289,6 +385,7 @@ class Reference:
                 np.savez_compressed(
                     handle, meta=np.array(json.dumps(meta)), cls=self.cls,
                     foreground=self.foreground, background=self.background,
+                    positives=self.positives, negatives=self.negatives,
                 )
             os.replace(tmp, path)
         except BaseException:
@@ -306,6 +403,7 @@ class Reference:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {k: data[k].astype(np.float32) for k in ("cls", "foreground", "background")}
+                arrays |= {k: data[k].astype(np.float32) for k in ("positives", "negatives") if k in data.files}
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             raise InvalidReferenceError(
                 f"{path} is not a dinomask reference file (expected an .npz written by "
@@ -326,9 +424,12 @@ class Reference:
             geometry=InputGeometry(resolution=s["resolution"], keep_aspect=s["keep_aspect"],
                                    tokens=s.get("tokens", DEFAULT_TOKENS)),
         )
+        taught = meta.get("teaching", {})
+        teaching = Teaching(tuple(tuple(v) for v in taught.get("views", ())), int(taught.get("positive_clicks", 0)),
+                            int(taught.get("negative_clicks", 0)))
         reference = cls(
             backbone=BackboneSpec(**spec_data), label=meta["label"], sources=tuple(meta["sources"]),
-            settings=settings, **arrays,
+            settings=settings, teaching=teaching, **arrays,
         )
         if backbone is not None:
             reference.check_backbone(backbone, where=f"reference {path}")
@@ -350,4 +451,9 @@ class Reference:
             label=label or first.label,
             sources=tuple(s for r in references for s in r.sources),
             settings=first.settings,
+            positives=np.concatenate([r.positives for r in references]),
+            negatives=np.concatenate([r.negatives for r in references]),
+            teaching=Teaching(tuple(v for r in references for v in r.teaching.views),
+                              sum(r.teaching.positive_clicks for r in references),
+                              sum(r.teaching.negative_clicks for r in references)),
         )

@@ -270,12 +270,15 @@ class Segmenter:
                 reference.background_prototypes(self.config.background_k)
                 if use_reference_bg else np.zeros((0, reference.foreground.shape[1]), np.float32)
             )
-            objects.append(
-                _ObjectModel(reference.label, reference.prototypes(self.config.prototype, self.config.k), background)
-            )
+            # taught clicks count whatever the settings: a positive is an object prototype, a
+            # negative a background prototype
+            prototypes = np.concatenate([reference.prototypes(self.config.prototype, self.config.k), reference.positives])
+            background = np.concatenate([background, reference.negatives])
+            objects.append(_ObjectModel(reference.label, prototypes, background))
         self._objects = objects
         self.references = tuple(references)
         self._smoother.reset()
+        self._propagator.reset()  # scores carried by flow were made with the old reference
 
     @property
     def object_names(self) -> tuple[str, ...]:

@@ -1,0 +1,81 @@
+"""Teaching while frames come: clicks and extra views change a segmenter's reference, with
+undo and reset. One :class:`Teacher` serves the web page (through the server) and ``live``.
+
+The teacher holds the history of references (the first is the original); every change
+replaces the segmenter's reference, so the next frame already uses it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from dinomask.backbones import Backbone
+from dinomask.errors import InvalidReferenceError
+from dinomask.features import extract_features
+from dinomask.reference import Reference
+
+#: The live commands, one character each (keys in the window, lines on stdin without one).
+COMMANDS = {"a": "add this view", "+": "threshold up", "-": "threshold down", "u": "undo",
+            "r": "reset to the original reference", "s": "save the taught reference", "q": "quit"}
+#: How far one ``+`` or ``-`` moves a fixed threshold.
+THRESHOLD_STEP = 0.05
+
+
+class Teacher:
+    """The taught reference of one object, its history, and the segmenter that uses it.
+
+    Args:
+        backbone: the backbone that computes a clicked frame's features.
+        reference: the original reference.
+        on_change: called with each new reference (e.g. ``segmenter.set_reference``).
+    """
+
+    def __init__(self, backbone: Backbone, reference: Reference, on_change=None):
+        self.backbone = backbone
+        self.history: list[Reference] = [reference]
+        self.on_change = on_change or (lambda reference: None)
+        self._lock = threading.Lock()
+
+    @property
+    def original(self) -> Reference:
+        return self.history[0]
+
+    @property
+    def current(self) -> Reference:
+        return self.history[-1]
+
+    def _push(self, reference: Reference) -> Reference:
+        with self._lock:
+            self.history.append(reference)
+        self.on_change(reference)
+        return reference
+
+    def click(self, frame: np.ndarray, points: Sequence[tuple[float, float]], *, positive: bool) -> Reference:
+        """Clicks on ``frame`` (``H x W x 3`` RGB): ``(x, y)`` fractions of its width and height."""
+        (features,) = extract_features(self.backbone, [frame], self.current.settings.geometry)
+        return self._push(self.current.add_points(features, points, positive=positive))
+
+    def add_view(self, frame: np.ndarray, mask: np.ndarray) -> Reference:
+        """``frame`` with its ``mask`` (``H x W`` bool) as another view of the object."""
+        return self._push(self.current.add_view(self.backbone, frame, mask))
+
+    def undo(self) -> Reference:
+        """Back one step; the original reference stays."""
+        with self._lock:
+            if len(self.history) == 1:
+                raise InvalidReferenceError("nothing to undo: this is the original reference")
+            self.history.pop()
+            reference = self.history[-1]
+        self.on_change(reference)
+        return reference
+
+    def reset(self) -> Reference:
+        """Back to the original reference (the history is kept only up to it)."""
+        with self._lock:
+            del self.history[1:]
+            reference = self.history[0]
+        self.on_change(reference)
+        return reference

@@ -1,0 +1,105 @@
+"""Teaching while frames come, with planted features (a patch's feature is its colour): a
+negative click removes a distractor from the next frame and undo brings it back; a second
+view finds an object whose appearance changed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dinomask.errors import InvalidReferenceError
+from dinomask.features import extract_features
+from dinomask.keyframes import KeyframeSettings
+from dinomask.postprocess import TemporalSettings
+from dinomask.reference import Reference
+from dinomask.segmenter import Segmenter, SegmenterConfig
+from dinomask.teach import Teacher
+from tests.helpers import reference_on_black
+
+ORANGE, RED, BLUE, GREY = (230, 120, 30), (220, 60, 40), (30, 90, 210), (128, 128, 128)
+H, W = 140, 280  # a 10 x 20 grid of 14 px patches at 140 px
+GEOMETRY_CONFIG = dict(threshold="0.5", background="none", upsample="nearest", temporal=TemporalSettings(alpha=0.0),
+                       keyframes=KeyframeSettings(policy="off"))
+
+
+def frame(object_colour=ORANGE, distractor: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A grey scene with the object (left) and, optionally, a red distractor (right)."""
+    image = np.full((H, W, 3), GREY, np.uint8)
+    obj = np.zeros((H, W), bool)
+    obj[28:112, 28:112] = True
+    image[obj] = object_colour
+    other = np.zeros((H, W), bool)
+    if distractor:
+        other[42:98, 182:238] = True
+        image[other] = RED
+    return image, obj, other
+
+
+@pytest.fixture
+def setup(colour_backbone):
+    from dinomask.preprocess import InputGeometry
+
+    settings_geometry = InputGeometry(resolution=140)
+    from dinomask.reference import ReferenceSettings
+
+    reference = Reference.from_images(colour_backbone, [reference_on_black(140, ORANGE)],
+                                      settings=ReferenceSettings(geometry=settings_geometry))
+    config = SegmenterConfig(geometry=settings_geometry, **GEOMETRY_CONFIG)
+    segmenter = Segmenter(colour_backbone, reference, config)
+    return colour_backbone, reference, segmenter
+
+
+def test_a_negative_click_removes_a_distractor_and_undo_brings_it_back(setup):
+    backbone, reference, segmenter = setup
+    image, obj, distractor = frame()
+    before = segmenter.predict(image).mask
+    assert before[distractor].mean() > 0.9 and before[obj].mean() > 0.9  # red passes for orange at 0.5
+    teacher = Teacher(backbone, reference, on_change=segmenter.set_reference)
+    teacher.click(image, [(210 / W, 70 / H)], positive=False)  # on the distractor
+    after = segmenter.predict(image).mask
+    assert after[distractor].mean() == 0.0 and after[obj].mean() > 0.9
+    assert teacher.current.teaching.negative_clicks == 1 and len(teacher.current.negatives) >= 1
+    teacher.undo()
+    assert segmenter.predict(image).mask[distractor].mean() > 0.9
+    with pytest.raises(InvalidReferenceError, match="nothing to undo"):
+        teacher.undo()
+
+
+def test_a_second_view_finds_an_object_whose_appearance_changed(setup):
+    backbone, reference, segmenter = setup
+    sequence = [frame(ORANGE, distractor=False) for _ in range(5)] + [frame(BLUE, distractor=False) for _ in range(5)]
+    lost = [segmenter.predict(image).mask for image, _, _ in sequence]
+    iou = [float((m & o).sum() / (m | o).sum()) for m, (_, o, _) in zip(lost, sequence)]
+    assert min(iou[:5]) > 0.9 and max(iou[5:]) < 0.1  # the blue half is lost with one view
+    teacher = Teacher(backbone, reference, on_change=segmenter.set_reference)
+    image, mask, _ = sequence[5]
+    teacher.add_view(image, mask)  # the user's view of the changed object (its mask after clicks)
+    found = [segmenter.predict(image).mask for image, _, _ in sequence[6:]]
+    assert all(float((m & o).sum() / (m | o).sum()) > 0.9 for m, (_, o, _) in zip(found, sequence[6:]))
+    assert segmenter.predict(sequence[0][0]).mask[sequence[0][1]].mean() > 0.9  # the first look is still known
+    assert teacher.current.teaching.views == ((H, W),)
+    teacher.reset()
+    assert segmenter.predict(sequence[6][0]).mask[sequence[6][1]].mean() < 0.1
+
+
+def test_a_view_with_an_empty_or_full_mask_is_refused(setup):
+    backbone, reference, _ = setup
+    image, _, _ = frame()
+    with pytest.raises(InvalidReferenceError, match="empty"):
+        reference.add_view(backbone, image, np.zeros((H, W), bool))
+    with pytest.raises(InvalidReferenceError, match="whole frame"):
+        reference.add_view(backbone, image, np.ones((H, W), bool))
+
+
+def test_a_taught_reference_keeps_its_clicks_and_views_on_disk(setup, tmp_path):
+    backbone, reference, _ = setup
+    image, obj, _ = frame()
+    (features,) = extract_features(backbone, [image], reference.settings.geometry)
+    taught = reference.add_points(features, [(0.75, 0.5)], positive=False).add_points(features, [(0.2, 0.5)], positive=True)
+    taught = taught.add_view(backbone, image, obj)
+    loaded = Reference.load(taught.save(tmp_path / "taught.npz"))
+    assert loaded.teaching == taught.teaching
+    assert (loaded.teaching.positive_clicks, loaded.teaching.negative_clicks, loaded.teaching.views) == (1, 1, ((H, W),))
+    assert np.allclose(loaded.negatives, taught.negatives) and np.allclose(loaded.positives, taught.positives)
+    with pytest.raises(InvalidReferenceError, match="fractions"):
+        reference.add_points(features, [(1.5, 0.5)], positive=True)
