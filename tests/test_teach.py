@@ -103,3 +103,43 @@ def test_a_taught_reference_keeps_its_clicks_and_views_on_disk(setup, tmp_path):
     assert np.allclose(loaded.negatives, taught.negatives) and np.allclose(loaded.positives, taught.positives)
     with pytest.raises(InvalidReferenceError, match="fractions"):
         reference.add_points(features, [(1.5, 0.5)], positive=True)
+
+
+def _clip(path, frames):
+    from dinomask.files import AtomicVideoWriter
+
+    with AtomicVideoWriter(path, 5, (W, H)) as writer:
+        for image in frames:
+            writer.write(image)
+    return path
+
+
+def test_live_commands_teach_between_frames_and_the_taught_reference_is_saved(setup, tmp_path):
+    from dinomask.live import LiveOptions, run_live_command
+
+    backbone, reference, segmenter = setup
+    clip = _clip(tmp_path / "clip.mp4", [frame(ORANGE, distractor=False)[0]] * 10 + [frame(BLUE, distractor=False)[0]] * 10)
+    options = LiveOptions(source=str(clip), window=False, save_ref=tmp_path / "taught.npz")
+    stats = run_live_command(segmenter, options, commands=iter(["+", "a", "x", "s", "q"]))
+    assert stats.frames_processed < 20  # q stopped it
+    saved = Reference.load(tmp_path / "taught.npz")
+    assert saved.teaching.views == ((H, W),)
+    assert segmenter.config.threshold == "0.55"  # + moved the fixed 0.5 by one step
+    with pytest.raises(Exception, match="exists"):
+        run_live_command(segmenter, options, commands=iter(["q"]))  # no surprise overwrite of the saved file
+
+
+def test_the_live_command_writes_the_reference_on_exit_without_a_window(tmp_path, dog_ref, davis, capsys):
+    from dinomask.cli import main
+    from dinomask.files import AtomicVideoWriter
+    from dinomask.preprocess import load_image
+
+    frames = [load_image(p) for p in sorted((davis / "JPEGImages/480p/dog").glob("*.jpg"))[:4]]
+    clip = tmp_path / "dog.mp4"
+    with AtomicVideoWriter(clip, 5, (frames[0].shape[1], frames[0].shape[0])) as writer:
+        for image in frames:
+            writer.write(image)
+    assert main(["live", "-r", str(dog_ref), "--source", str(clip), "--no-window", "-o", str(tmp_path / "rec.mp4"),
+                 "--save-ref", str(tmp_path / "taught.npz")]) == 0
+    assert Reference.load(tmp_path / "taught.npz").teaching.views == ()
+    assert "saved" in capsys.readouterr().err

@@ -266,8 +266,10 @@ def live(
     keyframes: KeyframesOpt = None,
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
+    save_ref: Annotated[Optional[Path], typer.Option("--save-ref", help="Write the taught reference here on 's' and on exit (.npz).")] = None,
 ) -> None:
-    """Live background removal from a camera, stream or video, with FPS and stage latencies."""
+    """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
+    view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
     from dinomask.live import LiveOptions, run_live_command
 
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
@@ -275,12 +277,14 @@ def live(
                               keyframes=keyframes)
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
-        retry_seconds=retry_seconds, background=background, overwrite=overwrite,
+        retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,
     )
-    if output is not None:
-        from dinomask.files import check_writable
+    from dinomask.files import check_writable
 
+    if output is not None:
         check_writable(output.parent, "the recording")
+    if save_ref is not None:
+        check_writable(save_ref.parent, "the taught reference")
     if options.window:
         from dinomask.live import check_window_support
 

@@ -1,18 +1,30 @@
-"""``dinomask live``: a segmenter on a camera, stream or video, shown in a window or recorded."""
+"""``dinomask live``: a segmenter on a camera, stream or video, shown in a window or recorded,
+and taught while it runs (keys in the window, or lines on stdin without one)::
+
+    a  add this frame, with its current mask, as another view of the object
+    +  threshold up (a fixed cosine, from the current frame's)     -  threshold down
+    u  undo the last view        r  reset to the original reference
+    s  save the taught reference (--save-ref; also written on exit)        q  quit
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import queue
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
 
 from dinomask.composite import Background, composite
-from dinomask.errors import DinomaskError
+from dinomask.errors import DinomaskError, InvalidReferenceError
 from dinomask.files import AtomicVideoWriter
 from dinomask.segmenter import Segmenter
+from dinomask.teach import COMMANDS, THRESHOLD_STEP, Teacher
 from dinomask.video import Frame, FrameSource, LiveStats, SourceSettings, StageMeter, parse_source, run_live
 
 WINDOW = "dinomask"
@@ -29,7 +41,8 @@ class LiveOptions:
         max_frames: stop after this many processed frames.
         retry_seconds: how long to retry a camera or stream that disconnects.
         background: what replaces the background.
-        overwrite: allow replacing an existing ``output``.
+        overwrite: allow replacing an existing ``output`` or ``save_ref``.
+        save_ref: write the taught reference here on ``s`` and on exit.
     """
 
     source: str = "0"
@@ -39,6 +52,7 @@ class LiveOptions:
     retry_seconds: float = 10.0
     background: str = "black"
     overwrite: bool = False
+    save_ref: Path | None = None
 
 
 def check_window_support() -> None:
@@ -52,13 +66,99 @@ def check_window_support() -> None:
         ) from None
 
 
-def _draw_fps(image: np.ndarray, meter: StageMeter, keyframes: str = "") -> np.ndarray:
+KEYS_HELP = "a add view  +/- threshold  u undo  r reset  s save  q quit"
+
+
+def _draw_fps(image: np.ndarray, meter: StageMeter, keyframes: str = "", taught: str = "") -> np.ndarray:
     summary = meter.summary()
     text = f"{summary['fps']:.1f} FPS  backbone {summary.get('backbone_ms', 0.0):.0f} ms  {keyframes}".rstrip()
     out = np.ascontiguousarray(image[:, :, :3])
-    cv2.putText(out, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
-    cv2.putText(out, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
+    for row, line in enumerate(filter(None, (text, taught))):
+        y = 28 + 26 * row
+        cv2.putText(out, line, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 if row else 0.8, (0, 0, 0), 4, cv2.LINE_AA)
+        cv2.putText(out, line, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 if row else 0.8, (255, 255, 255), 2, cv2.LINE_AA)
     return out
+
+
+class LiveTeaching:
+    """The live commands (:data:`~dinomask.teach.COMMANDS`) applied to a segmenter between frames.
+
+    Commands arrive on a queue from any thread (window keys, stdin lines); the model stage
+    calls :meth:`apply` after each frame, with that frame and its result, so ``a`` adds
+    exactly the frame the user saw. With several references, the first is taught.
+    """
+
+    def __init__(self, segmenter: Segmenter, save_ref: Path | None = None, say=None):
+        self.segmenter = segmenter
+        self.others = list(segmenter.references[1:])
+        self.teacher = Teacher(segmenter.backbone, segmenter.references[0],
+                               on_change=lambda reference: segmenter.set_reference([reference, *self.others]))
+        self.original_threshold = segmenter.config.threshold
+        self.save_ref = save_ref
+        self.commands: queue.Queue[str] = queue.Queue()
+        self.say = say or (lambda text: print(f"live: {text}", file=sys.stderr, flush=True))
+        self.quit = threading.Event()
+
+    def feed(self, lines: Iterable[str]) -> threading.Thread:
+        """Read commands from ``lines`` (e.g. ``sys.stdin``) on a daemon thread."""
+        def read() -> None:
+            try:
+                for line in lines:
+                    if line.strip():
+                        self.commands.put(line.strip()[0])
+            except (OSError, ValueError):  # stdin closed or unreadable (a test runner's)
+                return
+
+        thread = threading.Thread(target=read, name="dinomask-commands", daemon=True)
+        thread.start()
+        return thread
+
+    def status(self) -> str:
+        taught = self.teacher.current.teaching
+        return f"views +{len(taught.views)}  thr {self.segmenter.config.threshold}  |  {KEYS_HELP}"
+
+    def apply(self, image: np.ndarray, result) -> None:
+        """Run every waiting command against this frame and its result."""
+        while True:
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._run(command, image, result)
+            except InvalidReferenceError as exc:
+                self.say(f"{COMMANDS.get(command, command)} refused: {exc}")
+
+    def _run(self, command: str, image: np.ndarray, result) -> None:
+        if command == "a":
+            self.teacher.add_view(image, result.mask)
+            self.say(f"added a view of {image.shape[1]}x{image.shape[0]}: {self.teacher.current.teaching.describe()}")
+        elif command in "+-":
+            base = result.threshold if result.threshold is not None else 0.5
+            value = float(np.clip(base + (THRESHOLD_STEP if command == "+" else -THRESHOLD_STEP), -0.95, 0.95))
+            self.segmenter.config = self.segmenter.config.replace(threshold=f"{value:.2f}")
+            self.say(f"threshold {value:.2f}")
+        elif command == "u":
+            self.teacher.undo()
+            self.say(f"undone: {self.teacher.current.teaching.describe()}")
+        elif command == "r":
+            self.teacher.reset()
+            self.segmenter.config = self.segmenter.config.replace(threshold=self.original_threshold)
+            self.say("reset to the original reference and threshold")
+        elif command == "s":
+            self.save()
+        elif command == "q":
+            self.quit.set()
+        else:
+            self.say(f"unknown command {command!r}; keys: {KEYS_HELP}")
+
+    def save(self) -> Path | None:
+        if self.save_ref is None:
+            self.say("nothing saved: start live with --save-ref taught.npz to keep what it was taught")
+            return None
+        path = self.teacher.current.save(self.save_ref, overwrite=True)
+        self.say(f"saved {path}: {self.teacher.current.teaching.describe()}")
+        return path
 
 
 def segment_frames(segmenter: Segmenter):
@@ -73,39 +173,65 @@ def segment_frames(segmenter: Segmenter):
     return process
 
 
-def run_live_command(segmenter: Segmenter, options: LiveOptions) -> LiveStats:
-    """Run the live loop with the options' source and outputs; returns its statistics."""
+def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Iterable[str] | None = None) -> LiveStats:
+    """Run the live loop with the options' source and outputs; returns its statistics.
+
+    Args:
+        commands: live commands to read (one per line); default: the window's keys, or
+            ``sys.stdin`` when there is no window.
+    """
     background = Background.parse(options.background)
     if background.kind == "transparent":
         raise DinomaskError("live output cannot be transparent; use black, white, blur or a colour")
-    if options.output is not None and options.output.exists() and not options.overwrite:
-        raise DinomaskError(f"{options.output} exists; pass --overwrite to replace it")
+    for path in (options.output, options.save_ref):
+        if path is not None and path.exists() and not options.overwrite:
+            raise DinomaskError(f"{path} exists; pass --overwrite to replace it")
     source = FrameSource(parse_source(options.source), SourceSettings(retry_seconds=options.retry_seconds))
     segmenter.reset()
+    teaching = LiveTeaching(segmenter, options.save_ref)
+    if commands is not None:
+        teaching.feed(commands)
+    elif not options.window:
+        teaching.feed(sys.stdin)
     state: dict = {}
+    stop = threading.Event()
+    segment = segment_frames(segmenter)
 
-    process = segment_frames(segmenter)
+    def process(frame: Frame, meter: StageMeter):
+        result = segment(frame, meter)
+        teaching.apply(frame.image, result)  # after the frame: "a" adds what the user saw
+        if teaching.quit.is_set():
+            stop.set()
+        return result
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:
         state["grid"] = result.grid
-        shown = _draw_fps(composite(frame.image, result.mask, background), meter, _keyframe_text(segmenter))
+        shown = _draw_fps(composite(frame.image, result.mask, background), meter, _keyframe_text(segmenter),
+                          teaching.status())
         if options.output is not None:
             if "writer" not in state:
                 state["writer"] = AtomicVideoWriter(options.output, source.fps, (shown.shape[1], shown.shape[0]))
             state["writer"].write(shown)
         if options.window:
             cv2.imshow(WINDOW, shown[:, :, ::-1])
-            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            key = cv2.waitKey(1) & 0xFF
+            if key == 27:
                 return False
+            if chr(key) in COMMANDS:
+                teaching.commands.put(chr(key))
         return True
 
+    if options.window:
+        cv2.setWindowTitle(WINDOW, f"dinomask  |  {KEYS_HELP}")
     try:
-        stats = run_live(source, process, output, max_frames=options.max_frames)
+        stats = run_live(source, process, output, max_frames=options.max_frames, stop=stop)
     finally:
         if "writer" in state:
             state["writer"].close(keep=True)  # a recording cut short by a lost camera is still worth keeping
         if options.window:
             cv2.destroyAllWindows()
+        if options.save_ref is not None:
+            teaching.save()
     counts = segmenter.keyframe_stats
     return dataclasses.replace(
         stats, grid=state.get("grid"), keyframes=segmenter.config.keyframes.describe(),

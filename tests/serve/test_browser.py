@@ -151,3 +151,80 @@ def test_dropping_image_files_streams_them_through_the_socket(server, chrome, da
     stats = chrome.execute_script("return window.dinomask.lastStats")
     assert stats["frame"] == 2 and stats["width"] == 854
     wait_for(chrome, "return window.dinomask.running === false")  # the page stops after the last image
+
+
+def _result_pixels(driver) -> np.ndarray:
+    """The result image as the page shows it (RGB), read back through a canvas."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    data = driver.execute_script(
+        "const i = document.getElementById('result'); const c = document.createElement('canvas');"
+        "c.width = i.naturalWidth; c.height = i.naturalHeight; c.getContext('2d').drawImage(i, 0, 0);"
+        "return c.toDataURL('image/png');")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1]))).convert("RGB"))
+
+
+def test_a_background_click_clears_that_region_and_the_taught_reference_downloads(server, chrome, davis, tmp_path):
+    """Stream the fake camera at a low threshold (background kept), right-click a kept background
+    region: the result there falls to zero; download the taught reference and use it with the CLI."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from dinomask.cli import main
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    chrome.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    chrome.get(server + "/")
+    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
+    chrome.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
+    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
+    chrome.find_element(By.ID, "make-ref").click()
+    wait_for(chrome, "return window.dinomask.reference")
+    chrome.find_element(By.ID, "auto-threshold").click()  # a fixed, low threshold keeps much of the scene
+    chrome.execute_script("const t = document.getElementById('threshold'); t.value = '0.1'; t.dispatchEvent(new Event('input'));")
+    wait_for(chrome, "return !document.getElementById('camera').disabled")
+    chrome.find_element(By.ID, "camera").click()
+    wait_for(chrome, "return window.dinomask.frames >= 3")
+
+    truth = load_mask(davis / "Annotations/480p/dog/00000.png")
+    before = _result_pixels(chrome)
+    kept = (before.max(axis=2) > 40) & ~cv2.resize(truth.astype(np.uint8), before.shape[1::-1]).astype(bool)
+    kept = cv2.erode(kept.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)  # well inside a kept region
+    assert kept.any(), "the low threshold kept no background region to correct"
+    ys, xs = np.nonzero(kept)
+    y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+    h, w = before.shape[:2]
+    window = (slice(max(0, y - 4), y + 5), slice(max(0, x - 4), x + 5))
+    assert (before[window].max(axis=2) > 40).mean() > 0.9
+
+    image = chrome.find_element(By.ID, "result")
+    size = image.size
+    ActionChains(chrome).move_to_element_with_offset(
+        image, int((x + 0.5) / w * size["width"] - size["width"] / 2), int((y + 0.5) / h * size["height"] - size["height"] / 2)
+    ).context_click().perform()
+    wait_for(chrome, "return window.dinomask.taught && window.dinomask.taught.background_clicks === 1")
+    frames = chrome.execute_script("return window.dinomask.frames")
+    wait_for(chrome, f"return window.dinomask.frames >= {frames + 3}")
+    after = _result_pixels(chrome)
+    assert (after[window].max(axis=2) > 40).mean() < 0.05  # the clicked region is gone from the result
+    shot = os.environ.get("DINOMASK_TEACH_SCREENSHOT")
+    if shot:
+        chrome.save_screenshot(shot)
+
+    chrome.find_element(By.ID, "download").click()
+    deadline = time.time() + 30
+    while not list(downloads.glob("*.npz")) and time.time() < deadline:
+        time.sleep(0.2)
+    (taught,) = downloads.glob("*.npz")
+    chrome.find_element(By.ID, "stop").click()
+    out = tmp_path / "out"
+    assert main(["remove", str(davis / "JPEGImages/480p/dog/00000.jpg"), "-r", str(taught), "-o", str(out), "-q",
+                 "--threshold", "0.1"]) == 0
+    from dinomask.reference import Reference
+
+    assert Reference.load(taught).teaching.negative_clicks == 1
+    assert (out / "00000.png").is_file()

@@ -102,6 +102,23 @@ class Output(str, Enum):
     overlay = "overlay"
 
 
+class ClickKind(str, Enum):
+    object = "object"
+    background = "background"
+
+
+def _points(text: str) -> list[tuple[float, float]]:
+    """``[[x, y], ...]`` with fractions in [0, 1] -> list of tuples; 422 naming ``points`` otherwise."""
+    try:
+        data = json.loads(text)
+        points = [(float(x), float(y)) for x, y in data]
+    except (ValueError, TypeError):
+        raise ApiError(422, f'expected JSON like [[0.5, 0.25]], got {text[:60]!r}', parameter="points") from None
+    if not points or len(points) > 64 or not all(0.0 <= v <= 1.0 for p in points for v in p):
+        raise ApiError(422, "expected 1 to 64 points, each (x, y) fractions of the frame in [0, 1]", parameter="points")
+    return points
+
+
 class PaintedBackground(str, Enum):
     auto = "auto"
     black = "black"
@@ -208,8 +225,11 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         return Response(generate_latest(engine.registry), media_type=CONTENT_TYPE_LATEST)
 
     def describe(ref_id: str, reference: Reference) -> dict:
+        taught = reference.teaching
         return {"id": ref_id, "label": reference.label, "object_patches": len(reference.foreground),
-                "background_patches": len(reference.background), "images": len(reference.cls)}
+                "background_patches": len(reference.background), "images": len(reference.cls),
+                "views_added": len(taught.views), "object_clicks": taught.positive_clicks,
+                "background_clicks": taught.negative_clicks}
 
     @app.post("/v1/references", status_code=201, tags=["references"], dependencies=secured,
               responses=_errors(*guarded, 409, 413, 415, 422, 503))
@@ -258,6 +278,81 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
     def delete_reference(ref_id: str):
         engine.delete_reference(ref_id)
         return Response(status_code=204)
+
+    @app.post("/v1/references/{ref_id}/points", tags=["teaching"], dependencies=secured,
+              responses=_errors(*guarded, 404, 413, 415, 422, 503))
+    async def add_points(
+        ref_id: str,
+        image: Annotated[UploadFile, File(description="The frame that was clicked (JPEG, PNG, WebP).")],
+        points: Annotated[str, Form(max_length=4000, description='Clicks as JSON [[x, y], ...], fractions of the frame width and height in [0, 1].')],
+        kind: Annotated[ClickKind, Form(description="object: this is the object; background: this is not.")] = ClickKind.object,
+    ) -> dict:
+        """Teach with clicks: each clicked patch (and its alike neighbours) becomes an object or a
+        background prototype of this reference. Streams use it from their next frame."""
+        teacher = engine.teacher(ref_id)
+        clicks = _points(points)
+        data = await image.read(config.max_upload_bytes + 1)
+
+        def work() -> Reference:
+            return teacher.click(decode_upload(data, config, "image"), clicks, positive=kind is ClickKind.object)
+
+        return describe(ref_id, await engine.run(work))
+
+    @app.post("/v1/references/{ref_id}/views", tags=["teaching"], dependencies=secured,
+              responses=_errors(*guarded, 404, 413, 415, 422, 503))
+    async def add_view(
+        ref_id: str,
+        image: Annotated[UploadFile, File(description="A frame showing the object (JPEG, PNG, WebP).")],
+        mask: Annotated[Optional[UploadFile], File(description="Its mask (non-zero = object); without one, the frame's mask under the current reference is used.")] = None,
+    ) -> dict:
+        """Add another view of the object: a frame and its mask, pooled with the reference's views."""
+        teacher = engine.teacher(ref_id)
+        frame_bytes = await image.read(config.max_upload_bytes + 1)
+        mask_bytes = None if mask is None else await mask.read(config.max_upload_bytes + 1)
+
+        def work() -> Reference:
+            frame = decode_upload(frame_bytes, config, "image")
+            if mask_bytes is None:
+                object_mask = Segmenter(backbone, teacher.current, SegmenterConfig.preset("dinomask")).predict(frame).mask
+            else:
+                raw = decode_upload(mask_bytes, config, "mask", keep_alpha=True)
+                if raw.shape[:2] != frame.shape[:2]:
+                    raise ApiError(422, f"size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
+                                        f"{frame.shape[1]}x{frame.shape[0]}", parameter="mask")
+                object_mask = mask_from_pixels(raw)
+            return teacher.add_view(frame, object_mask)
+
+        try:
+            return describe(ref_id, await engine.run(work))
+        except InvalidReferenceError as exc:
+            raise ApiError(422, str(exc), parameter="mask") from None
+
+    @app.post("/v1/references/{ref_id}/undo", tags=["teaching"], dependencies=secured, responses=_errors(*guarded, 404, 409, 422))
+    def undo(ref_id: str) -> dict:
+        """Take back the last click or view."""
+        try:
+            return describe(ref_id, engine.teacher(ref_id).undo())
+        except InvalidReferenceError as exc:
+            raise ApiError(409, str(exc)) from None
+
+    @app.post("/v1/references/{ref_id}/reset", tags=["teaching"], dependencies=secured, responses=_errors(*guarded, 404, 422))
+    def reset(ref_id: str) -> dict:
+        """Back to the reference as it was made."""
+        return describe(ref_id, engine.teacher(ref_id).reset())
+
+    @app.get("/v1/references/{ref_id}/download", tags=["teaching"], dependencies=secured,
+             responses={200: {"content": {"application/octet-stream": {}}, "description": "The reference as .npz"},
+                        **_errors(*guarded, 404, 422)})
+    def download(ref_id: str) -> Response:
+        """The reference, taught clicks and views included, as the .npz that ``dinomask remove --ref`` reads."""
+        import tempfile
+
+        reference = engine.get_reference(ref_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            payload = reference.save(f"{tmp}/reference.npz").read_bytes()
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in reference.label) or "reference"
+        return Response(payload, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.npz"'})
 
     @app.post("/v1/remove", tags=["segmentation"], dependencies=secured,
               responses={200: {"content": {"image/png": {}}, "description": "The result as PNG"},
@@ -319,6 +414,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
             return Segmenter(backbone, ref, cfg.replace(threshold=rule_text) if rule_text else cfg)
 
         segmenter = make(rule)
+        rule_text = rule
         count = 0
         engine.streams += 1
         try:
@@ -332,13 +428,18 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                         if not isinstance(data, dict):
                             raise ValueError(f'expected a JSON object such as {{"threshold": "0.6"}}, got {type(data).__name__}')
                         if "threshold" in data:
-                            segmenter = make(_threshold(str(data["threshold"])))
+                            rule_text = _threshold(str(data["threshold"]))
+                            segmenter = make(rule_text)
                         await websocket.send_text(json.dumps({"ok": True, "threshold": str(data.get("threshold"))}))
                     except (ApiError, ValueError) as exc:
                         await websocket.send_text(json.dumps({"error": getattr(exc, "message", str(exc)), "status": 422}))
                     continue
                 started = time.perf_counter()
                 payload = message.get("bytes") or b""
+                taught = engine.references.get(reference)
+                if taught is not None and taught is not ref:  # clicks or a view changed it: use it from this frame
+                    ref = taught
+                    segmenter = make(rule_text)
 
                 def work(seg=segmenter, data=payload, index=count):  # admitted first, then decoded off the loop
                     image = decode_upload(data, config, "frame")

@@ -17,6 +17,7 @@ from dinomask.preprocess import pil_to_array
 from dinomask.reference import Reference
 from dinomask.segmenter import Segmenter, SegmenterConfig
 from dinomask.serve.config import ServeConfig
+from dinomask.teach import Teacher
 
 # What /v1 accepts, as the docs say; PIL would also open BMP, TIFF, ICO, PPM, QOI ... .
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -49,6 +50,7 @@ class Engine:
         self.backbone = backbone
         self.config = config
         self.references: OrderedDict[str, Reference] = OrderedDict()
+        self._teachers: dict[str, Teacher] = {}
         self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dinomask-infer")
         self._lock = threading.Lock()
@@ -99,7 +101,21 @@ class Engine:
     def delete_reference(self, ref_id: str) -> None:
         self.get_reference(ref_id)
         del self.references[ref_id]
+        self._teachers.pop(ref_id, None)
         self._drop_segmenters(ref_id)
+
+    def teacher(self, ref_id: str) -> Teacher:
+        """The teaching history of one reference; each change replaces the served reference, so
+        open streams pick it up on their next frame."""
+        reference = self.get_reference(ref_id)
+        if ref_id not in self._teachers:
+            def changed(new: Reference, ref_id=ref_id) -> None:
+                if ref_id in self.references:
+                    self.references[ref_id] = new
+                    self._drop_segmenters(ref_id)
+
+            self._teachers[ref_id] = Teacher(self.backbone, reference, on_change=changed)
+        return self._teachers[ref_id]
 
     def _drop_segmenters(self, ref_id: str) -> None:
         with self._segmenter_lock:

@@ -87,6 +87,7 @@ $("make-ref").addEventListener("click", async () => {
   if (!response.ok) { status("ref-status", `${response.status}: ${JSON.stringify(body.detail)}`, true); return; }
   state.reference = body.id;
   $("camera").disabled = false;
+  ["undo", "reset", "add-view", "download"].forEach((id) => { $(id).disabled = false; });
   status("ref-status", `reference ${body.id} ready: ${body.object_patches} object patches` +
          (body.background_patches ? `, ${body.background_patches} background patches from its scene` : ""));
 });
@@ -139,6 +140,7 @@ async function sendCanvas(source, width, height) {
   grab.width = Math.round(width * scale); grab.height = Math.round(height * scale);
   gctx.drawImage(source, 0, 0, grab.width, grab.height);
   const blob = await new Promise((r) => grab.toBlob(r, "image/jpeg", 0.85));
+  state.lastFrame = blob; // what a click or "add this view" refers to
   const done = state.ws.waitForResult();
   state.ws.send(blob);
   await done; // one frame in flight: the newest frame is sent as soon as the last result is back
@@ -189,3 +191,49 @@ function stop() {
 }
 $("stop").addEventListener("click", stop);
 updateThresholdLabel();
+
+// ---------------------------------------------------------------- teaching
+function taught(body) {
+  state.taught = body;
+  status("teach-status", `taught: ${body.object_clicks} object click(s), ${body.background_clicks} background click(s), ` +
+         `${body.views_added} added view(s)`);
+}
+
+async function teach(path, form) {
+  const response = await fetch(`/v1/references/${state.reference}/${path}`, { method: "POST", body: form, headers: authHeaders() });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) { status("teach-status", `${response.status}: ${JSON.stringify(body.detail)}`, true); return null; }
+  taught(body);
+  return body;
+}
+
+function click(ev, background) {
+  ev.preventDefault();
+  if (!state.reference || !state.lastFrame) { status("teach-status", "stream some frames first, then click the result", true); return; }
+  const img = $("result"), r = img.getBoundingClientRect();
+  const x = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width)), y = Math.min(1, Math.max(0, (ev.clientY - r.top) / r.height));
+  const form = new FormData();
+  form.append("image", state.lastFrame, "frame.jpg");
+  form.append("points", JSON.stringify([[x, y]]));
+  form.append("kind", background ? "background" : "object");
+  teach("points", form);
+}
+$("result").addEventListener("click", (ev) => click(ev, ev.shiftKey));
+$("result").addEventListener("contextmenu", (ev) => click(ev, true));
+$("undo").addEventListener("click", () => teach("undo"));
+$("reset").addEventListener("click", () => teach("reset"));
+$("add-view").addEventListener("click", () => {
+  if (!state.lastFrame) { status("teach-status", "stream some frames first", true); return; }
+  const form = new FormData();
+  form.append("image", state.lastFrame, "frame.jpg"); // its mask: the current result's, computed by the server
+  teach("views", form);
+});
+$("download").addEventListener("click", async () => {
+  const response = await fetch(`/v1/references/${state.reference}/download`, { headers: authHeaders() });
+  if (!response.ok) { status("teach-status", `${response.status}: download failed`, true); return; }
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement("a");
+  a.href = url; a.download = `${$("label").value || "reference"}.npz`;
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+});
