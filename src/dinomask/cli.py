@@ -117,11 +117,16 @@ def _runtime(fast: bool, runtime: str, dtype: str) -> tuple[str, str]:
     return (runtime, dtype) if fast else ("torch", "float32")
 
 
-def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, busy_wait: bool = True):
+def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, busy_wait: bool = True,
+              warn_random: bool = True):
     from dinomask.backbones import load_backbone
 
     runtime, dtype = _runtime(fast, runtime, dtype)
-    return load_backbone(model, device=device, dtype=dtype, runtime=runtime, busy_wait=busy_wait)
+    backbone = load_backbone(model, device=device, dtype=dtype, runtime=runtime, busy_wait=busy_wait)
+    if warn_random and backbone.random_weights:
+        typer.echo(f"warning: {backbone.spec.name} has RANDOM weights ({backbone.random_weights}): "
+                   "its masks mean nothing", err=True)
+    return backbone
 
 
 def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait: bool = True):
@@ -540,7 +545,7 @@ def eval_recognition(
     class_map = read_class_map(classes)
     data, run = _eval_run(dataset, model, output, overwrite)
     run["class_map"] = str(classes.resolve())
-    backbone = _backbone(model, device, dtype, runtime, fast)
+    backbone = _backbone(model, device, dtype, runtime, fast, warn_random=False)  # the report's banner says it
     config = SegmenterConfig.preset(method)
     comparators, left_out = {}, []
     for name in compare or ():
@@ -593,7 +598,7 @@ def eval_control(
 
     model = model or DEFAULT_BACKBONE
     data, run = _eval_run(dataset, model, output, overwrite)
-    backbone = _backbone(model, device, dtype, runtime, fast)
+    backbone = _backbone(model, device, dtype, runtime, fast, warn_random=False)  # the report's banner says it
     run["conditions"] = {model: conditions(backbone, max_frames)}
     config = SegmenterConfig.preset(method)
     result = evaluate_control(data, backbone, config, model=ControlModel(gain=gain), refs=refs, max_frames=max_frames,

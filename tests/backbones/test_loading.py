@@ -241,3 +241,24 @@ def test_random_model_with_an_arch_has_the_released_shape(tmp_path):
     config = AutoConfig.from_pretrained(tmp_path / "s")
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.mlp_ratio,
             config.num_register_tokens) == (384, 12, 6, 4, 4)
+
+
+def test_random_weights_are_recognised_by_marker_or_by_their_statistics(tmp_path, tiny_model_dir):
+    """Reports warn when weights are random: ``random-model`` marks its config, and transformers'
+    initialisation leaves every LayerScale at one constant, which training never does."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    marked = load_backbone(str(tiny_model_dir), device="cpu", runtime="torch", dtype="float32")
+    assert "random-model" in marked.random_weights
+    Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2)).save_pretrained(
+        tmp_path / "fresh")
+    fresh = load_backbone(str(tmp_path / "fresh"), device="cpu", runtime="torch", dtype="float32")
+    assert "LayerScale" in fresh.random_weights
+    model = Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lambda1" in name:
+                parameter.copy_(torch.linspace(0.01, 0.2, parameter.numel()))  # per-channel scales, as trained
+    model.save_pretrained(tmp_path / "trained-like")
+    assert load_backbone(str(tmp_path / "trained-like"), device="cpu", runtime="torch").random_weights is None
+    assert load_backbone(str(tiny_model_dir), device="cpu").random_weights  # carried to the ONNX fast path
