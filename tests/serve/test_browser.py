@@ -72,16 +72,23 @@ def wait_for(driver, script: str, timeout: float = 90.0):
                          f"{driver.execute_script('return document.body.innerText')[-600:]}")
 
 
+def make_reference(driver, server: str, davis) -> str:
+    """Open the page and make a reference from davis-mini's first dog frame and its mask; returns its id."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(server + "/")
+    driver.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
+    driver.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
+    wait_for(driver, "return !document.getElementById('make-ref').disabled")
+    driver.find_element(By.ID, "make-ref").click()
+    return wait_for(driver, "return window.dinomask.reference")
+
+
 def test_page_reference_camera_stream_and_result(server, chrome, davis, tmp_path):
     from selenium.webdriver.common.by import By
 
-    chrome.get(server + "/")
+    reference = make_reference(chrome, server, davis)
     assert "dinomask" in chrome.title
-    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
-    chrome.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
-    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
-    chrome.find_element(By.ID, "make-ref").click()
-    reference = wait_for(chrome, "return window.dinomask.reference")
     assert len(reference) == 16
     wait_for(chrome, "return !document.getElementById('camera').disabled")
     chrome.find_element(By.ID, "camera").click()
@@ -139,12 +146,7 @@ def test_painting_the_background_with_the_brush_sends_a_mask(server, chrome, dav
 def test_dropping_image_files_streams_them_through_the_socket(server, chrome, davis):
     from selenium.webdriver.common.by import By
 
-    chrome.get(server + "/")
-    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
-    chrome.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
-    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
-    chrome.find_element(By.ID, "make-ref").click()
-    wait_for(chrome, "return window.dinomask.reference")
+    make_reference(chrome, server, davis)
     frames = [davis / "JPEGImages/480p/dog" / name for name in ("00004.jpg", "00008.jpg", "00012.jpg")]
     chrome.find_element(By.ID, "media").send_keys("\n".join(str(p) for p in frames))
     wait_for(chrome, "return window.dinomask.frames >= 3")
@@ -178,12 +180,7 @@ def test_a_background_click_clears_that_region_and_the_taught_reference_download
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     chrome.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    chrome.get(server + "/")
-    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
-    chrome.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
-    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
-    chrome.find_element(By.ID, "make-ref").click()
-    wait_for(chrome, "return window.dinomask.reference")
+    make_reference(chrome, server, davis)
     chrome.find_element(By.ID, "auto-threshold").click()  # a fixed, low threshold keeps much of the scene
     chrome.execute_script("const t = document.getElementById('threshold'); t.value = '0.1'; t.dispatchEvent(new Event('input'));")
     wait_for(chrome, "return !document.getElementById('camera').disabled")
