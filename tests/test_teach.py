@@ -143,3 +143,21 @@ def test_the_live_command_writes_the_reference_on_exit_without_a_window(tmp_path
                  "--save-ref", str(tmp_path / "taught.npz")]) == 0
     assert Reference.load(tmp_path / "taught.npz").teaching.views == ()
     assert "saved" in capsys.readouterr().err
+
+
+def test_teaching_memory_is_bounded_whatever_the_user_does(setup):
+    """Each step keeps a reference; undo steps, views and clicked rows have budgets set up front."""
+    backbone, reference, _ = setup
+    teacher = Teacher(backbone, reference, max_history=3, max_views=2)
+    image, obj, _ = frame()
+    for _ in range(6):
+        teacher.click(image, [(0.2, 0.5)], positive=True)
+        assert len(teacher.history) <= 4 and teacher.history[0] is reference  # the original always stays
+    rows = Teacher(backbone, reference, max_clicked_rows=4)
+    rows.click(image, [(0.75, 0.5)], positive=False)  # the distractor's patch and its 8 alike neighbours
+    with pytest.raises(InvalidReferenceError, match="9 clicked background features, the most it keeps"):
+        rows.click(image, [(0.75, 0.5)], positive=False)
+    teacher.add_view(image, obj)
+    teacher.add_view(image, obj)
+    with pytest.raises(InvalidReferenceError, match="2 added views"):
+        teacher.add_view(image, obj)

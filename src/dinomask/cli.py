@@ -330,6 +330,7 @@ def serve(
     max_megapixels: Annotated[float, typer.Option(help="Largest image in megapixels before 413.")] = 40.0,
     max_references: Annotated[int, typer.Option(help="References held at once; one more gets 409 (none is evicted).")] = 64,
     max_streams: Annotated[int, typer.Option(help="WebSocket streams open at once; one more is closed with 1013.")] = 8,
+    max_feature_mb: Annotated[float, typer.Option(help="Reference features held in memory (teaching history included) before 409.")] = 1024.0,
     allow_host: Annotated[Optional[list[str]], typer.Option(
         "--allow-host", help="A host name clients use to reach the server (repeatable; '*' for any). Loopback "
                              "names are always allowed; other Host and Origin headers are refused.")] = None,
@@ -353,7 +354,7 @@ def serve(
         config = ServeConfig.for_bind(host, tuple(allow_host or ()), token=token, queue_size=queue_size,
                                       max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                       max_pixels=int(max_megapixels * 1e6), max_references=max_references,
-                                      max_streams=max_streams)
+                                      max_streams=max_streams, max_feature_bytes=int(max_feature_mb * 2**20))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     # request decoding and encoding run beside the model: its threads must not spin on their cores

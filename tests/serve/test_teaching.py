@@ -90,3 +90,24 @@ def test_an_open_stream_uses_a_click_from_its_next_frame(server, ref_id, davis):
 
     before, after = asyncio.run(session())
     assert after < before  # the stream's next frame already used the clicks
+
+
+def test_reference_features_held_by_the_server_have_a_budget(serve_backbone, davis):
+    """Views and references pile up features; past max_feature_bytes a change is refused and undone."""
+    from dinomask.serve.app import ServeConfig, create_app
+    from tests.serve.conftest import running
+
+    files = {"image": ("dog.jpg", (davis / "JPEGImages/480p/dog/00000.jpg").read_bytes(), "image/jpeg"),
+             "mask": ("dog.png", (davis / "Annotations/480p/dog/00000.png").read_bytes(), "image/png")}
+    # the dog reference holds 0.35 MB of 64-dim features; each view pools them again, and the
+    # undo history keeps every step: 0.35 + 0.69 + 1.04 MB after two views, 3.5 MB after three
+    with running(create_app(serve_backbone, ServeConfig(max_feature_bytes=2_500_000))) as url:
+        ref = httpx.post(f"{url}/v1/references", files=files)
+        assert ref.status_code == 201, ref.text
+        views = [httpx.post(f"{url}/v1/references/{ref.json()['id']}/views", files=files) for _ in range(4)]
+        assert [v.status_code for v in views] == [200, 200, 409, 409]
+        assert "MiB" in views[2].json()["detail"]
+        held = httpx.get(f"{url}/v1/references/{ref.json()['id']}").json()
+        assert held["views_added"] == 2  # the refused view was undone
+        codes = [httpx.post(f"{url}/v1/references", files=files).status_code for _ in range(3)]
+        assert 409 in codes  # new references count against the same budget

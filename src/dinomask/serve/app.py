@@ -83,7 +83,7 @@ PATTERN_WORDS = {"background": "black, white, transparent, blur, #rrggbb or r,g,
 def _errors(*statuses: int) -> dict:
     """OpenAPI ``responses`` for the given error statuses, with their real bodies."""
     what = {400: "Host not allowed, or a malformed request", 401: "Missing or wrong bearer token",
-            403: "Origin not allowed", 404: "Unknown reference", 409: "Reference limit reached",
+            403: "Origin not allowed", 404: "Unknown reference", 409: "A reference, feature or teaching limit is reached, or nothing to undo",
             413: "Body, file or image over the limit", 415: "Not a JPEG, PNG or WebP image",
             422: "A parameter is missing or invalid", 503: "Inference queue full; see Retry-After"}
     return {status: {"model": ValidationProblems if status == 422 else Problem, "description": what[status]}
@@ -280,7 +280,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         return Response(status_code=204)
 
     @app.post("/v1/references/{ref_id}/points", tags=["teaching"], dependencies=secured,
-              responses=_errors(*guarded, 404, 413, 415, 422, 503))
+              responses=_errors(*guarded, 404, 409, 413, 415, 422, 503))
     async def add_points(
         ref_id: str,
         image: Annotated[UploadFile, File(description="The frame that was clicked (JPEG, PNG, WebP).")],
@@ -289,17 +289,18 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
     ) -> dict:
         """Teach with clicks: each clicked patch (and its alike neighbours) becomes an object or a
         background prototype of this reference. Streams use it from their next frame."""
-        teacher = engine.teacher(ref_id)
+        engine.teacher(ref_id)  # 404 before the body is read
         clicks = _points(points)
         data = await image.read(config.max_upload_bytes + 1)
 
         def work() -> Reference:
-            return teacher.click(decode_upload(data, config, "image"), clicks, positive=kind is ClickKind.object)
+            frame = decode_upload(data, config, "image")
+            return engine.teach(ref_id, lambda teacher: teacher.click(frame, clicks, positive=kind is ClickKind.object))
 
         return describe(ref_id, await engine.run(work))
 
     @app.post("/v1/references/{ref_id}/views", tags=["teaching"], dependencies=secured,
-              responses=_errors(*guarded, 404, 413, 415, 422, 503))
+              responses=_errors(*guarded, 404, 409, 413, 415, 422, 503))
     async def add_view(
         ref_id: str,
         image: Annotated[UploadFile, File(description="A frame showing the object (JPEG, PNG, WebP).")],
@@ -320,7 +321,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                     raise ApiError(422, f"size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
                                         f"{frame.shape[1]}x{frame.shape[0]}", parameter="mask")
                 object_mask = mask_from_pixels(raw)
-            return teacher.add_view(frame, object_mask)
+            return engine.teach(ref_id, lambda t: t.add_view(frame, object_mask))
 
         try:
             return describe(ref_id, await engine.run(work))

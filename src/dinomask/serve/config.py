@@ -24,6 +24,8 @@ class ServeConfig:
         max_pixels: images with more pixels get 413 (checked from the header, before decoding).
         queue_size: requests waiting or running at once before 503.
         max_references: references held in memory; creating one more gets 409 (nothing is evicted).
+        max_feature_bytes: reference features held in memory, teaching history included; a
+            reference, click or view that would pass it gets 409.
         retry_after_s: the ``Retry-After`` a 503 carries.
         max_streams: WebSocket streams open at once; one more is closed with 1013 (try later).
         allowed_hosts: the names a request's ``Host`` (and a browser's ``Origin``) may carry; others get
@@ -36,6 +38,7 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     queue_size: int = 4
     max_references: int = 64
+    max_feature_bytes: int = 1024 * 1024 * 1024
     retry_after_s: int = 1
     max_streams: int = 8
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
@@ -44,7 +47,7 @@ class ServeConfig:
         if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()
                                        or " " in self.token):
             raise ValueError("the token must be non-empty printable ASCII without spaces (it travels in an HTTP header)")
-        for name in ("max_upload_bytes", "max_pixels", "queue_size", "max_references", "max_streams"):
+        for name in ("max_upload_bytes", "max_pixels", "queue_size", "max_references", "max_streams", "max_feature_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.allowed_hosts:

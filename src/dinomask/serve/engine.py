@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from dinomask.preprocess import pil_to_array
+from dinomask.errors import InvalidReferenceError
 from dinomask.reference import Reference
 from dinomask.segmenter import Segmenter, SegmenterConfig
 from dinomask.serve.config import ServeConfig
@@ -86,9 +87,26 @@ class Engine:
             raise ApiError(409, f"this server holds {len(self.references)} references, its limit; delete one with "
                                 "DELETE /v1/references/{id}, or start the server with a larger --max-references")
 
+    def feature_bytes(self, extra: Reference | None = None) -> int:
+        """Bytes of every feature array held (references and their teaching history), each array once."""
+        arrays = {id(a): a for r in self.references.values() for a in (r.cls, r.foreground, r.background, r.positives,
+                                                                        r.negatives)}
+        arrays |= {id(a): a for teacher in self._teachers.values() for a in teacher.feature_arrays()}
+        if extra is not None:
+            arrays |= {id(a): a for a in (extra.cls, extra.foreground, extra.background, extra.positives, extra.negatives)}
+        return sum(a.nbytes for a in arrays.values())
+
+    def check_features(self, extra: Reference | None = None) -> None:
+        """409 when the features held (with ``extra``) pass ``max_feature_bytes``."""
+        held = self.feature_bytes(extra)
+        if held > self.config.max_feature_bytes:
+            raise ApiError(409, f"reference features would take {held / 2**20:.0f} MiB, over this server's "
+                                f"{self.config.max_feature_bytes / 2**20:.0f} MiB; delete references or reset taught ones")
+
     def add_reference(self, reference: Reference) -> str:
-        """Hold ``reference`` under a new id (see :meth:`check_room`)."""
+        """Hold ``reference`` under a new id (see :meth:`check_room` and :meth:`check_features`)."""
         self.check_room()
+        self.check_features(reference)
         ref_id = secrets.token_hex(8)
         self.references[ref_id] = reference
         return ref_id
@@ -109,13 +127,30 @@ class Engine:
         open streams pick it up on their next frame."""
         reference = self.get_reference(ref_id)
         if ref_id not in self._teachers:
-            def changed(new: Reference, ref_id=ref_id) -> None:
+            def changed(new: Reference, ref_id=ref_id) -> None:  # runs after the teacher's history holds ``new``
                 if ref_id in self.references:
                     self.references[ref_id] = new
                     self._drop_segmenters(ref_id)
 
             self._teachers[ref_id] = Teacher(self.backbone, reference, on_change=changed)
         return self._teachers[ref_id]
+
+    def teach(self, ref_id: str, change) -> Reference:
+        """Run ``change(teacher)`` (a click or a view) within the feature budget: a change that
+        passes it is undone and refused with 409; a refusal of the teacher itself is 409 too."""
+        teacher = self.teacher(ref_id)
+        try:
+            reference = change(teacher)
+        except InvalidReferenceError as exc:
+            if "the most it keeps" in str(exc):
+                raise ApiError(409, str(exc)) from None
+            raise
+        try:
+            self.check_features()
+        except ApiError:
+            teacher.undo()
+            raise
+        return reference
 
     def _drop_segmenters(self, ref_id: str) -> None:
         with self._segmenter_lock:
