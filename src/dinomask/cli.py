@@ -136,6 +136,10 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
     if not refs:
         raise typer.BadParameter("give at least one --ref reference file (make one with 'dinomask reference')")
     references = [Reference.load(path) for path in refs]
+    for path, reference in zip(refs, references):
+        taught = reference.teaching
+        if taught.views or taught.positive_clicks or taught.negative_clicks:
+            typer.echo(f"reference {path}: taught after it was made: {taught.describe()}", err=True)
     backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
     return Segmenter(backbone, references, config)
 
