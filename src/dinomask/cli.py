@@ -426,8 +426,17 @@ DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="DAVIS layout 
 EvalOutOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, report.md and plots.")]
 MaxFramesOpt = Annotated[Optional[int], typer.Option(help="Score at most this many frames per sequence.")]
 MaskRCNNWeightsOpt = Annotated[Optional[Path], typer.Option(help="torchvision maskrcnn_resnet50_fpn COCO weights (.pth) for --compare maskrcnn.")]
+AllowMissingOpt = Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when a --compare segmenter could not run (it is listed in the report either way).")]
 MaskRCNNClassOpt = Annotated[Optional[str], typer.Option(help="--compare maskrcnn: keep only instances of this COCO category (e.g. dog).")]
 EvalRefsOpt = Annotated[int, typer.Option("--refs", help="Reference frames per sequence/class (the first ones; never scored).")]
+
+
+def _refuse_missing(left_out: list[str], allow_missing: bool) -> None:
+    """Exit 1 when a comparison could not run, unless the user accepted that with --allow-missing."""
+    if left_out and not allow_missing:
+        typer.echo(f"{len(left_out)} comparison(s) could not run (see report.md); pass --allow-missing to accept that",
+                   err=True)
+        raise typer.Exit(1)
 
 
 def _say_random_weights(run: dict) -> None:
@@ -473,7 +482,7 @@ def eval_masks(
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
     actors: ActorsOpt = None,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when a --compare segmenter could not run (it is listed in the report either way).")] = False,
+    allow_missing: AllowMissingOpt = False,
 ) -> None:
     """Mask quality (DAVIS J&F, mIoU, confusion) of settings beside trivial baselines, with a threshold sweep."""
     from dinomask.backbones import DEFAULT_BACKBONE
@@ -511,10 +520,7 @@ def eval_masks(
         d = result.dataset[name]
         typer.echo(f"  {rank:2d}. {name:34s} J&F {d['jf']:.3f}  J {d['j_mean']:.3f}  F {d['f_mean']:.3f}  "
                    f"mIoU {d['miou']:.3f}  ({d['frames']} frames)")
-    if built.left_out and not allow_missing:
-        typer.echo(f"{len(built.left_out)} comparison(s) could not run (see report.md); pass --allow-missing to accept that",
-                   err=True)
-        raise typer.Exit(1)
+    _refuse_missing(built.left_out, allow_missing)
 
 
 @eval_app.command("recognition")
@@ -537,11 +543,11 @@ def eval_recognition(
     fast: FastOpt = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when a --compare segmenter could not run.")] = False,
+    allow_missing: AllowMissingOpt = False,
 ) -> None:
     """Category recognition on unseen clips (references from other clips), with and without background removal."""
     from dinomask.backbones import DEFAULT_BACKBONE
-    from dinomask.evaluate.predictors import build_comparator
+    from dinomask.evaluate.predictors import build_comparators
     from dinomask.evaluate.recognition import CLASSIFIERS, evaluate_recognition, read_class_map
     from dinomask.evaluate.report import conditions, write_recognition_report
     from dinomask.segmenter import SegmenterConfig
@@ -552,15 +558,11 @@ def eval_recognition(
     run["class_map"] = str(classes.resolve())
     backbone = _backbone(model, device, dtype, runtime, fast, warn_random=False)  # the report's banner says it
     config = SegmenterConfig.preset(method)
-    comparators, left_out = {}, []
-    for name in compare or ():
-        path = u2netp if name == "u2netp" else maskrcnn_weights
-        try:
-            comparators[name] = build_comparator(name, str(path) if path else None, backbone=backbone, config=config,
-                                                 category=maskrcnn_class)
-        except DinomaskError as exc:
-            left_out.append(f"{name}: {exc}")
-            typer.echo(f"compare: {name}: {exc}; left out", err=True)
+    comparators, left_out = build_comparators(compare or (), u2netp=str(u2netp) if u2netp else None,
+                                              maskrcnn_weights=str(maskrcnn_weights) if maskrcnn_weights else None,
+                                              backbone=backbone, config=config, category=maskrcnn_class)
+    for problem in left_out:
+        typer.echo(f"compare: {problem}; left out", err=True)
     if left_out:
         run["left_out"] = left_out
     run["conditions"] = {model: conditions(backbone, max_frames)}
@@ -573,10 +575,7 @@ def eval_recognition(
     for variant, by_classifier in result["variants"].items():
         scores = "  ".join(f"{c} {by_classifier[c]['accuracy']:.3f}" for c in CLASSIFIERS)
         typer.echo(f"  {variant:24s} {scores}" + (f"  mask J {by_classifier['mask_j']:.3f}" if "mask_j" in by_classifier else ""))
-    if left_out and not allow_missing:
-        typer.echo(f"{len(left_out)} comparison(s) could not run (see report.md); pass --allow-missing to accept that",
-                   err=True)
-        raise typer.Exit(1)
+    _refuse_missing(left_out, allow_missing)
 
 
 @eval_app.command("control")

@@ -284,6 +284,11 @@ class Reference:
             return self.background
         return kmeans_prototypes(self.background, k)
 
+    @property
+    def feature_arrays(self) -> tuple[np.ndarray, ...]:
+        """Every feature array this reference holds (what its memory is)."""
+        return self.cls, self.foreground, self.background, self.positives, self.negatives
+
     # ------------------------------------------------------------------ teaching
 
     def add_points(self, features: FrameFeatures, points: Sequence[tuple[float, float]], *, positive: bool,

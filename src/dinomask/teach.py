@@ -28,6 +28,10 @@ MAX_VIEWS = 8
 MAX_CLICKED_ROWS = 512
 
 
+class TeachingRefused(InvalidReferenceError):
+    """A change the teacher will not make: past one of its budgets, or nothing left to undo."""
+
+
 class Teacher:
     """The taught reference of one object, its history, and the segmenter that uses it.
 
@@ -69,7 +73,7 @@ class Teacher:
         """Clicks on ``frame`` (``H x W x 3`` RGB): ``(x, y)`` fractions of its width and height."""
         held = len(self.current.positives if positive else self.current.negatives)
         if held >= self.max_clicked_rows:
-            raise InvalidReferenceError(f"this reference holds {held} clicked {'object' if positive else 'background'} "
+            raise TeachingRefused(f"this reference holds {held} clicked {'object' if positive else 'background'} "
                                         f"features, the most it keeps; undo or reset first")
         (features,) = extract_features(self.backbone, [frame], self.current.settings.geometry)
         return self._push(self.current.add_points(features, points, positive=positive))
@@ -78,19 +82,18 @@ class Teacher:
         """``frame`` with its ``mask`` (``H x W`` bool) as another view of the object."""
         views = len(self.current.teaching.views)
         if views >= self.max_views:
-            raise InvalidReferenceError(f"this reference has {views} added views, the most it keeps; undo or reset first")
+            raise TeachingRefused(f"this reference has {views} added views, the most it keeps; undo or reset first")
         return self._push(self.current.add_view(self.backbone, frame, mask))
 
     def feature_arrays(self) -> list[np.ndarray]:
         """Every feature array the history holds (arrays shared between steps appear once per step)."""
-        return [array for reference in self.history for array in
-                (reference.cls, reference.foreground, reference.background, reference.positives, reference.negatives)]
+        return [array for reference in self.history for array in reference.feature_arrays]
 
     def undo(self) -> Reference:
         """Back one step; the original reference stays."""
         with self._lock:
             if len(self.history) == 1:
-                raise InvalidReferenceError("nothing to undo: this is the original reference")
+                raise TeachingRefused("nothing to undo: this is the original reference")
             self.history.pop()
             reference = self.history[-1]
         self.on_change(reference)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dinomask.errors import DinomaskError
-from dinomask.evaluate.predictors import BASELINES, DinomaskPredictor, FeatureCache, MaskPredictor, build_comparator
+from dinomask.evaluate.predictors import BASELINES, DinomaskPredictor, FeatureCache, MaskPredictor, build_comparators
 from dinomask.evaluate.settings import EvalSetting
 from dinomask.postprocess import ThresholdRule
 
@@ -70,17 +69,15 @@ def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
         if sweepable(item):
             built.sweep[item.name] = item.config.upsample
     built.backbones = {source: cache.backbone for source, cache in caches.items()}
-    for name in plan.compare:
-        try:
-            first = next(iter(caches.values())).backbone if caches else None
-            built.predictors[name] = build_comparator(
-                name, plan.u2netp if name == "u2netp" else plan.maskrcnn_weights, backbone=first,
-                config=plan.settings[0].config if plan.settings else None, category=plan.maskrcnn_class)
-            built.refs[name] = 1
-            built.described[name] = ("comparison segmenter (not one-shot: ignores the reference)" if name == "u2netp" else
-                                     "comparison segmenter: the instance whose DINOv2 feature matches the reference")
-        except DinomaskError as exc:
-            built.left_out.append(f"{name}: {exc}")
+    comparators, built.left_out = build_comparators(
+        plan.compare, u2netp=plan.u2netp, maskrcnn_weights=plan.maskrcnn_weights,
+        backbone=next(iter(caches.values())).backbone if caches else None,
+        config=plan.settings[0].config if plan.settings else None, category=plan.maskrcnn_class)
+    for name, predictor in comparators.items():
+        built.predictors[name] = predictor
+        built.refs[name] = 1
+        built.described[name] = ("comparison segmenter (not one-shot: ignores the reference)" if name == "u2netp" else
+                                 "comparison segmenter: the instance whose DINOv2 feature matches the reference")
     for baseline in BASELINES:
         built.predictors[baseline.name] = baseline()
         built.refs[baseline.name] = 1

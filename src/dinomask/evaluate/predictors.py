@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from dinomask.backbones import Backbone
+from dinomask.composite import composite
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import LabelledSequence, load_pair
 from dinomask.features import FrameFeatures, extract_features
@@ -73,6 +74,15 @@ def sequence_reference(backbone: Backbone, sequence: LabelledSequence, refs: int
     """
     pairs = [load_pair(frame) for frame in sequence.frames[:refs]]
     return reference_from_pairs(backbone, pairs, config, label=sequence.name)
+
+
+def cls_embedding(backbone: Backbone, config: SegmenterConfig):
+    """``images (RGB uint8, one size) -> N x C``: the backbone's global (CLS) feature at the
+    segmenter's geometry, what a classifier or an instance match compares by cosine."""
+    def embed(images: list[np.ndarray]) -> np.ndarray:
+        return np.stack([f.cls for f in extract_features(backbone, images, config.geometry)])
+
+    return embed
 
 
 class FeatureCache:
@@ -297,7 +307,7 @@ def choose_instance(masks: np.ndarray, scores: np.ndarray, labels: np.ndarray, i
         return None
     if embed is None or reference is None or keep.size == 1:
         return int(keep[np.argmax(scores[keep])])
-    painted = [np.where(masks[i][:, :, None], image, 0).astype(np.uint8) for i in keep]
+    painted = [composite(image, masks[i]) for i in keep]  # background painted black, as the reference
     features = embed(painted)
     features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     target = reference / max(float(np.linalg.norm(reference)), 1e-12)
@@ -332,16 +342,12 @@ class MaskRCNNPredictor:
             raise DinomaskError(f"{category!r} is not a COCO category; expected one of "
                                 f"{', '.join(c for c in COCO_CATEGORIES[1:] if c != 'N/A')}")
         self.category = COCO_CATEGORIES.index(category) if category else None
-        self.embed = None
-        if backbone is not None:
-            geometry = (config or SegmenterConfig.preset("dinomask")).geometry
-            self.embed = lambda images: np.stack([f.cls for f in extract_features(backbone, images, geometry)])
+        self.embed = None if backbone is None else cls_embedding(backbone, config or SegmenterConfig.preset("dinomask"))
         self.reference: np.ndarray | None = None
 
     def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
         if self.embed is not None and references:
-            painted = [np.where(mask[:, :, None], image, 0).astype(np.uint8) for image, mask in references]
-            self.reference = self.embed(painted).mean(axis=0)
+            self.reference = self.embed([composite(image, mask) for image, mask in references]).mean(axis=0)
 
     def predict(self, image: np.ndarray, key: str) -> Prediction:
         import torch
@@ -380,3 +386,17 @@ def build_comparator(name: str, path: str | None = None, *, backbone: Backbone |
             raise DinomaskError(f"Mask R-CNN unavailable: {why}")
         return MaskRCNNPredictor(weights, backbone, config, category)
     raise DinomaskError(f"unknown comparison segmenter {name!r}; expected u2netp or maskrcnn")
+
+
+def build_comparators(names, *, u2netp: str | None = None, maskrcnn_weights: str | None = None,
+                      backbone: Backbone | None = None, config: SegmenterConfig | None = None,
+                      category: str | None = None) -> tuple[dict[str, MaskPredictor], list[str]]:
+    """The comparison segmenters that can run here, and a ``name: why`` line for each that cannot."""
+    built, left_out = {}, []
+    for name in names:
+        try:
+            built[name] = build_comparator(name, u2netp if name == "u2netp" else maskrcnn_weights, backbone=backbone,
+                                           config=config, category=category)
+        except DinomaskError as exc:
+            left_out.append(f"{name}: {exc}")
+    return built, left_out

@@ -35,11 +35,11 @@ import numpy as np
 from tqdm import tqdm
 
 from dinomask.backbones import Backbone
+from dinomask.composite import composite
 from dinomask.errors import DinomaskError
 from dinomask.evaluate.datasets import Dataset, LabelledSequence, load_pair
 from dinomask.evaluate.metrics import ConfusionMatrix, score_mask
-from dinomask.evaluate.predictors import MaskPredictor, reference_from_pairs
-from dinomask.features import extract_features
+from dinomask.evaluate.predictors import MaskPredictor, cls_embedding, reference_from_pairs
 from dinomask.prototypes import l2_normalize
 from dinomask.segmenter import Segmenter, SegmenterConfig
 
@@ -76,18 +76,6 @@ def read_class_map(path: str | Path) -> dict[str, str]:
     if not mapping:
         raise DinomaskError(f"class map {path} maps no sequence to a category")
     return mapping
-
-
-def cls_embedding(backbone: Backbone, config: SegmenterConfig) -> Embedding:
-    """The backbone's global (CLS) feature at the segmenter's geometry."""
-    def embed(images: list[np.ndarray]) -> np.ndarray:
-        return np.stack([f.cls for f in extract_features(backbone, images, config.geometry)])
-
-    return embed
-
-
-def _painted(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return np.where(mask[:, :, None], image, 0).astype(np.uint8)
 
 
 def _spread(frames: tuple, count: int) -> list:
@@ -163,7 +151,7 @@ def evaluate_recognition(
     for label, category in enumerate(categories):
         pairs = [load_pair(frame) for frame in _spread(reference_clips[category].frames, refs)]
         references.append(reference_from_pairs(backbone, pairs, config, label=category))
-        ref_features.append(embed([_painted(image, mask) for image, mask in pairs]))
+        ref_features.append(embed([composite(image, mask) for image, mask in pairs]))
         ref_labels += [label] * len(pairs)
     bank = l2_normalize(np.concatenate(ref_features))
     labels = np.array(ref_labels)
@@ -187,8 +175,8 @@ def evaluate_recognition(
         masks = {"removed by dinomask": segmenter.predict(image).mask}
         for name, predictor in comparators.items():
             masks[f"removed by {name}"] = predictor.predict(image, str(frame.image)).mask
-        shown = {"full frame": image, **{v: _painted(image, m) for v, m in masks.items()},
-                 "ground-truth mask": _painted(image, truth)}
+        shown = {"full frame": image, **{v: composite(image, m) for v, m in masks.items()},
+                 "ground-truth mask": composite(image, truth)}
         features = l2_normalize(embed([shown[v] for v in variants]))
         row = {"frame": str(frame.image), "clip": clip.name, "category": categories[label]}
         for variant, feature in zip(variants, features):

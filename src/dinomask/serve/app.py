@@ -48,6 +48,7 @@ from dinomask.segmenter import Segmenter, SegmenterConfig
 from dinomask.serve.config import ServeConfig, server_options
 from dinomask.serve.engine import ApiError, Engine, QueueFull, decode_upload, encode
 from dinomask.serve.guard import Guard
+from dinomask.teach import TeachingRefused
 
 __all__ = ["ServeConfig", "create_app", "server_options"]
 
@@ -307,14 +308,14 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         mask: Annotated[Optional[UploadFile], File(description="Its mask (non-zero = object); without one, the frame's mask under the current reference is used.")] = None,
     ) -> dict:
         """Add another view of the object: a frame and its mask, pooled with the reference's views."""
-        teacher = engine.teacher(ref_id)
+        engine.teacher(ref_id)  # 404 before the body is read
         frame_bytes = await image.read(config.max_upload_bytes + 1)
         mask_bytes = None if mask is None else await mask.read(config.max_upload_bytes + 1)
 
         def work() -> Reference:
             frame = decode_upload(frame_bytes, config, "image")
-            if mask_bytes is None:
-                object_mask = Segmenter(backbone, teacher.current, SegmenterConfig.preset("dinomask")).predict(frame).mask
+            if mask_bytes is None:  # the mask /v1/remove would give now (the served reference is the current one)
+                object_mask = engine.segmenter(ref_id, "dinomask", None).predict(frame).mask
             else:
                 raw = decode_upload(mask_bytes, config, "mask", keep_alpha=True)
                 if raw.shape[:2] != frame.shape[:2]:
@@ -333,7 +334,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         """Take back the last click or view."""
         try:
             return describe(ref_id, engine.teacher(ref_id).undo())
-        except InvalidReferenceError as exc:
+        except TeachingRefused as exc:
             raise ApiError(409, str(exc)) from None
 
     @app.post("/v1/references/{ref_id}/reset", tags=["teaching"], dependencies=secured, responses=_errors(*guarded, 404, 422))

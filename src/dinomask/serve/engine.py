@@ -14,11 +14,10 @@ import numpy as np
 from PIL import Image
 
 from dinomask.preprocess import pil_to_array
-from dinomask.errors import InvalidReferenceError
 from dinomask.reference import Reference
 from dinomask.segmenter import Segmenter, SegmenterConfig
 from dinomask.serve.config import ServeConfig
-from dinomask.teach import Teacher
+from dinomask.teach import Teacher, TeachingRefused
 
 # What /v1 accepts, as the docs say; PIL would also open BMP, TIFF, ICO, PPM, QOI ... .
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -89,11 +88,10 @@ class Engine:
 
     def feature_bytes(self, extra: Reference | None = None) -> int:
         """Bytes of every feature array held (references and their teaching history), each array once."""
-        arrays = {id(a): a for r in self.references.values() for a in (r.cls, r.foreground, r.background, r.positives,
-                                                                        r.negatives)}
+        arrays = {id(a): a for r in self.references.values() for a in r.feature_arrays}
         arrays |= {id(a): a for teacher in self._teachers.values() for a in teacher.feature_arrays()}
         if extra is not None:
-            arrays |= {id(a): a for a in (extra.cls, extra.foreground, extra.background, extra.positives, extra.negatives)}
+            arrays |= {id(a): a for a in extra.feature_arrays}
         return sum(a.nbytes for a in arrays.values())
 
     def check_features(self, extra: Reference | None = None) -> None:
@@ -141,10 +139,8 @@ class Engine:
         teacher = self.teacher(ref_id)
         try:
             reference = change(teacher)
-        except InvalidReferenceError as exc:
-            if "the most it keeps" in str(exc):
-                raise ApiError(409, str(exc)) from None
-            raise
+        except TeachingRefused as exc:
+            raise ApiError(409, str(exc)) from None
         try:
             self.check_features()
         except ApiError:
