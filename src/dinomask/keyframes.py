@@ -128,18 +128,21 @@ class ScorePropagator:
             grey = cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA)
         return grey
 
-    def seed(self, image: np.ndarray, maps: np.ndarray) -> None:
+    def seed(self, image: np.ndarray, maps: "np.ndarray | list[np.ndarray]") -> None:
         """Start carrying from a keyframe.
 
         Args:
             image: the keyframe, ``H x W x 3`` uint8 RGB.
-            maps: ``K x h x w`` float32 maps of that frame at any resolution (resized
-                bilinearly to the flow resolution).
+            maps: ``K`` 2-D maps of that frame, each at any resolution of its own (a
+                ``K x h x w`` array, or a list mixing grid-sized scores and frame-sized label
+                shares); each is resized bilinearly to the flow resolution.
         """
         grey = self._small_grey(image)
         size = grey.shape
-        self._maps = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                               for m in maps.astype(np.float32)])
+        maps = [np.asarray(m, np.float32) for m in maps]
+        if not maps or any(m.ndim != 2 or 0 in m.shape for m in maps):
+            raise ValueError(f"expected K >= 1 non-empty 2-D maps, got shapes {[m.shape for m in maps]}")
+        self._maps = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
         self._grey = grey
         self.since_key = 0
 

@@ -350,7 +350,7 @@ class Segmenter:
         carried = [result.score, result.similarity]
         if len(self._objects) > 1:
             carried += [(result.labels == i + 1).astype(np.float32) for i in range(len(self._objects))]
-        self._propagator.seed(image, np.stack(carried))
+        self._propagator.seed(image, carried)  # grid-sized scores, frame-sized label shares
         self.keyframe_stats["keyframes"] += 1
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         return result

@@ -56,14 +56,14 @@ def load_backbone(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one weight-loading bar per call is noise in a CLI
     try:
-        model, norm_dir = load_model(source)
+        model, norm_dir, files = load_model(source)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
     mean, std = read_norm(norm_dir) if norm_dir else (IMAGENET_MEAN, IMAGENET_STD)
     local = Path(os.path.expanduser(source))
     name = str(local.resolve()) if local.exists() else source  # a saved reference finds it again
-    backbone = wrap_model(model, name, mean, std, torch_device, torch_dtype)
+    backbone = wrap_model(model, name, mean, std, torch_device, torch_dtype, files)
     if runtime == "torch" or (runtime == "auto" and torch_device.type != "cpu"):
         return backbone
     if torch_device.type != "cpu":

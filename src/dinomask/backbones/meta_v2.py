@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dinomask.backbones.registry import model_class
+from dinomask.backbones.weights import check_block_indices, check_config
 from dinomask.errors import ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,6 +104,14 @@ def unwrap_meta(state: dict) -> dict:
     return state
 
 
+def block_index(key: str) -> int:
+    """``blocks.N.*`` -> N; a key whose N is not a small whole number is refused."""
+    part = key.split(".")[1] if key.count(".") >= 1 else ""
+    if not part.isdigit() or len(part) > 6:
+        raise ModelNotFoundError(f"expected keys 'blocks.N.*' with N a block number, got {key[:80]!r}")
+    return int(part)
+
+
 def meta_to_transformers(state: dict):
     """Build a transformers DINOv2 from a Meta-layout state dict.
 
@@ -125,7 +134,7 @@ def meta_to_transformers(state: dict):
         )
     dim = state["cls_token"].shape[-1]
     patch = state["patch_embed.proj.weight"].shape[-1]
-    layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    layers = check_block_indices((block_index(k) for k in state if k.startswith("blocks.")), "this checkpoint")
     swiglu = "blocks.0.mlp.w12.weight" in state
     # SwiGLU (ViT-g) derives its hidden size from mlp_ratio 4 the same way in both codebases.
     mlp_ratio = 4 if swiglu else state["blocks.0.mlp.fc1.weight"].shape[0] // dim
@@ -140,6 +149,7 @@ def meta_to_transformers(state: dict):
         config = Dinov2WithRegistersConfig(num_register_tokens=registers, **common)
     else:
         config = Dinov2Config(**common)
+    check_config(config, "this checkpoint")
     model = model_class(config.model_type)(config)
     style = hf_key_style(model)
 

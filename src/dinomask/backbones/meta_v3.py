@@ -11,7 +11,8 @@ so it is dropped. RoPE has no weights: its base is read back from ``periods``
 
 from __future__ import annotations
 
-from dinomask.backbones.meta_v2 import unwrap_meta
+from dinomask.backbones.meta_v2 import block_index, unwrap_meta
+from dinomask.backbones.weights import check_block_indices, check_config
 from dinomask.errors import ModelNotFoundError
 
 HEAD_DIM = 64  # every released DINOv3 ViT uses 64-dim heads
@@ -58,7 +59,7 @@ def meta_v3_to_transformers(state: dict):
                                  "transformers' DINOv3ViTModel has one norm, so it is not supported")
     dim = state["cls_token"].shape[-1]
     patch = state["patch_embed.proj.weight"].shape[-1]
-    layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    layers = check_block_indices((block_index(k) for k in state if k.startswith("blocks.")), "this checkpoint")
     gated = "blocks.0.mlp.w1.weight" in state
     hidden = state["blocks.0.mlp.w1.weight" if gated else "blocks.0.mlp.fc1.weight"].shape[0]
     registers = state["storage_tokens"].shape[1] if "storage_tokens" in state else 0
@@ -71,6 +72,7 @@ def meta_v3_to_transformers(state: dict):
         value_bias=qkv_bias, proj_bias="blocks.0.attn.proj.bias" in state,
         mlp_bias=f"blocks.0.mlp.{'w1' if gated else 'fc1'}.bias" in state, layerscale_value=1.0,
     )
+    check_config(config, "this checkpoint")
     model = DINOv3ViTModel(config)
     out = {
         "embeddings.cls_token": state["cls_token"],

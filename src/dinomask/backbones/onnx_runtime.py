@@ -20,27 +20,27 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from dinomask.backbones.meta_v2 import use_meta_position_embeddings
 from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
 from dinomask.backbones.torch_runtime import Backbone
-from dinomask.errors import ModelNotFoundError
+from dinomask.backbones.weights import cache_dir, check_config
+from dinomask.errors import DinomaskError, ModelNotFoundError
 
 #: Lowest acceptable cosine similarity between fast-path and fp32 features, per patch.
 MIN_FIDELITY = 0.99
 #: Models larger than this (bytes of fp32 weights) are not exported (ONNX's 2 GB protobuf limit).
 MAX_EXPORT_BYTES = 1_800_000_000
+#: A sidecar (``.json`` beside an export) larger than this is refused unread.
+MAX_SIDECAR_BYTES = 1_000_000
 
 
 def fp32_bytes(model) -> int:
     """Bytes the model's weights take in fp32 (what one exported ONNX file holds)."""
     return sum(p.numel() * 4 for p in model.parameters())
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DINOMASK_CACHE") or Path.home() / ".cache" / "dinomask")
 
 
 @dataclass(frozen=True)
@@ -284,11 +284,27 @@ def read_info(path: str | Path) -> ExportInfo:
             f"{path} has no {sidecar.name} beside it; export ONNX models with 'dinomask export-onnx' so the "
             "preprocessing settings travel with them"
         )
-    data = json.loads(sidecar.read_text())
-    spec = dict(data["spec"])
-    spec["mean"], spec["std"] = tuple(spec["mean"]), tuple(spec["std"])
-    data["spec"] = spec
-    return ExportInfo(**data)
+    if sidecar.stat().st_size > MAX_SIDECAR_BYTES:
+        raise ModelNotFoundError(f"{sidecar} is {sidecar.stat().st_size} bytes; a dinomask export's sidecar is a few KB")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+        spec = dict(data["spec"])
+        spec["mean"], spec["std"] = tuple(float(v) for v in spec["mean"]), tuple(float(v) for v in spec["std"])
+        data["spec"] = spec
+        info = ExportInfo(**data)
+        BackboneSpec(**spec)
+        check_config(SimpleNamespace(**info.config), str(sidecar))
+        for name, kind in (("patch_size", int), ("feature_dim", int), ("num_register_tokens", int), ("fingerprint", str)):
+            if not isinstance(spec[name], kind) or isinstance(spec[name], bool):
+                raise TypeError(f"spec.{name} must be {kind.__name__}, got {spec[name]!r}")
+        if info.quantization not in ("fp32", "int8"):
+            raise ValueError(f"quantization must be fp32 or int8, got {info.quantization!r}")
+    except DinomaskError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, UnicodeDecodeError) as exc:
+        raise ModelNotFoundError(f"{sidecar} is not the sidecar 'dinomask export-onnx' writes: "
+                                 f"{exc.__class__.__name__}: {exc}") from None
+    return info
 
 
 class OnnxBackbone:
@@ -370,5 +386,31 @@ def _from_info(path: Path, info: ExportInfo, busy_wait: bool = True, spec: Backb
 
 
 def load_onnx_file(path: str | Path, busy_wait: bool = True) -> OnnxBackbone:
-    """An ``.onnx`` written by ``dinomask export-onnx`` (its ``.json`` sidecar beside it)."""
-    return _from_info(Path(path), read_info(path), busy_wait)
+    """An ``.onnx`` written by ``dinomask export-onnx`` (its ``.json`` sidecar beside it).
+
+    The graph is run once on a 2 x 2 patch image and must give the sidecar's feature size: a
+    damaged file or another model's graph is refused here, naming the file, not at the first frame.
+
+    Raises:
+        ModelNotFoundError: missing, damaged or foreign file, sidecar or embeddings.
+    """
+    import torch
+
+    path = Path(path)
+    info = read_info(path)
+    try:
+        onnx = _from_info(path, info, busy_wait)
+        p, dim = onnx.spec.patch_size, onnx.spec.feature_dim
+        out = onnx(torch.zeros(1, 3, 2 * p, 2 * p))
+        if tuple(out.cls.shape) != (1, dim) or tuple(out.patches.shape) != (1, 2, 2, dim):
+            raise ValueError(f"it gives CLS {tuple(out.cls.shape)} and patches {tuple(out.patches.shape)}, "
+                             f"expected (1, {dim}) and (1, 2, 2, {dim})")
+    except DinomaskError:
+        raise
+    except MemoryError:
+        raise ModelNotFoundError(f"{path}: not enough memory to load this ONNX model") from None
+    except Exception as exc:  # onnxruntime, onnx and safetensors raise many types for foreign files
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        raise ModelNotFoundError(f"{path} is not a model written by 'dinomask export-onnx': "
+                                 f"{exc.__class__.__name__}: {detail}") from None
+    return onnx

@@ -11,17 +11,33 @@ from dinomask.backbones.meta_v2 import hf_key_style, is_meta_state_dict, meta_to
 from dinomask.backbones.meta_v3 import is_meta_v3_state_dict, meta_v3_to_transformers
 from dinomask.backbones.registry import BACKBONES, model_class
 from dinomask.backbones.spec import IMAGENET_MEAN, IMAGENET_STD
-from dinomask.errors import ModelNotFoundError
+from dinomask.backbones.weights import check_config, check_loaded, check_zip_budget
+from dinomask.errors import DinomaskError, ModelNotFoundError
+
+#: Files of a model folder that make up its weights and architecture (they key the fingerprint cache).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".json")
 
 
 def read_norm(directory: Path) -> tuple[tuple, tuple]:
+    """Mean and std from ``preprocessor_config.json`` beside the weights, else ImageNet's.
+
+    Raises:
+        ModelNotFoundError: the file is there but is not 3 finite means and 3 positive stds.
+    """
     path = directory / "preprocessor_config.json"
-    if path.is_file():
-        data = json.loads(path.read_text())
+    if not path.is_file():
+        return IMAGENET_MEAN, IMAGENET_STD
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
         mean, std = data.get("image_mean"), data.get("image_std")
-        if mean and std:
-            return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    return IMAGENET_MEAN, IMAGENET_STD
+        if not (mean and std):
+            return IMAGENET_MEAN, IMAGENET_STD
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (ValueError, TypeError, AttributeError, RecursionError, UnicodeDecodeError) as exc:
+        raise ModelNotFoundError(f"{path} is not a readable preprocessor config: {exc.__class__.__name__}: {exc}") from None
+    if len(mean) != 3 or len(std) != 3 or not all(abs(v) < 1e3 for v in mean) or not all(0 < v < 1e3 for v in std):
+        raise ModelNotFoundError(f"{path}: expected image_mean and image_std of 3 values (std > 0), got {mean} and {std}")
+    return mean, std
 
 
 def missing_model_message(source: str, hub_id: str | None, detail: str) -> str:
@@ -45,14 +61,17 @@ def missing_model_message(source: str, hub_id: str | None, detail: str) -> str:
     return "\n".join(lines)
 
 
-def _load_file(path: Path):
+def _read_state(path: Path) -> dict:
+    """A checkpoint file -> ``{name: tensor}``, within a budget set before reading."""
     import torch
 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")  # the header is checked against the file's size first
     elif path.suffix in (".pth", ".pt", ".bin"):
+        # torch writes its zip uncompressed: members that would inflate past the file are a bomb
+        check_zip_budget(path, path.stat().st_size + 2**20, "checkpoint")
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for unreadable files
@@ -63,9 +82,19 @@ def _load_file(path: Path):
         raise ModelNotFoundError(
             f"expected a .safetensors, .pth, .pt or .bin checkpoint, got {path.name!r}"
         )
-    if is_meta_state_dict(unwrap_meta(state)):
+    state = unwrap_meta(state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ModelNotFoundError(f"{path} holds a {type(state).__name__}, not a state dict of named tensors")
+    return state
+
+
+def _load_file(path: Path):
+    state = _read_state(path)
+    if is_meta_state_dict(state):
         return meta_to_transformers(state)
-    if is_meta_v3_state_dict(unwrap_meta(state)):
+    if is_meta_v3_state_dict(state):
         return meta_v3_to_transformers(state)
     config_path = path.parent / "config.json"
     if not config_path.is_file():
@@ -76,8 +105,10 @@ def _load_file(path: Path):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(path.parent))
+    check_config(config, str(config_path))
     model = model_class(config.model_type)(config)
-    model.load_state_dict(_to_model_layout(state, model), strict=True)
+    result = model.load_state_dict(_to_model_layout(state, model), strict=False)
+    check_loaded(str(path), result.missing_keys, result.unexpected_keys)
     return model
 
 
@@ -121,37 +152,79 @@ def _to_model_layout(state: dict, model) -> dict:
 
 
 def _load_pretrained(source: str, local_only: bool):
+    """A save_pretrained folder or hub id -> model; sizes checked before it is built, every weight
+    loaded (missing, unexpected or reshaped weights are refused, never left random)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-    return model_class(config.model_type).from_pretrained(source, local_files_only=local_only)
+    check_config(config, f"{source} (config.json)")
+    model, info = model_class(config.model_type).from_pretrained(
+        source, config=config, local_files_only=local_only, output_loading_info=True)
+    check_loaded(source, info.get("missing_keys", ()), info.get("unexpected_keys", ()), info.get("mismatched_keys", ()))
+    return model
 
 
 def load_model(source: str):
-    """Find and build the model; returns it and the folder that may hold preprocessing settings."""
-    path = Path(os.path.expanduser(source))
-    hub_id: str | None = None
-    norm_dir: Path | None = None
-    if path.is_file():
-        model = _load_file(path)
-        norm_dir = path.parent
-    elif path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(
-                missing_model_message(source, None, f"the directory {path} has no config.json")
-            )
+    """Find and build the model.
+
+    Returns:
+        ``(model, norm_dir, files)``: the model, the folder that may hold preprocessing
+        settings, and the files its weights and architecture were read from.
+
+    Raises:
+        ModelNotFoundError: not found, or found but not a usable checkpoint; the message names
+            the file and what is wrong with it (never a traceback of the converter).
+    """
+    try:
+        path = Path(os.path.expanduser(source))
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise ModelNotFoundError(missing_model_message(source[:200], None, f"not a usable path ({exc})")) from None
+    if is_file or is_dir:
         try:
-            model = _load_pretrained(str(path), local_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(missing_model_message(source, None, str(exc).splitlines()[0])) from None
-        norm_dir = path
-    elif source.endswith((".pth", ".pt", ".safetensors", ".bin")) or source.startswith((".", "/", "~")):
+            return _load_local(source, path, is_file)
+        except DinomaskError as exc:
+            if str(path) in str(exc) or source in str(exc):
+                raise
+            raise ModelNotFoundError(f"{path}: {exc}") from None
+        except MemoryError:
+            raise ModelNotFoundError(f"{path}: not enough memory to load this model") from None
+        except Exception as exc:  # a damaged or foreign file: transformers, torch and safetensors raise many types
+            detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+            raise ModelNotFoundError(
+                f"{path} is not a usable DINOv2/DINOv3 checkpoint: {exc.__class__.__name__}: {detail}"
+            ) from None
+    return _load_remote(source, path)
+
+
+def _folder_files(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES]
+
+
+def _load_local(source: str, path: Path, is_file: bool):
+    if is_file:
+        model = _load_file(path)
+        files = [path] + ([path.parent / "config.json"] if (path.parent / "config.json").is_file() else [])
+        return model, path.parent, files
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            missing_model_message(source, None, f"the directory {path} has no config.json")
+        )
+    try:
+        model = _load_pretrained(str(path), local_only=True)
+    except OSError as exc:
+        raise ModelNotFoundError(missing_model_message(source, None, str(exc).splitlines()[0])) from None
+    return model, path, _folder_files(path)
+
+
+def _load_remote(source: str, path: Path):
+    """A short name or hub id (the cache first); returns ``(model, norm_dir, files)``."""
+    if source.endswith((".pth", ".pt", ".safetensors", ".bin")) or source.startswith((".", "/", "~")):
         raise ModelNotFoundError(missing_model_message(source, None, f"no such file or directory: {path}"))
-    else:
-        hub_id = BACKBONES.get(source, source)
-        model = _load_from_hub(source, hub_id)
-        norm_dir = _cached_snapshot_dir(hub_id)
-    return model, norm_dir
+    hub_id = BACKBONES.get(source, source)
+    model = _load_from_hub(source, hub_id)
+    norm_dir = _cached_snapshot_dir(hub_id)
+    return model, norm_dir, _folder_files(norm_dir) if norm_dir is not None else []
 
 
 def _load_from_hub(source: str, hub_id: str):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +9,7 @@ import numpy as np
 from dinomask.backbones.meta_v2 import use_meta_position_embeddings
 from dinomask.backbones.registry import FAMILIES
 from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
+from dinomask.backbones.weights import fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -74,22 +73,6 @@ class Backbone:
         return BackboneFeatures(cls=hidden[:, 0, :], patches=patches)
 
 
-def fingerprint(model, num_registers: int) -> str:
-    """A short hash of the architecture and the patch-embedding weights: equal fingerprints, equal features."""
-    config = model.config
-    weight = next(p for n, p in model.named_parameters() if "patch_embeddings" in n and p.ndim == 4)
-    weight = weight.detach().float().cpu()
-    digest = hashlib.sha256()
-    digest.update(
-        json.dumps(
-            [config.model_type, config.hidden_size, config.num_hidden_layers,
-             config.patch_size, num_registers]
-        ).encode()
-    )
-    digest.update(weight.flatten()[:4096].numpy().astype(np.float32).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def untrained_reason(model) -> str | None:
     """Why ``model``'s weights are known to be random, or None when nothing says so.
 
@@ -104,8 +87,11 @@ def untrained_reason(model) -> str | None:
     return None
 
 
-def wrap_model(model, source: str, mean, std, torch_device, torch_dtype) -> Backbone:
+def wrap_model(model, source: str, mean, std, torch_device, torch_dtype, files=()) -> Backbone:
     """A transformers DINOv2/DINOv3 model -> :class:`Backbone` on ``torch_device``.
+
+    ``files`` are the files the weights were read from; they key the fingerprint's cache
+    (:func:`~dinomask.backbones.weights.fingerprint`).
 
     DINOv2's position embeddings are interpolated as Meta's code does
     (:func:`~dinomask.backbones.meta_v2.use_meta_position_embeddings`); DINOv3's RoPE needs nothing."""
@@ -118,7 +104,7 @@ def wrap_model(model, source: str, mean, std, torch_device, torch_dtype) -> Back
         std=tuple(std),
         feature_dim=int(model.config.hidden_size),
         num_register_tokens=registers,
-        fingerprint=fingerprint(model, registers),
+        fingerprint=fingerprint(model, registers, files),
         family=family,
     )
     if family == "dinov2":

@@ -1,0 +1,186 @@
+"""What a set of weights may be before anything is built from it, and what it is after.
+
+* :func:`check_config`: an architecture's sizes are checked before a model is built (a
+  ``config.json`` asking for 10,000 layers or 0 heads is refused, not built for minutes).
+* :func:`check_zip_budget`: a zip-based file (``.pth``, ``.npz``) whose members would inflate
+  past a budget is refused before one byte is decompressed.
+* :func:`check_loaded`: a loading that left a weight missing, unexpected or of another shape is
+  refused (no layer is ever left random).
+* :func:`fingerprint`: a hash of every weight, so two models with different weights never share
+  a fingerprint (a reference or a cached ONNX export made with one is refused by the other). It
+  is cached by the source files' paths, sizes and modification times, so a large model is
+  hashed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterable
+
+from dinomask.errors import ModelNotFoundError
+
+#: The largest architecture accepted (DINOv2 ViT-g/14 has 40 layers, 1536 wide, 24 heads; the
+#: DINOv3 7B model 40 layers, 4096 wide).
+MAX_LAYERS = 64
+MAX_HIDDEN = 8192
+MAX_HEADS = 128
+MAX_PATCH = 64
+MAX_REGISTERS = 64
+MAX_MLP = 8 * MAX_HIDDEN
+
+#: Bumped when what the fingerprint covers changes (old cached values are then not reused).
+FINGERPRINT_VERSION = 2
+
+
+def _int_field(config, name: str, where: str, low: int, high: int, required: bool = True) -> int | None:
+    value = getattr(config, name, None)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelNotFoundError(f"{where}: {name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ModelNotFoundError(f"{where}: {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def check_config(config, where: str) -> None:
+    """Refuse an architecture a DINOv2/DINOv3 checkpoint cannot have, before it is built.
+
+    Args:
+        config: a transformers ``Dinov2Config``, ``Dinov2WithRegistersConfig`` or ``DINOv3ViTConfig``.
+        where: the file or folder it came from (named in the message).
+
+    Raises:
+        ModelNotFoundError: a size is not a whole number, out of range, or inconsistent.
+    """
+    hidden = _int_field(config, "hidden_size", where, 1, MAX_HIDDEN)
+    _int_field(config, "num_hidden_layers", where, 1, MAX_LAYERS)
+    heads = _int_field(config, "num_attention_heads", where, 1, MAX_HEADS)
+    _int_field(config, "patch_size", where, 1, MAX_PATCH)
+    _int_field(config, "num_register_tokens", where, 0, MAX_REGISTERS, required=False)
+    _int_field(config, "intermediate_size", where, 1, MAX_MLP, required=False)
+    _int_field(config, "image_size", where, 1, 100_000, required=False)
+    _int_field(config, "num_channels", where, 3, 3, required=False)
+    ratio = getattr(config, "mlp_ratio", None)
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 8):
+        raise ModelNotFoundError(f"{where}: mlp_ratio must be a number in (0, 8], got {ratio!r}")
+    if hidden % heads:
+        raise ModelNotFoundError(f"{where}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+
+
+def check_block_indices(indices: Iterable[int], where: str) -> int:
+    """The number of blocks of a Meta checkpoint: indices must run ``0 .. L-1`` with ``L <= MAX_LAYERS``.
+
+    Checked before anything is built: a small file naming ``blocks.200000`` would otherwise
+    build 200,001 layers."""
+    found = sorted(set(indices))
+    if not found:
+        raise ModelNotFoundError(f"{where} holds no transformer blocks ('blocks.N.*' keys)")
+    if found[-1] >= MAX_LAYERS:
+        raise ModelNotFoundError(f"{where} names block {found[-1]}; at most {MAX_LAYERS} blocks are accepted")
+    if found != list(range(len(found))):
+        missing = sorted(set(range(found[-1] + 1)) - set(found))[:5]
+        raise ModelNotFoundError(f"{where} lacks the weights of blocks {missing} (blocks must run 0 to {found[-1]})")
+    return len(found)
+
+
+def check_zip_budget(path: Path, budget: int, what: str) -> None:
+    """Refuse a zip-based file whose members would inflate past ``budget`` bytes.
+
+    Reads only the zip's central directory (no member is decompressed).
+
+    Raises:
+        ModelNotFoundError: for checkpoints; callers re-raise as their own error class.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        total = sum(info.file_size for info in archive.infolist())
+    if total > budget:
+        raise ModelNotFoundError(
+            f"{path} would inflate to {total / 2**20:.0f} MiB, over the {budget / 2**20:.0f} MiB a {what} may take"
+        )
+
+
+def check_loaded(where: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                 mismatched: Iterable = ()) -> None:
+    """Refuse a loading that left weights random (missing), ignored some (unexpected) or
+    changed their shape (mismatched)."""
+    problems = []
+    for words, keys in (("missing", list(missing)), ("unexpected", list(unexpected)), ("of another shape", list(mismatched))):
+        if keys:
+            shown = ", ".join(str(k[0] if isinstance(k, tuple) else k) for k in keys[:4])
+            problems.append(f"{len(keys)} weights {words} ({shown}{', ...' if len(keys) > 4 else ''})")
+    if problems:
+        raise ModelNotFoundError(f"{where} does not hold this architecture's weights: " + "; ".join(problems)
+                                 + ". Layers would be left random, so it is not loaded")
+
+
+def cache_dir() -> Path:
+    """dinomask's cache folder: ``$DINOMASK_CACHE``, default ``~/.cache/dinomask``."""
+    return Path(os.environ.get("DINOMASK_CACHE") or Path.home() / ".cache" / "dinomask")
+
+
+def _files_key(files: Iterable[Path]) -> str | None:
+    """A key for the files' paths, sizes and modification times (None when there are none)."""
+    stats = []
+    for path in sorted({Path(p).resolve() for p in files}):
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        stats.append([str(path), stat.st_size, stat.st_mtime_ns])
+    if not stats:
+        return None
+    return hashlib.sha256(json.dumps([FINGERPRINT_VERSION, stats]).encode()).hexdigest()[:32]
+
+
+def fingerprint(model, num_registers: int, files: Iterable[Path] = ()) -> str:
+    """A 16-hex-digit hash of the architecture and of every weight and buffer.
+
+    Tensors are hashed in the model's own order as float32 bytes with their shapes (not their
+    names, which differ between transformers versions), so the same weights give the same
+    fingerprint from a Meta checkpoint and from a Hugging Face folder. One tensor is converted at
+    a time (no copy of the whole model). The result is cached under :func:`cache_dir` by the
+    ``files`` the weights came from (paths, sizes, mtimes); with no files it is always computed.
+
+    Raises:
+        ModelNotFoundError: a weight holds NaN or infinite values (such a model writes NaN
+            references and blank masks).
+    """
+    import torch
+
+    key = _files_key(files)
+    cached = cache_dir() / "fingerprints" / f"{key}.txt" if key else None
+    if cached is not None and cached.is_file():
+        text = cached.read_text().strip()
+        if len(text) == 16:
+            return text
+    config = model.config
+    digest = hashlib.sha256()
+    digest.update(json.dumps([
+        config.model_type, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+        config.patch_size, num_registers,
+    ]).encode())
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            values = tensor.detach().to("cpu", torch.float32).contiguous()
+            if not bool(torch.isfinite(values).all()):
+                raise ModelNotFoundError(f"the model's weight {name} holds NaN or infinite values; "
+                                         "its features would be NaN, so it is not loaded")
+            digest.update(json.dumps(list(values.shape)).encode())
+            digest.update(values.numpy().tobytes())
+    value = digest.hexdigest()[:16]
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(value)
+            os.replace(tmp, cached)
+        except OSError:
+            pass  # a read-only cache only costs the hashing next time
+    return value
