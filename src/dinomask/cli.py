@@ -166,8 +166,9 @@ def reference(
     """Compute an object's DINOv2 features from reference photo(s) and save them."""
     from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.preprocess import DEFAULT_TOKENS, InputGeometry
-    from dinomask.reference import Reference, ReferenceSettings
+    from dinomask.reference import Reference, ReferenceSettings, reference_file
 
+    output = reference_file(output)  # the name it is written to, checked before the model loads
     if output.exists() and not overwrite:
         raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
     from dinomask.files import check_writable
@@ -280,7 +281,9 @@ def live(
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
     from dinomask.live import LiveOptions, run_live_command
+    from dinomask.reference import reference_file
 
+    save_ref = None if save_ref is None else reference_file(save_ref)  # the name 's' and exit write
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
                               keyframes=keyframes)
@@ -614,9 +617,32 @@ def eval_control(
         typer.echo(f"  {pipeline:16s} RMS {metrics['rms']:.3f}  max {metrics['max']:.3f}  jitter {metrics['jitter']:.3f}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping us, ``kill``), handled as Ctrl-C is: a recording is
+    finished and kept, a taught reference saved, no ``.part`` file left."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, turning dinomask errors into one line and exit code 2."""
+    """Console entry point: run the app, turning dinomask errors into one line and exit code 2
+    (130 after Ctrl-C, 143 after SIGTERM)."""
+    import signal
+    import threading
+
     logging.basicConfig(level=logging.WARNING, format="dinomask: %(message)s")
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    try:
+        return _run(argv)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int):
@@ -626,11 +652,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except typer.Exit as exc:
         return exc.exit_code
+    except Terminated:
+        typer.echo("terminated", err=True)
+        return 143
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 130
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         typer.echo(f"error: {exc}", err=True)
+        return 2
+    except OSError as exc:  # a path too long for the file system, a folder where a file was expected, ...
+        name = f"{str(exc.filename)[:200]}: " if exc.filename else ""
+        typer.echo(f"error: {name}{exc.strerror or exc}", err=True)
         return 2
     except typer.TyperException as exc:  # usage errors (typer's click): the message, no traceback
         if not hasattr(exc, "show"):

@@ -23,6 +23,7 @@ import numpy as np
 from dinomask.composite import Background, composite
 from dinomask.errors import DinomaskError, InvalidReferenceError
 from dinomask.files import AtomicVideoWriter
+from dinomask.reference import reference_file
 from dinomask.segmenter import Segmenter
 from dinomask.teach import COMMANDS, THRESHOLD_STEP, Teacher
 from dinomask.video import Frame, FrameSource, LiveStats, SourceSettings, StageMeter, parse_source, run_live
@@ -183,12 +184,13 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     background = Background.parse(options.background)
     if background.kind == "transparent":
         raise DinomaskError("live output cannot be transparent; use black, white, blur or a colour")
-    for path in (options.output, options.save_ref):
+    save_ref = None if options.save_ref is None else reference_file(options.save_ref)
+    for path in (options.output, save_ref):
         if path is not None and path.exists() and not options.overwrite:
             raise DinomaskError(f"{path} exists; pass --overwrite to replace it")
     source = FrameSource(parse_source(options.source), SourceSettings(retry_seconds=options.retry_seconds))
     segmenter.reset()
-    teaching = LiveTeaching(segmenter, options.save_ref)
+    teaching = LiveTeaching(segmenter, save_ref)
     if commands is not None:
         teaching.feed(commands)
     elif not options.window:
@@ -230,7 +232,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
             state["writer"].close(keep=True)  # a recording cut short by a lost camera is still worth keeping
         if options.window:
             cv2.destroyAllWindows()
-        if options.save_ref is not None:
+        if save_ref is not None:
             teaching.save()
     counts = segmenter.keyframe_stats
     return dataclasses.replace(

@@ -37,6 +37,13 @@ BackgroundKind = Literal["auto", "black", "white", "transparent"]
 PrototypeMode = Literal["cls", "patch-mean", "kmeans"]
 PROTOTYPE_MODES: tuple[str, ...] = ("cls", "patch-mean", "kmeans")
 FORMAT_VERSION = 1
+#: The most a reference file may inflate to (its feature arrays and metadata), checked from the
+#: zip's directory and each array's header before anything is read. A reference holds a few
+#: thousand feature rows (a few MB); teaching adds at most 512 clicked rows of each kind.
+MAX_REFERENCE_BYTES = 256 * 2**20
+#: The most its JSON metadata may take.
+MAX_META_CHARS = 1_000_000
+_FEATURE_ARRAYS = ("cls", "foreground", "background", "positives", "negatives")
 
 
 @dataclass(frozen=True)
@@ -361,11 +368,28 @@ class Reference:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the reference to a ``.npz`` file (atomically). Refuses to overwrite unless asked."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        path = reference_file(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        fd, tmp = temporary_beside(path, ".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self._write(handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def to_bytes(self) -> bytes:
+        """The ``.npz`` that :meth:`save` writes, in memory (for a download)."""
+        import io
+
+        buffer = io.BytesIO()
+        self._write(buffer)
+        return buffer.getvalue()
+
+    def _write(self, handle) -> None:
         meta = {
             "format": FORMAT_VERSION,
             "dinomask_version": __version__,
@@ -384,61 +408,81 @@ class Reference:
                 "tokens": self.settings.geometry.tokens,
             },
         }
-        fd, tmp = temporary_beside(path, ".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(
-                    handle, meta=np.array(json.dumps(meta)), cls=self.cls,
-                    foreground=self.foreground, background=self.background,
-                    positives=self.positives, negatives=self.negatives,
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        np.savez_compressed(
+            handle, meta=np.array(json.dumps(meta)), cls=self.cls,
+            foreground=self.foreground, background=self.background,
+            positives=self.positives, negatives=self.negatives,
+        )
 
     @classmethod
     def load(cls, path: str | Path, backbone: BackboneSpec | None = None) -> "Reference":
         """Read a reference written by :meth:`save`; with ``backbone``, check it matches."""
         path = Path(path)
-        if not path.is_file():
+        try:
+            exists = path.is_file()
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+            raise InvalidReferenceError(f"cannot read the reference {str(path)[:200]!r}: {exc}") from None
+        if not exists:
             raise InvalidReferenceError(f"no reference file at {path}; make one with: dinomask reference IMAGE -o {path}")
         try:
+            _check_members(path)
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                arrays = {k: data[k].astype(np.float32) for k in ("cls", "foreground", "background")}
-                arrays |= {k: data[k].astype(np.float32) for k in ("positives", "negatives") if k in data.files}
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+                arrays = {k: data[k].astype(np.float32) for k in _FEATURE_ARRAYS[:3]}
+                arrays |= {k: data[k].astype(np.float32) for k in _FEATURE_ARRAYS[3:] if k in data.files}
+            reference = cls._from_meta(meta, arrays, path)
+        except InvalidReferenceError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, EOFError, RecursionError,
+                zipfile.BadZipFile, json.JSONDecodeError) as exc:
             raise InvalidReferenceError(
                 f"{path} is not a dinomask reference file (expected an .npz written by "
                 f"'dinomask reference'): {exc.__class__.__name__}: {exc}"
             ) from None
-        for name, array in arrays.items():
-            if not np.isfinite(array).all():
-                raise InvalidReferenceError(f"{path} is damaged: its {name} features hold NaN or infinite values")
-        if meta.get("format") != FORMAT_VERSION:
-            raise InvalidReferenceError(
-                f"{path} has reference format {meta.get('format')}, this dinomask reads format {FORMAT_VERSION}"
-            )
-        spec_data = dict(meta["backbone"])
-        spec_data["mean"], spec_data["std"] = tuple(spec_data["mean"]), tuple(spec_data["std"])
-        s = meta["settings"]
-        settings = ReferenceSettings(
-            background=s["background"], tolerance=s["tolerance"], min_coverage=s["min_coverage"],
-            geometry=InputGeometry(resolution=s["resolution"], keep_aspect=s["keep_aspect"],
-                                   tokens=s.get("tokens", DEFAULT_TOKENS)),
-        )
-        taught = meta.get("teaching", {})
-        teaching = Teaching(tuple(tuple(v) for v in taught.get("views", ())), int(taught.get("positive_clicks", 0)),
-                            int(taught.get("negative_clicks", 0)))
-        reference = cls(
-            backbone=BackboneSpec(**spec_data), label=meta["label"], sources=tuple(meta["sources"]),
-            settings=settings, teaching=teaching, **arrays,
-        )
         if backbone is not None:
             reference.check_backbone(backbone, where=f"reference {path}")
         return reference
+
+    @classmethod
+    def _from_meta(cls, meta: dict, arrays: dict[str, np.ndarray], path: Path) -> "Reference":
+        """Check the metadata and arrays read from ``path`` and build the reference."""
+        if not isinstance(meta, dict):
+            raise TypeError(f"its metadata is a JSON {type(meta).__name__}, expected an object")
+        if meta.get("format") != FORMAT_VERSION:
+            raise InvalidReferenceError(
+                f"{path} has reference format {meta.get('format')!r}, this dinomask reads format {FORMAT_VERSION}"
+            )
+        for name, array in arrays.items():
+            if not np.isfinite(array).all():
+                raise InvalidReferenceError(f"{path} is damaged: its {name} features hold NaN or infinite values")
+        spec_data = dict(meta["backbone"])
+        spec_data["mean"] = tuple(float(v) for v in spec_data["mean"])
+        spec_data["std"] = tuple(float(v) for v in spec_data["std"])
+        spec = BackboneSpec(**spec_data)
+        if not isinstance(spec.feature_dim, int) or isinstance(spec.feature_dim, bool) or spec.feature_dim < 1:
+            raise TypeError(f"backbone.feature_dim must be a positive whole number, got {spec.feature_dim!r}")
+        for name, array in arrays.items():
+            if array.ndim != 2 or array.shape[1] != spec.feature_dim:
+                raise ValueError(f"its {name} array is {array.shape}, expected N x {spec.feature_dim}")
+        if not len(arrays["cls"]) or not len(arrays["foreground"]):
+            raise ValueError("it holds no object features")
+        s = meta["settings"]
+        settings = ReferenceSettings(
+            background=s["background"], tolerance=float(s["tolerance"]), min_coverage=float(s["min_coverage"]),
+            geometry=InputGeometry(resolution=None if s["resolution"] is None else int(s["resolution"]),
+                                   keep_aspect=bool(s["keep_aspect"]),
+                                   tokens=int(s.get("tokens", DEFAULT_TOKENS))),
+        )
+        taught = meta.get("teaching", {})
+        if not isinstance(taught, dict):
+            raise TypeError(f"teaching must be a JSON object, got {type(taught).__name__}")
+        teaching = Teaching(tuple(tuple(int(x) for x in v) for v in taught.get("views", ())),
+                            int(taught.get("positive_clicks", 0)), int(taught.get("negative_clicks", 0)))
+        sources = meta["sources"]
+        if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+            raise TypeError("sources must be a list of file names")
+        return cls(backbone=spec, label=str(meta["label"]), sources=tuple(sources), settings=settings,
+                   teaching=teaching, **arrays)
 
     @staticmethod
     def merge(references: Sequence["Reference"], label: str | None = None) -> "Reference":
@@ -462,3 +506,41 @@ class Reference:
                               sum(r.teaching.positive_clicks for r in references),
                               sum(r.teaching.negative_clicks for r in references)),
         )
+
+
+def reference_file(path: str | Path) -> Path:
+    """The file a reference named ``path`` is written to: ``.npz`` appended unless it is there
+    (``taught`` -> ``taught.npz``, ``dog.v2`` -> ``dog.v2.npz``). Check for an existing file with
+    this name, never with the name as given."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _check_members(path: Path) -> None:
+    """Refuse a reference ``.npz`` before reading it when its members would inflate past
+    :data:`MAX_REFERENCE_BYTES`, declare arrays larger than that in their headers, or hold
+    anything but numbers and the metadata string (object arrays are never unpickled)."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        inflated = sum(m.file_size for m in members)
+        if inflated > MAX_REFERENCE_BYTES or len(members) > 16:
+            raise InvalidReferenceError(
+                f"{path} holds {len(members)} members inflating to {inflated / 2**20:.0f} MiB; a reference "
+                f"file holds at most {MAX_REFERENCE_BYTES / 2**20:.0f} MiB (refused before reading)"
+            )
+        for member in members:
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(handle, max_header_size=10_000)
+            count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+            declared = count * dtype.itemsize
+            if dtype.hasobject or dtype.kind not in "fiuU" or declared > MAX_REFERENCE_BYTES:
+                raise InvalidReferenceError(
+                    f"{path}: member {member.filename!r} declares a {dtype} array of shape {shape}; expected "
+                    f"numeric features under {MAX_REFERENCE_BYTES / 2**20:.0f} MiB"
+                )
+            if dtype.kind == "U" and (shape != () or dtype.itemsize > 4 * MAX_META_CHARS):
+                raise InvalidReferenceError(f"{path}: member {member.filename!r} is a {dtype} string array of "
+                                            f"shape {shape}; expected one metadata string")

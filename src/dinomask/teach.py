@@ -76,7 +76,12 @@ class Teacher:
             raise TeachingRefused(f"this reference holds {held} clicked {'object' if positive else 'background'} "
                                         f"features, the most it keeps; undo or reset first")
         (features,) = extract_features(self.backbone, [frame], self.current.settings.geometry)
-        return self._push(self.current.add_points(features, points, positive=positive))
+        taught = self.current.add_points(features, points, positive=positive)
+        after = len(taught.positives if positive else taught.negatives)
+        if after > self.max_clicked_rows:  # one click adds its patch and alike neighbours: check what it adds
+            raise TeachingRefused(f"these clicks would hold {after} clicked {'object' if positive else 'background'} "
+                                  f"features, over the {self.max_clicked_rows} kept; undo or reset first")
+        return self._push(taught)
 
     def add_view(self, frame: np.ndarray, mask: np.ndarray) -> Reference:
         """``frame`` with its ``mask`` (``H x W`` bool) as another view of the object."""

@@ -49,33 +49,86 @@ CLASSIFIERS = ("nearest prototype", "k-NN")
 Embedding = Callable[[list[np.ndarray]], np.ndarray]
 
 
+#: A class map larger than this is refused unread (a map of thousands of clips is a few KB).
+MAX_CLASS_MAP_BYTES = 1_000_000
+
+
 def read_class_map(path: str | Path) -> dict[str, str]:
     """``name -> category`` from a CSV (``name,category`` per line; ``#`` comments and a
-    ``name,category`` header allowed) or a YAML mapping (``.yaml``/``.yml``).
+    ``name,category`` header allowed) or a YAML mapping (``.yaml``/``.yml``), UTF-8 with or
+    without a byte-order mark.
+
+    YAML is read without aliases (``*name``: a few lines of nested aliases expand to billions
+    of nodes) and without constructing objects; every key and value must be plain text.
 
     Raises:
-        DinomaskError: unreadable, empty, or a line that is not two fields.
+        DinomaskError: unreadable, over :data:`MAX_CLASS_MAP_BYTES`, empty, a line that is not two
+            fields, a name given twice, a missing (null) name or category, or YAML that is not one
+            flat mapping; the message names the file and the line.
     """
     path = Path(path)
     if not path.is_file():
         raise DinomaskError(f"class map {path} not found")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+    size = path.stat().st_size
+    if size > MAX_CLASS_MAP_BYTES:
+        raise DinomaskError(f"class map {path} is {size} bytes; the limit is {MAX_CLASS_MAP_BYTES}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DinomaskError(f"class map {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    yaml_file = path.suffix.lower() in (".yaml", ".yml")
+    pairs = _yaml_pairs(text, path) if yaml_file else _csv_pairs(text, path)
+    mapping: dict[str, str] = {}
+    for line, name, category in pairs:
+        if name in mapping:
+            raise DinomaskError(f"class map {path}, line {line}: {name!r} is given a category twice")
+        mapping[name] = category
+    if not mapping:
+        raise DinomaskError(f"class map {path} maps no sequence to a category")
+    return mapping
 
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict) or not data:
-            raise DinomaskError(f"class map {path}: expected a YAML mapping of sequence name to category")
-        return {str(k): str(v) for k, v in data.items()}
-    mapping = {}
-    for number, row in enumerate(csv.reader(path.read_text().splitlines()), start=1):
+
+def _csv_pairs(text: str, path: Path) -> list[tuple[int, str, str]]:
+    pairs = []
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or row[0].lstrip().startswith("#") or [c.strip().lower() for c in row] == ["name", "category"]:
             continue
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
             raise DinomaskError(f"class map {path}, line {number}: expected 'name,category', got {','.join(row)!r}")
-        mapping[row[0].strip()] = row[1].strip()
-    if not mapping:
-        raise DinomaskError(f"class map {path} maps no sequence to a category")
-    return mapping
+        pairs.append((number, row[0].strip(), row[1].strip()))
+    return pairs
+
+
+def _yaml_pairs(text: str, path: Path) -> list[tuple[int, str, str]]:
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise DinomaskError(f"class map {path}, line {mark.line + 1}: YAML aliases (*name) are not accepted")
+            return super().compose_node(parent, index)
+
+    loader = NoAliases(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        raise DinomaskError(f"class map {path} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(root, yaml.MappingNode):
+        raise DinomaskError(f"class map {path}: expected a YAML mapping of sequence name to category")
+    null = "tag:yaml.org,2002:null"
+    pairs = []
+    for key, value in root.value:
+        line = key.start_mark.line + 1
+        if not isinstance(key, yaml.ScalarNode) or not isinstance(value, yaml.ScalarNode):
+            raise DinomaskError(f"class map {path}, line {line}: expected 'name: category', got a nested value")
+        if key.tag == null or value.tag == null or not key.value.strip() or not value.value.strip():
+            raise DinomaskError(f"class map {path}, line {line}: a name and a category are needed, "
+                                f"got {key.value!r}: {value.value!r}")
+        pairs.append((line, key.value.strip(), value.value.strip()))
+    return pairs
 
 
 def _spread(frames: tuple, count: int) -> list:

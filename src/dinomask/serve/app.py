@@ -108,10 +108,51 @@ class ClickKind(str, Enum):
     background = "background"
 
 
+#: How deeply a client's JSON may nest (points need 2, control messages 1).
+MAX_JSON_DEPTH = 8
+
+
+def parse_json(text: str, max_depth: int = MAX_JSON_DEPTH):
+    """``json.loads`` for client text, refusing nesting deeper than ``max_depth`` before parsing
+    (``[[[[...]]]]`` would otherwise exhaust the parser's recursion).
+
+    Raises:
+        ValueError: not JSON, or nested too deeply.
+    """
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+        elif char in "]}":
+            depth -= 1
+    return json.loads(text)
+
+
+def attachment(label: str, suffix: str) -> str:
+    """A ``Content-Disposition`` value for any label: an ASCII ``filename`` for old clients and
+    the label itself as RFC 5987 ``filename*`` (UTF-8, percent-encoded)."""
+    from urllib.parse import quote
+
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)[:100] or "reference"
+    plain = "".join(c if c.isascii() else "_" for c in safe)
+    return f"attachment; filename=\"{plain}{suffix}\"; filename*=UTF-8''{quote(safe + suffix, safe='')}"
+
+
 def _points(text: str) -> list[tuple[float, float]]:
     """``[[x, y], ...]`` with fractions in [0, 1] -> list of tuples; 422 naming ``points`` otherwise."""
     try:
-        data = json.loads(text)
+        data = parse_json(text)
         points = [(float(x), float(y)) for x, y in data]
     except (ValueError, TypeError):
         raise ApiError(422, f'expected JSON like [[0.5, 0.25]], got {text[:60]!r}', parameter="points") from None
@@ -344,17 +385,15 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
 
     @app.get("/v1/references/{ref_id}/download", tags=["teaching"], dependencies=secured,
              responses={200: {"content": {"application/octet-stream": {}}, "description": "The reference as .npz"},
-                        **_errors(*guarded, 404, 422)})
-    def download(ref_id: str) -> Response:
-        """The reference, taught clicks and views included, as the .npz that ``dinomask remove --ref`` reads."""
-        import tempfile
-
+                        **_errors(*guarded, 404, 422, 503)})
+    async def download(ref_id: str) -> Response:
+        """The reference, taught clicks and views included, as the .npz that ``dinomask remove --ref`` reads.
+        Written on the inference thread behind the bounded queue (503 when it is full), like every
+        request that costs more than a lookup."""
         reference = engine.get_reference(ref_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            payload = reference.save(f"{tmp}/reference.npz").read_bytes()
-        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in reference.label) or "reference"
+        payload = await engine.run(reference.to_bytes)
         return Response(payload, media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.npz"'})
+                        headers={"Content-Disposition": attachment(reference.label, ".npz")})
 
     @app.post("/v1/remove", tags=["segmentation"], dependencies=secured,
               responses={200: {"content": {"image/png": {}}, "description": "The result as PNG"},
@@ -426,7 +465,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                     break
                 if message.get("text") is not None:
                     try:
-                        data = json.loads(message["text"])
+                        data = parse_json(message["text"])
                         if not isinstance(data, dict):
                             raise ValueError(f'expected a JSON object such as {{"threshold": "0.6"}}, got {type(data).__name__}')
                         if "threshold" in data:
@@ -439,7 +478,12 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
                 started = time.perf_counter()
                 payload = message.get("bytes") or b""
                 taught = engine.references.get(reference)
-                if taught is not None and taught is not ref:  # clicks or a view changed it: use it from this frame
+                if taught is None:  # deleted while this stream was open: it holds nothing past the budgets
+                    detail = f"reference {reference!r} was deleted; open a new stream with another reference"
+                    await websocket.send_text(json.dumps({"error": detail, "status": 404}))
+                    await websocket.close(code=1008, reason=detail[:120])
+                    break
+                if taught is not ref:  # clicks or a view changed it: use it from this frame
                     ref = taught
                     segmenter = make(rule_text)
 

@@ -141,6 +141,8 @@ class Engine:
             reference = change(teacher)
         except TeachingRefused as exc:
             raise ApiError(409, str(exc)) from None
+        if self.references.get(ref_id) is not reference:  # deleted while the change was computed
+            raise ApiError(404, f"reference {ref_id!r} was deleted while it was being taught; nothing was kept")
         try:
             self.check_features()
         except ApiError:
