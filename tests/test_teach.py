@@ -153,10 +153,16 @@ def test_teaching_memory_is_bounded_whatever_the_user_does(setup):
     for _ in range(6):
         teacher.click(image, [(0.2, 0.5)], positive=True)
         assert len(teacher.history) <= 4 and teacher.history[0] is reference  # the original always stays
-    rows = Teacher(backbone, reference, max_clicked_rows=4)
+    rows = Teacher(backbone, reference, max_clicked_rows=12)
     rows.click(image, [(0.75, 0.5)], positive=False)  # the distractor's patch and its 8 alike neighbours
-    with pytest.raises(InvalidReferenceError, match="9 clicked background features, the most it keeps"):
+    assert len(rows.current.negatives) == 9
+    with pytest.raises(InvalidReferenceError, match="would hold 18 clicked background features, over the 12 kept"):
         rows.click(image, [(0.75, 0.5)], positive=False)
+    assert len(rows.current.negatives) == 9  # checked before the click is kept: never over the budget
+    tight = Teacher(backbone, reference, max_clicked_rows=4)
+    with pytest.raises(InvalidReferenceError, match="would hold 9"):
+        tight.click(image, [(0.75, 0.5)], positive=False)
+    assert len(tight.current.negatives) == 0 and len(tight.history) == 1
     teacher.add_view(image, obj)
     teacher.add_view(image, obj)
     with pytest.raises(InvalidReferenceError, match="2 added views"):
