@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from dinomask.cli import main
+from dinomask.reference import Reference
 
 
 def test_help_lists_every_command(capsys):
@@ -141,3 +142,80 @@ def test_a_bad_option_value_is_a_usage_message_not_a_traceback(tmp_path, args, n
 def test_help_keeps_the_extra_name(capsys):
     assert main(["remove", "--help"]) == 0
     assert "dinomask[ray]" in capsys.readouterr().out.replace("\n", "").replace(" ", "").replace("│", "")
+
+
+def _clip(path, davis, repeat: int = 1):
+    from dinomask.files import AtomicVideoWriter
+    from dinomask.preprocess import load_image
+
+    frames = [load_image(p) for p in sorted((davis / "JPEGImages/480p/dog").glob("*.jpg"))]
+    with AtomicVideoWriter(path, 10, (854, 480)) as writer:
+        for _ in range(repeat):
+            for image in frames:
+                writer.write(image)
+    return path
+
+
+def _two_refs(tmp_path, dog_ref, tiny_model_dir, davis):
+    """The dog and a second object (the car of car-shadow) as two references."""
+    car = tmp_path / "car.npz"
+    assert main(["reference", str(davis / "JPEGImages/480p/car-shadow/00000.jpg"), "--mask",
+                 str(davis / "Annotations/480p/car-shadow/00000.png"), "-o", str(car), "--model", str(tiny_model_dir),
+                 "--label", "car", "--runtime", "torch"]) == 0
+    return ["--ref", str(dog_ref), "--ref", str(car)]
+
+
+def test_several_references_with_the_default_keyframes_in_remove_and_live(tmp_path, dog_ref, tiny_model_dir, davis, capsys):
+    """Issue 21: two --ref files failed every input with keyframes on (the default for video)."""
+    refs = _two_refs(tmp_path, dog_ref, tiny_model_dir, davis)
+    video = _clip(tmp_path / "dog.mp4", davis)
+    assert main(["remove", str(video), *refs, "-o", str(tmp_path / "out"), "--runtime", "torch", "--output-kind", "mask"]) == 0
+    assert main(["live", *refs, "--source", str(video), "-o", str(tmp_path / "live.mp4"), "--no-window",
+                 "--runtime", "torch", "--keyframes", "every:3"]) == 0
+    said = capsys.readouterr()
+    assert "keyframes every:3" in said.out + said.err and (tmp_path / "live.mp4").stat().st_size > 0
+
+
+def test_save_ref_without_the_suffix_checks_the_file_it_would_write(tmp_path, dog_ref, davis, capsys):
+    """``--save-ref taught`` writes taught.npz: an existing taught.npz is not replaced without --overwrite."""
+    video = _clip(tmp_path / "dog.mp4", davis)
+    (tmp_path / "taught.npz").write_bytes(b"keep me")
+    code = main(["live", "-r", str(dog_ref), "--source", str(video), "--no-window", "--save-ref", str(tmp_path / "taught")])
+    assert code == 2 and "taught.npz exists" in capsys.readouterr().err
+    assert (tmp_path / "taught.npz").read_bytes() == b"keep me"
+    code = main(["reference", str(davis / "JPEGImages/480p/dog/00000.jpg"), "-o", str(tmp_path / "taught"),
+                 "--mask", str(davis / "Annotations/480p/dog/00000.png")])
+    assert code == 2 and "taught.npz exists" in capsys.readouterr().err
+
+
+def test_sigterm_on_live_keeps_the_recording_and_the_taught_reference(tmp_path, dog_ref, davis):
+    """A service manager's SIGTERM ends live as Ctrl-C does: exit 143, the recording finished and
+    playable, the taught reference saved, no .part file left (issue 21)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+
+    video = _clip(tmp_path / "long.mp4", davis, repeat=30)
+    out, taught = tmp_path / "rec" / "live.mp4", tmp_path / "rec" / "taught.npz"
+    out.parent.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dinomask.cli", "live", "-r", str(dog_ref), "--source", str(video), "--no-window",
+         "-o", str(out), "--save-ref", str(taught), "--runtime", "torch"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while not any(".part" in p.name for p in out.parent.iterdir()):  # recording under way
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err.decode()[-2000:]
+    assert "Traceback" not in err.decode()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["live.mp4", "taught.npz"]
+    capture = cv2.VideoCapture(str(out))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
+    assert Reference.load(taught).label == "dog"

@@ -117,3 +117,29 @@ def test_keyframes_and_roi_are_not_combined():
 
     with pytest.raises(ValueError, match="cannot be combined"):
         SegmenterConfig(keyframes=KeyframeSettings("auto"), roi=RoiSettings(enabled=True))
+
+
+def two_object_scene(offset: int, size=(240, 320)) -> np.ndarray:
+    """A red square moving right and a green one moving down, on a textured blue background."""
+    frame = textured(*size, seed=1)
+    frame[50:110, 40 + offset:100 + offset] = textured(60, 60, seed=2, tint=(0.9, 0.1, 0.1))
+    frame[120 + offset:180 + offset, 200:260] = textured(60, 60, seed=3, tint=(0.1, 0.9, 0.1))
+    return frame
+
+
+@pytest.mark.parametrize("policy", ["every:3", "auto:4"])
+def test_several_references_are_carried_with_their_labels(colour_backbone, policy):
+    """Two objects with keyframes on: carried frames keep both labels, each following its object
+    (issue 21: grid-sized scores and frame-sized label shares could not be stacked)."""
+    refs = [Reference.from_images(colour_backbone, [reference_on_black(colour=c)], label=name,
+                                  settings=ReferenceSettings(geometry=InputGeometry(140)))
+            for name, c in (("red", (230, 25, 25)), ("green", (25, 230, 25)))]
+    config = SegmenterConfig.preset("dinomask").replace(
+        keyframes=KeyframeSettings.parse(policy), background="none", threshold="0.9", geometry=InputGeometry(tokens=300))
+    segmenter = Segmenter(colour_backbone, refs, config)
+    results = [segmenter.predict(two_object_scene(3 * i)) for i in range(4)]
+    assert not all(r.keyframe for r in results)
+    for i, result in enumerate(results):
+        assert result.object_names == ("red", "green")
+        red, green = centroid(result.labels == 1), centroid(result.labels == 2)
+        assert abs(red[1] - (70 + 3 * i)) < 3 and abs(green[0] - (150 + 3 * i)) < 3, (i, red, green)

@@ -144,3 +144,25 @@ def test_stage_meter_is_safe_to_read_while_other_threads_write():
             t.join()
     assert not errors
     assert meter.summary()["backbone_ms"] == pytest.approx(1.0)
+
+
+def test_retry_seconds_bound_opencvs_own_stream_timeouts():
+    """A stream that accepts the connection and never answers: OpenCV's own timeouts (30 s each
+    by default) are set to --retry-seconds, so the user's bound holds (issue 21: 37 s with 2)."""
+    import socket
+    import threading
+    import time
+
+    from dinomask.errors import SourceError
+    from dinomask.video import FrameSource, SourceSettings
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in range(4)], daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(SourceError, match="could not open"):
+        FrameSource(f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg", SourceSettings(retry_seconds=1))
+    assert time.monotonic() - started < 10  # a bound, not a speed: without it OpenCV waits 30 s
+    server.close()

@@ -622,7 +622,12 @@ class Terminated(KeyboardInterrupt):
     finished and kept, a taught reference saved, no ``.part`` file left."""
 
 
+#: Set by the SIGTERM handler: typer turns every KeyboardInterrupt into exit code 130.
+_TERMINATED: list[bool] = []
+
+
 def _raise_terminated(signum, frame) -> None:
+    _TERMINATED.append(True)
     raise Terminated()
 
 
@@ -635,8 +640,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="dinomask: %(message)s")
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    _TERMINATED.clear()
     try:
-        return _run(argv)
+        code = _run(argv)
+        if code == 130 and _TERMINATED:
+            typer.echo("terminated", err=True)
+            return 143
+        return code
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
@@ -652,10 +662,10 @@ def _run(argv: list[str] | None) -> int:
         return 2
     except typer.Exit as exc:
         return exc.exit_code
-    except Terminated:
-        typer.echo("terminated", err=True)
-        return 143
-    except (typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt) as exc:  # click turns KeyboardInterrupt into Abort
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+            typer.echo("terminated", err=True)
+            return 143
         typer.echo("aborted", err=True)
         return 130
     except (ValueError, RecursionError) as exc:

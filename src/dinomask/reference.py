@@ -187,6 +187,11 @@ class Reference:
                 raise ValueError(f"expected {name} of shape n x {dim}, got {array.shape}")
         if len(self.foreground) == 0 or len(self.cls) == 0:
             raise InvalidReferenceError("a reference needs at least one object patch and one CLS vector")
+        for name in ("cls", "foreground", "background", "positives", "negatives"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise InvalidReferenceError(
+                    f"the {name} features of reference {self.label!r} hold NaN or infinite values: the backbone "
+                    f"{self.backbone.name!r} does not give usable features (damaged weights?)")
 
     # ------------------------------------------------------------------ building
 

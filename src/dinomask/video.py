@@ -79,15 +79,24 @@ class FrameSource:
         self,
         source: int | str,
         settings: SourceSettings = SourceSettings(),
-        open_capture: Callable[[int | str], "cv2.VideoCapture"] = cv2.VideoCapture,
+        open_capture: Callable[[int | str], "cv2.VideoCapture"] | None = None,
     ):
         self.source = source
         self.settings = settings
-        self._open = open_capture
+        self._open = open_capture or self._open_bounded
         self._capture = self._open_or_raise()
         self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
         self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.reconnects = 0
+
+    def _open_bounded(self, source: int | str) -> "cv2.VideoCapture":
+        """Open with OpenCV's own open and read timeouts set to ``retry_seconds`` (at least 1 s):
+        its defaults (30 s each) would hold a dead stream far past what the user allowed."""
+        if not (isinstance(source, str) and "://" in source):
+            return cv2.VideoCapture(source)
+        ms = int(max(1.0, self.settings.retry_seconds) * 1000)
+        return cv2.VideoCapture(source, cv2.CAP_ANY,
+                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
     def _open_or_raise(self):
         capture = self._open(self.source)

@@ -262,3 +262,37 @@ def test_random_weights_are_recognised_by_marker_or_by_their_statistics(tmp_path
     model.save_pretrained(tmp_path / "trained-like")
     assert load_backbone(str(tmp_path / "trained-like"), device="cpu", runtime="torch").random_weights is None
     assert load_backbone(str(tiny_model_dir), device="cpu").random_weights  # carried to the ONNX fast path
+
+
+def test_a_fine_tune_with_a_frozen_patch_embedding_has_its_own_fingerprint(tmp_path):
+    """Issue 21: only the patch embedding was hashed, so a fine-tune that kept it shared the
+    original's fingerprint (and its cached ONNX export, and its references)."""
+    from transformers import AutoModel
+
+    original = random_backbone_dir(tmp_path / "original", seed=0, layers=1)
+    model = AutoModel.from_pretrained(str(original))
+    with torch.no_grad():
+        model.encoder.layer[0].mlp.fc1.weight.add_(0.01)  # the encoder changes, the patch embedding does not
+    model.save_pretrained(str(tmp_path / "tuned"))
+    a = load_backbone(str(original), device="cpu", runtime="torch", dtype="float32")
+    b = load_backbone(str(tmp_path / "tuned"), device="cpu", runtime="torch", dtype="float32")
+    assert a.spec.fingerprint != b.spec.fingerprint
+
+
+def test_the_fingerprint_is_hashed_once_per_file_state(tmp_path, monkeypatch):
+    """Cached by the files' paths, sizes and mtimes: a second load does not hash; a changed file does."""
+    import os
+
+    from dinomask.backbones import weights
+
+    path = random_backbone_dir(tmp_path / "m", seed=0, layers=1)
+    first = load_backbone(str(path), device="cpu", runtime="torch", dtype="float32").spec.fingerprint
+    hashed = []
+    original_digest = weights.hashlib.sha256
+    monkeypatch.setattr(weights.hashlib, "sha256", lambda *a: hashed.append(1) or original_digest(*a))
+    assert load_backbone(str(path), device="cpu", runtime="torch", dtype="float32").spec.fingerprint == first
+    assert len(hashed) == 1  # the cache key alone, no weights
+    stat = (path / "model.safetensors").stat()
+    os.utime(path / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert load_backbone(str(path), device="cpu", runtime="torch", dtype="float32").spec.fingerprint == first
+    assert len(hashed) == 3  # key, then the weights hashed again

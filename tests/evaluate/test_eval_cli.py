@@ -156,3 +156,22 @@ def test_the_feature_cache_holds_one_frame_whatever_the_dataset_length(davis, ti
                 predictor.predict(image, str(frame.image))
             sizes.append(len(cache))
     assert len(sizes) > 10 and max(sizes) == 2  # one frame x two geometries, never more
+
+
+def test_an_empty_reference_mask_skips_the_sequence_for_every_setting(tmp_path, davis, tiny_model_dir, capsys):
+    """Issue 21: the baselines scored a sequence whose empty reference mask the settings refused,
+    so rows compared different frames. Now every setting scores the same frames."""
+    from PIL import Image
+
+    root = tmp_path / "d"
+    shutil.copytree(davis, root)
+    first = sorted((root / "Annotations/480p/dog").glob("*.png"))[0]
+    Image.new("L", Image.open(first).size).save(first)
+    out = tmp_path / "masks"
+    assert main(["eval", "masks", "--dataset", str(root), "--model", str(tiny_model_dir), "-o", str(out), "-q",
+                 "--max-frames", "2", "--setting", "quick", "--runtime", "torch"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    frames = {name: {(r["sequence"], r["frame"]) for r in rows} for name, rows in metrics["per_frame"].items()}
+    assert len({frozenset(f) for f in frames.values()}) == 1  # the same frames for every setting and baseline
+    assert all(sequence == "car-shadow" for f in frames.values() for sequence, _ in f)
+    assert any("dog" in p and "skipped for every setting" in p for p in metrics["problems"])

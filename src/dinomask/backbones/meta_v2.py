@@ -134,6 +134,8 @@ def meta_to_transformers(state: dict):
         )
     dim = state["cls_token"].shape[-1]
     patch = state["patch_embed.proj.weight"].shape[-1]
+    if dim < 1 or patch < 1:
+        raise ModelNotFoundError(f"this checkpoint has hidden_size {dim} and patch_size {patch}; both must be at least 1")
     layers = check_block_indices((block_index(k) for k in state if k.startswith("blocks.")), "this checkpoint")
     swiglu = "blocks.0.mlp.w12.weight" in state
     # SwiGLU (ViT-g) derives its hidden size from mlp_ratio 4 the same way in both codebases.

@@ -59,6 +59,8 @@ def meta_v3_to_transformers(state: dict):
                                  "transformers' DINOv3ViTModel has one norm, so it is not supported")
     dim = state["cls_token"].shape[-1]
     patch = state["patch_embed.proj.weight"].shape[-1]
+    if dim < 1 or patch < 1:
+        raise ModelNotFoundError(f"this checkpoint has hidden_size {dim} and patch_size {patch}; both must be at least 1")
     layers = check_block_indices((block_index(k) for k in state if k.startswith("blocks.")), "this checkpoint")
     gated = "blocks.0.mlp.w1.weight" in state
     hidden = state["blocks.0.mlp.w1.weight" if gated else "blocks.0.mlp.fc1.weight"].shape[0]

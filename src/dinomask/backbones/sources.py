@@ -11,7 +11,7 @@ from dinomask.backbones.meta_v2 import hf_key_style, is_meta_state_dict, meta_to
 from dinomask.backbones.meta_v3 import is_meta_v3_state_dict, meta_v3_to_transformers
 from dinomask.backbones.registry import BACKBONES, model_class
 from dinomask.backbones.spec import IMAGENET_MEAN, IMAGENET_STD
-from dinomask.backbones.weights import check_config, check_loaded, check_zip_budget
+from dinomask.backbones.weights import check_config, check_config_file, check_loaded, check_zip_budget
 from dinomask.errors import DinomaskError, ModelNotFoundError
 
 #: Files of a model folder that make up its weights and architecture (they key the fingerprint cache).
@@ -104,6 +104,7 @@ def _load_file(path: Path):
         )
     from transformers import AutoConfig
 
+    check_config_file(config_path)
     config = AutoConfig.from_pretrained(str(path.parent))
     check_config(config, str(config_path))
     model = model_class(config.model_type)(config)
@@ -210,6 +211,7 @@ def _load_local(source: str, path: Path, is_file: bool):
         raise ModelNotFoundError(
             missing_model_message(source, None, f"the directory {path} has no config.json")
         )
+    check_config_file(path / "config.json")
     try:
         model = _load_pretrained(str(path), local_only=True)
     except OSError as exc:

@@ -104,7 +104,7 @@ def wrap_model(model, source: str, mean, std, torch_device, torch_dtype, files=(
         std=tuple(std),
         feature_dim=int(model.config.hidden_size),
         num_register_tokens=registers,
-        fingerprint=fingerprint(model, registers, files),
+        fingerprint=fingerprint(model, registers, files, where=source),
         family=family,
     )
     if family == "dinov2":

@@ -47,20 +47,23 @@ def _int_field(config, name: str, where: str, low: int, high: int, required: boo
     return value
 
 
-def check_config(config, where: str) -> None:
+def check_config(config, where: str, partial: bool = False) -> None:
     """Refuse an architecture a DINOv2/DINOv3 checkpoint cannot have, before it is built.
 
     Args:
-        config: a transformers ``Dinov2Config``, ``Dinov2WithRegistersConfig`` or ``DINOv3ViTConfig``.
+        config: a transformers ``Dinov2Config``, ``Dinov2WithRegistersConfig`` or ``DINOv3ViTConfig``,
+            or any object with those attributes.
         where: the file or folder it came from (named in the message).
+        partial: check only the fields present (a raw ``config.json``, whose absent fields take
+            transformers' defaults).
 
     Raises:
         ModelNotFoundError: a size is not a whole number, out of range, or inconsistent.
     """
-    hidden = _int_field(config, "hidden_size", where, 1, MAX_HIDDEN)
-    _int_field(config, "num_hidden_layers", where, 1, MAX_LAYERS)
-    heads = _int_field(config, "num_attention_heads", where, 1, MAX_HEADS)
-    _int_field(config, "patch_size", where, 1, MAX_PATCH)
+    hidden = _int_field(config, "hidden_size", where, 1, MAX_HIDDEN, required=not partial)
+    _int_field(config, "num_hidden_layers", where, 1, MAX_LAYERS, required=not partial)
+    heads = _int_field(config, "num_attention_heads", where, 1, MAX_HEADS, required=not partial)
+    _int_field(config, "patch_size", where, 1, MAX_PATCH, required=not partial)
     _int_field(config, "num_register_tokens", where, 0, MAX_REGISTERS, required=False)
     _int_field(config, "intermediate_size", where, 1, MAX_MLP, required=False)
     _int_field(config, "image_size", where, 1, 100_000, required=False)
@@ -68,8 +71,30 @@ def check_config(config, where: str) -> None:
     ratio = getattr(config, "mlp_ratio", None)
     if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 8):
         raise ModelNotFoundError(f"{where}: mlp_ratio must be a number in (0, 8], got {ratio!r}")
-    if hidden % heads:
+    if hidden is not None and heads is not None and hidden % heads:
         raise ModelNotFoundError(f"{where}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+
+
+#: A ``config.json`` larger than this is refused unread (DINOv2's are under 1 KB).
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def check_config_file(path: Path) -> None:
+    """Check a raw ``config.json`` (size, JSON object, the sizes it gives) before transformers
+    reads it, so a bad value is named as such rather than as a library's validation error."""
+    from types import SimpleNamespace
+
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelNotFoundError(f"{path} is {size} bytes; a model config is a few KB")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, RecursionError) as exc:
+        raise ModelNotFoundError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelNotFoundError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    check_config(SimpleNamespace(**{k: v for k, v in data.items() if isinstance(k, str) and k.isidentifier()}),
+                 str(path), partial=True)
 
 
 def check_block_indices(indices: Iterable[int], where: str) -> int:
@@ -139,7 +164,7 @@ def _files_key(files: Iterable[Path]) -> str | None:
     return hashlib.sha256(json.dumps([FINGERPRINT_VERSION, stats]).encode()).hexdigest()[:32]
 
 
-def fingerprint(model, num_registers: int, files: Iterable[Path] = ()) -> str:
+def fingerprint(model, num_registers: int, files: Iterable[Path] = (), where: str = "the model") -> str:
     """A 16-hex-digit hash of the architecture and of every weight and buffer.
 
     Tensors are hashed in the model's own order as float32 bytes with their shapes (not their
@@ -147,6 +172,7 @@ def fingerprint(model, num_registers: int, files: Iterable[Path] = ()) -> str:
     fingerprint from a Meta checkpoint and from a Hugging Face folder. One tensor is converted at
     a time (no copy of the whole model). The result is cached under :func:`cache_dir` by the
     ``files`` the weights came from (paths, sizes, mtimes); with no files it is always computed.
+    ``where`` names the source in errors.
 
     Raises:
         ModelNotFoundError: a weight holds NaN or infinite values (such a model writes NaN
@@ -170,7 +196,7 @@ def fingerprint(model, num_registers: int, files: Iterable[Path] = ()) -> str:
         for name, tensor in model.state_dict().items():
             values = tensor.detach().to("cpu", torch.float32).contiguous()
             if not bool(torch.isfinite(values).all()):
-                raise ModelNotFoundError(f"the model's weight {name} holds NaN or infinite values; "
+                raise ModelNotFoundError(f"{where}: weight {name} holds NaN or infinite values; "
                                          "its features would be NaN, so it is not loaded")
             digest.update(json.dumps(list(values.shape)).encode())
             digest.update(values.numpy().tobytes())

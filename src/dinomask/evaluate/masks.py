@@ -93,13 +93,19 @@ def score_sequence(
     except DinomaskError as exc:
         out.problems.append(f"{sequence.name}: reference frame unusable ({exc}); sequence skipped")
         return out
-    started = []
+    started, refused = [], []
     for name, predictor in predictors.items():
         try:
             predictor.start_sequence(references[: refs[name]])
             started.append(name)
         except DinomaskError as exc:
-            out.problems.append(f"{sequence.name}: {name} could not use the reference ({exc})")
+            refused.append(f"{name} ({exc})")
+    if refused:  # every setting is scored on the same frames, or the table compares different data
+        out.problems.append(f"{sequence.name}: could not use the reference frame for " + "; ".join(refused)
+                            + "; sequence skipped for every setting")
+        if progress is not None:
+            progress.update(len(names) * len(sequence.frames[skip:][:max_frames]))
+        return out
     scored = sequence.frames[skip:]
     if max_frames is not None:
         scored = scored[:max_frames]
