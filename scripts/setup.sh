@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install dinomask with its test and eval extras. Safe to run again.
+# Create .venv and install dinomask with its test, eval, docs and packaging extras. Safe to run again.
 # torch comes first, CPU-only where none is installed, so that no extra pulls the CUDA build.
 # torch: where none is installed, 'torch==2.13.0' is asked for by name (on the build machines
 # that resolves to a local CPU-only wheel; elsewhere it is the normal PyPI wheel).
@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
-pip install -q -e ".[test,onnx,serve,ray]"
+pip install -q -e ".[test,onnx,serve,ray,docs,dev]"
 # Debian's Chromium and ChromeDriver for the end-to-end browser test (skipped where they cannot be installed)
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -23,6 +23,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from dinomask import __version__
+
+        typer.echo(f"dinomask {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print dinomask's version and exit.")] = False,
+) -> None:
+    """One-shot DINOv2 background removal: show it one photo of your object, get every frame back with only the object."""
+
+
 eval_app = typer.Typer(help="Measure masks, recognition and control on a labelled dataset.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dinomask.errors import ModelNotFoundError
 
-#: Short names -> Hugging Face model ids. DINOv2 ``_reg`` variants and every DINOv3 have 4 register tokens.
 BACKBONES: dict[str, str] = {
     "dinov2_vits14": "facebook/dinov2-small",
     "dinov2_vitb14": "facebook/dinov2-base",
@@ -24,6 +23,8 @@ BACKBONES: dict[str, str] = {
     "dinov3_vitb16": "facebook/dinov3-vitb16-pretrain-lvd1689m",
     "dinov3_vitl16": "facebook/dinov3-vitl16-pretrain-lvd1689m",
 }
+"""Short names -> Hugging Face model ids, for ``load_backbone`` and ``--model``. DINOv2 ``_reg``
+variants and every DINOv3 have 4 register tokens. Any hub id or local path works as well."""
 
 #: The default backbone: DINOv2 ViT-S/14 with registers (no high-norm artifact tokens).
 DEFAULT_BACKBONE = "dinov2_vits14_reg"

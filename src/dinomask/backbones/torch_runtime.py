@@ -27,7 +27,7 @@ class Backbone:
             with float32 weights, ``torch.float32`` runs plain.
     """
 
-    def __init__(self, model, spec: BackboneSpec, device: "torch.device", dtype: "torch.dtype"):
+    def __init__(self, model: "torch.nn.Module", spec: BackboneSpec, device: "torch.device", dtype: "torch.dtype"):
         self.model = model
         self.spec = spec
         self.device = device
