@@ -295,6 +295,7 @@ def live(
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
     save_ref: Annotated[Optional[Path], typer.Option("--save-ref", help="Write the taught reference here on 's' and on exit (.npz).")] = None,
+    stats_every: Annotated[float, typer.Option("--stats-every", min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds (0: only at the end).")] = 0.0,
 ) -> None:
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
@@ -308,6 +309,7 @@ def live(
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,
+        stats_every=stats_every,
     )
     from dinomask.files import check_writable
 

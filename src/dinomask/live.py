@@ -10,9 +10,11 @@ and taught while it runs (keys in the window, or lines on stdin without one)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import queue
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -44,6 +46,9 @@ class LiveOptions:
         background: what replaces the background.
         overwrite: allow replacing an existing ``output`` or ``save_ref``.
         save_ref: write the taught reference here on ``s`` and on exit.
+        stats_every: print one JSON line of statistics to stdout every this many seconds
+            (frames shown, FPS, capture-to-output latency p50/p95, keyframe share):
+            a log to watch a run that lasts a shift; 0 for none.
     """
 
     source: str = "0"
@@ -54,6 +59,7 @@ class LiveOptions:
     background: str = "black"
     overwrite: bool = False
     save_ref: Path | None = None
+    stats_every: float = 0.0
 
 
 def check_window_support() -> None:
@@ -206,8 +212,12 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
             stop.set()
         return result
 
+    report = IntervalReport(options.stats_every, segmenter) if options.stats_every > 0 else None
+
     def output(frame: Frame, result, meter: StageMeter) -> bool:
         state["grid"] = result.grid
+        if report is not None:
+            report.add(frame)
         shown = _draw_fps(composite(frame.image, result.mask, background), meter, _keyframe_text(segmenter),
                           teaching.status())
         if options.output is not None:
@@ -239,6 +249,35 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         stats, grid=state.get("grid"), keyframes=segmenter.config.keyframes.describe(),
         keyframe_fraction=counts["keyframes"] / counts["frames"] if counts["frames"] else 1.0,
     )
+
+
+class IntervalReport:
+    """Statistics of a live run, one JSON line to stdout every ``seconds``: frames shown and FPS
+    in the interval, capture-to-output latency p50/p95 (ms), and the share of frames the
+    backbone ran on so far."""
+
+    def __init__(self, seconds: float, segmenter: Segmenter):
+        self.seconds, self.segmenter = seconds, segmenter
+        self.started = self.last = time.monotonic()
+        self.latencies: list[float] = []
+        self.shown = 0
+
+    def add(self, frame: Frame) -> None:
+        now = time.monotonic()
+        self.latencies.append((now - frame.captured_at) * 1e3)
+        self.shown += 1
+        if now - self.last >= self.seconds:
+            self.flush(now)
+
+    def flush(self, now: float) -> None:
+        counts = self.segmenter.keyframe_stats
+        latencies = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+        line = {"t": round(now - self.started, 2), "shown": self.shown, "fps": round(self.shown / (now - self.last), 2),
+                "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1),
+                "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1),
+                "keyframe_share": round(counts["keyframes"] / counts["frames"], 3) if counts["frames"] else 1.0}
+        print(json.dumps(line), flush=True)
+        self.latencies, self.shown, self.last = [], 0, now
 
 
 def _keyframe_text(segmenter: Segmenter) -> str:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import cv2
@@ -33,11 +33,13 @@ class Frame:
         image: ``H x W x 3`` uint8 RGB.
         index: position in the source (0, 1, ...).
         timestamp: seconds; the video position for files, capture time for cameras.
+        captured_at: ``time.monotonic()`` when it was read (capture-to-output latency starts here).
     """
 
     image: np.ndarray
     index: int
     timestamp: float
+    captured_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
