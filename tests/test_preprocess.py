@@ -148,3 +148,71 @@ def test_invalid_budgets_are_refused():
         InputGeometry(tokens=10_000)
     with pytest.raises(ValueError, match="needs a resolution"):
         InputGeometry(keep_aspect=False)
+
+
+# ----------------------------------------------------------------------------- one rule for masks
+
+
+def _mask_files(tmp_path):
+    """The same 40 x 60 object (a 20 x 30 block) as every kind of mask file users hand in."""
+    from PIL import Image
+
+    block = np.zeros((40, 60), bool)
+    block[10:30, 15:45] = True
+    soft = (block * 255).astype(np.uint8)
+    soft[9, 15:45] = 100  # an antialiased edge: below half, background
+    soft[30, 15:45] = 200  # above half, object
+    expected_soft = block.copy()
+    expected_soft[30, 15:45] = True
+    palette = Image.fromarray(block.astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0, 40, 0, 0] + [0] * 762)  # index 1 drawn almost black: the index decides
+    files = {
+        "zero-one.png": (Image.fromarray(block.astype(np.uint8)), block),
+        "zero-255.png": (Image.fromarray(block.astype(np.uint8) * 255), block),
+        "soft.png": (Image.fromarray(soft), expected_soft),
+        "palette.png": (palette, block),
+        "labels-0-1-2.png": (Image.fromarray((block.astype(np.uint8) * np.where(np.arange(60) < 30, 1, 2)).astype(np.uint8)), block),
+        "sixteen-bit-0-1.png": (Image.fromarray(block.astype(np.uint16)), block),
+        "rgba-alpha.png": (Image.fromarray(np.dstack([np.full((40, 60, 3), 255, np.uint8), block.astype(np.uint8) * 255])), block),
+        "mask.jpg": (Image.fromarray(block.astype(np.uint8) * 255).convert("L"), block),
+    }
+    out = {}
+    for name, (image, expected) in files.items():
+        image.save(tmp_path / name, **({"quality": 90} if name.endswith(".jpg") else {}))
+        out[name] = expected
+    return out
+
+
+def test_every_reader_reads_every_kind_of_mask_by_one_rule(tmp_path):
+    """``reference --mask``, the server's uploads and eval's ground truth agree on 0/1, 0/255, soft,
+    palette, label-map, 16-bit, alpha and JPEG masks (issue 19: a 0/1 mask read as empty)."""
+    from dinomask.evaluate.datasets import load_truth_mask
+    from dinomask.preprocess import load_mask
+    from dinomask.serve.config import ServeConfig
+    from dinomask.serve.engine import decode_mask
+
+    config = ServeConfig()
+    for name, expected in _mask_files(tmp_path).items():
+        path = tmp_path / name
+        readers = {"load_mask": load_mask(path), "eval": load_truth_mask(path)}
+        if not name.startswith("sixteen"):  # the server takes JPEG, PNG and WebP of 8 bits
+            readers["serve"] = decode_mask(path.read_bytes(), config)
+        for reader, got in readers.items():
+            if name == "mask.jpg":  # compression moves edge pixels; the object stays
+                assert (got == expected).mean() > 0.97, (name, reader)
+            else:
+                assert np.array_equal(got, expected), (name, reader, got.sum(), expected.sum())
+
+
+def test_a_zero_one_mask_makes_the_same_reference_as_a_zero_255_one(tmp_path, tiny_backbone, davis):
+    from PIL import Image
+
+    from dinomask.reference import Reference
+
+    truth = np.asarray(Image.open(davis / "Annotations/480p/dog/00000.png")) != 0
+    Image.fromarray(truth.astype(np.uint8)).save(tmp_path / "01.png")
+    Image.fromarray(truth.astype(np.uint8) * 255).save(tmp_path / "0255.png")
+    frame = davis / "JPEGImages/480p/dog/00000.jpg"
+    a = Reference.from_images(tiny_backbone, [frame], [tmp_path / "01.png"])
+    b = Reference.from_images(tiny_backbone, [frame], [tmp_path / "0255.png"])
+    assert np.array_equal(a.foreground, b.foreground) and len(a.foreground) > 0

@@ -169,7 +169,7 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
 def reference(
     images: Annotated[list[Path], typer.Argument(help="Reference photo(s) of ONE object, background painted black/white/transparent, or with --mask.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the reference (.npz).")],
-    mask: Annotated[Optional[list[Path]], typer.Option("--mask", help="A mask per image (non-zero = object), instead of a painted background.")] = None,
+    mask: Annotated[Optional[list[Path]], typer.Option("--mask", help="A mask per image, instead of a painted background: a hard mask (0/1, 0/255) is the object where non-zero, a soft one (antialiased, JPEG) above 127, a palette PNG where its index is not 0.")] = None,
     background: Annotated[str, typer.Option(help="Painted background: auto, black, white or transparent.")] = "auto",
     label: Annotated[str, typer.Option(help="The object's name.")] = "object",
     model: ModelOpt = None,

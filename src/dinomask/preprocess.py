@@ -226,34 +226,97 @@ def load_image(frame: FrameLike, *, color: ColorOrder = "rgb", keep_alpha: bool 
     )
 
 
-def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask image or array -> ``H x W`` bool (True = object).
+#: The one rule by which every reader (``reference --mask``, the server's uploads, taught views
+#: and ``eval``'s ground truth) turns a mask image into object and background.
+MASK_RULE = (
+    "a palette image (DAVIS's PNGs) is the object where its index is not 0; an image with "
+    "transparency where its alpha is above half its range; otherwise its brightest channel decides: "
+    "a hard mask (at most two values such as 0/1 or 0/255, or a label map whose values are all 16 "
+    "or less) is the object where it is non-zero, and a soft mask (antialiased, matted, or any JPEG) "
+    "where it is above half its range (> 127 for 8 bits, > 32767 for 16 bits, > 0.5 for floats)"
+)
+#: Largest value of a mask read as a label map (non-zero = object) whatever its number of values.
+LABEL_MAP_MAX = 16
 
-    Bright pixels (> 127) are the object. An RGBA mask whose alpha channel has any
-    transparency uses the alpha channel; a fully opaque one uses its colour.
+
+def mask_from_values(values: np.ndarray, full_range: float, lossy: bool = False) -> np.ndarray:
+    """One mask channel (``H x W``, any numeric dtype) -> ``H x W`` bool by :data:`MASK_RULE`.
 
     Args:
-        size: ``(height, width)`` the mask must have; a mismatch is an error, not a resize.
+        full_range: the format's largest value (255 for 8 bits, 65535 for 16, 1.0 for floats).
+        lossy: the values came from a lossy file (JPEG): always above half the range, since
+            compression noise would make a hard mask's background non-zero.
     """
+    if values.size == 0:
+        return np.zeros(values.shape, bool)
+    if not lossy:
+        if values.dtype == np.uint8:
+            distinct = int(np.count_nonzero(np.bincount(values.ravel(), minlength=256)))
+        else:
+            distinct = len(np.unique(values))
+        if distinct <= 2 or (values.min() >= 0 and values.max() <= LABEL_MAP_MAX and
+                             np.array_equal(values, np.round(values))):
+            return values != 0
+    return values > full_range / 2
+
+
+def mask_from_image(image: Image.Image, lossy: bool = False) -> np.ndarray:
+    """A decoded mask image, any PIL mode -> ``H x W`` bool by :data:`MASK_RULE`."""
+    if image.mode == "P" and "transparency" not in image.info:
+        return np.asarray(image) != 0
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+        if (alpha < 255).any():
+            return mask_from_values(alpha, 255.0, lossy)
+    if image.mode.startswith("I;16"):
+        return mask_from_values(np.asarray(image), 65535.0, lossy)
+    if image.mode in ("I", "F"):
+        values = np.asarray(image)
+        top = 1.0 if image.mode == "F" and values.max(initial=0) <= 1.0 else (255.0 if values.max(initial=0) <= 255 else 65535.0)
+        return mask_from_values(values, top, lossy)
+    return mask_from_values(np.asarray(image.convert("RGB")).max(axis=2), 255.0, lossy)
+
+
+def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask image or array -> ``H x W`` bool (True = object), by :data:`MASK_RULE`.
+
+    Args:
+        mask: a path, a PIL image, a bool array, or a numeric array (``H x W``, or
+            ``H x W x 3|4`` uint8 read as pixels).
+        size: ``(height, width)`` the mask must have; a mismatch is an error, not a resize.
+
+    Raises:
+        ImageReadError: unreadable, not 2-D, or not of ``size``; the message names the file.
+    """
+    name = f"mask {mask}" if isinstance(mask, (str, Path)) else "mask"
     if isinstance(mask, np.ndarray) and mask.dtype == bool:
         array = mask
+    elif isinstance(mask, np.ndarray):
+        array = mask_from_pixels(mask) if mask.ndim == 3 else mask_from_values(
+            mask, 1.0 if mask.dtype.kind == "f" else float(np.iinfo(mask.dtype).max) if mask.dtype.kind in "iu" else 1.0)
+    elif isinstance(mask, (str, Path)):
+        array = mask_from_image(_open_pil(Path(mask)), lossy=Path(mask).suffix.lower() in (".jpg", ".jpeg"))
+    elif isinstance(mask, Image.Image):
+        array = mask_from_image(mask, lossy=mask.format == "JPEG")
     else:
-        array = mask_from_pixels(load_image(mask, keep_alpha=True))
+        raise ImageReadError(f"expected a mask path, PIL image or numpy array, got {type(mask).__name__}")
     if array.ndim != 2:
-        raise ImageReadError(f"expected a 2-D mask, got shape {array.shape}")
+        raise ImageReadError(f"expected a 2-D {name}, got shape {array.shape}")
     if size is not None and tuple(array.shape) != tuple(size):
         raise ImageReadError(
-            f"mask size {array.shape[0]}x{array.shape[1]} (h x w) does not match the image "
+            f"{name} size {array.shape[0]}x{array.shape[1]} (h x w) does not match the image "
             f"size {size[0]}x{size[1]}"
         )
     return array
 
 
 def mask_from_pixels(image: np.ndarray) -> np.ndarray:
-    """``H x W x 3|4`` uint8 mask image -> ``H x W`` bool (see :func:`load_mask`)."""
+    """``H x W x 3|4`` (or ``H x W``) uint8 mask pixels -> ``H x W`` bool by :data:`MASK_RULE`."""
+    if image.ndim == 2:
+        return mask_from_values(image, 255.0)
     if image.shape[2] == 4 and (image[:, :, 3] < 255).any():
-        return image[:, :, 3] > 127
-    return image[:, :, :3].max(axis=2) > 127
+        return mask_from_values(image[:, :, 3], 255.0)
+    return mask_from_values(image[:, :, :3].max(axis=2), 255.0)
 
 
 def resize_to_grid(image: np.ndarray, grid: tuple[int, int], patch: int) -> np.ndarray:

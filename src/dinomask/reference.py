@@ -210,7 +210,7 @@ class Reference:
         Args:
             backbone: the backbone every later frame will go through.
             images: paths, PIL images or RGB(A) uint8 arrays.
-            masks: one mask per image (non-zero = object), or ``None`` to find the
+            masks: one mask per image (read by :data:`~dinomask.preprocess.MASK_RULE`), or ``None`` to find the
                 object from the painted background.
             settings: see :class:`ReferenceSettings`.
 

@@ -15,9 +15,10 @@ Flat (one sequence named after the folder)::
     DIR/<name>.jpg + DIR/<name>.png                   (the PNG beside each JPEG is its mask)
     DIR/<name>.jpg + DIR/masks/<name>.png
 
-Ground-truth masks: non-zero is object. A palette PNG (DAVIS's) is read by palette index,
-not brightness; a 0/1 greyscale mask is an object of ones; a JPEG mask (lossy) is
-thresholded at half its range. A frame whose mask is missing is reported by file name and
+Ground-truth masks are read by the one rule every reader uses
+(:data:`dinomask.preprocess.MASK_RULE`): a palette PNG (DAVIS's) by its index; a hard mask
+(0/1, 0/255, a small label map) where non-zero; a soft or JPEG mask above half its range.
+A frame whose mask is missing is reported by file name and
 never scored; a mask whose size does not match its frame, and a mask that marks nothing in
 a whole sequence, are reported too.
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from dinomask.errors import ImageReadError
-from dinomask.preprocess import IMAGE_SUFFIXES, load_image
+from dinomask.preprocess import IMAGE_SUFFIXES, load_image, mask_from_image
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Dataset:
 
 
 def load_truth_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A ground-truth mask file -> ``H x W`` bool, non-zero = object (see the module docstring).
+    """A ground-truth mask file -> ``H x W`` bool by :data:`~dinomask.preprocess.MASK_RULE`.
 
     Raises:
         ImageReadError: unreadable, or not of ``size`` (``(height, width)``).
@@ -89,15 +90,7 @@ def load_truth_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarr
             image = opened
     except Exception as exc:  # PIL raises many types for unreadable files
         raise ImageReadError(f"could not read the mask {path}: {exc.__class__.__name__}: {exc}") from None
-    lossy = image.format == "JPEG"
-    if image.mode == "P":  # palette: the index is the label (DAVIS), whatever colour it shows
-        array = np.asarray(image) != 0
-    elif image.mode in ("RGBA", "LA", "PA") and (np.asarray(image.getchannel("A")) < 255).any():
-        array = np.asarray(image.getchannel("A")) > 127
-    else:
-        values = np.asarray(image.convert("RGB") if image.mode not in ("1", "L", "I", "I;16", "F") else image)
-        values = values.max(axis=2) if values.ndim == 3 else values
-        array = values > (values.max() / 2 if lossy and values.max() > 0 else 0)
+    array = mask_from_image(image, lossy=image.format == "JPEG")
     if size is not None and tuple(array.shape) != tuple(size):
         raise ImageReadError(f"mask {path} is {array.shape[0]}x{array.shape[1]} (h x w), its frame "
                              f"{size[0]}x{size[1]}: it does not match")
@@ -211,6 +204,6 @@ def _report_empty_masks(sequences: list[LabelledSequence], problems: list[str]) 
         try:
             if not any(load_truth_mask(frame.mask).any() for frame in sample):
                 problems.append(f"{sequence.name}: the masks {', '.join(f.mask.name for f in sample)} mark no object "
-                                "pixel (non-zero = object); check the mask files")
+                                "pixel (see dinomask.preprocess.MASK_RULE); check the mask files")
         except ImageReadError:
             pass  # reported by name when the frame is scored

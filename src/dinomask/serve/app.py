@@ -42,11 +42,10 @@ from pydantic import BaseModel
 from dinomask.composite import Background, composite, heatmap, render
 from dinomask.errors import ImageReadError, InvalidReferenceError
 from dinomask.postprocess import TemporalSettings, ThresholdRule
-from dinomask.preprocess import mask_from_pixels
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
 from dinomask.serve.config import ServeConfig, server_options
-from dinomask.serve.engine import ApiError, Engine, QueueFull, decode_upload, encode
+from dinomask.serve.engine import ApiError, Engine, QueueFull, decode_mask, decode_upload, encode
 from dinomask.serve.guard import Guard
 from dinomask.teach import TeachingRefused
 
@@ -277,7 +276,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
               responses=_errors(*guarded, 409, 413, 415, 422, 503))
     async def create_reference(
         image: Annotated[UploadFile, File(description="Photo of the object (JPEG, PNG, WebP): background painted black/white/transparent, or with a mask.")],
-        mask: Annotated[Optional[UploadFile], File(description="Optional mask (non-zero = object), same size as the image.")] = None,
+        mask: Annotated[Optional[UploadFile], File(description="Optional mask, same size as the image: a hard mask (0/1, 0/255) is the object where non-zero, a soft one above 127, a palette PNG where its index is not 0.")] = None,
         label: Annotated[str, Form(max_length=100)] = "object",
         background: Annotated[PaintedBackground, Form()] = PaintedBackground.auto,
     ) -> dict:
@@ -290,11 +289,10 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
             photo = decode_upload(photo_bytes, config, "image", keep_alpha=True)
             mask_array = None
             if mask_bytes is not None:
-                raw = decode_upload(mask_bytes, config, "mask", keep_alpha=True)
-                if raw.shape[:2] != photo.shape[:2]:
-                    raise ApiError(422, f"size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
+                mask_array = decode_mask(mask_bytes, config)
+                if mask_array.shape != photo.shape[:2]:
+                    raise ApiError(422, f"size {mask_array.shape[1]}x{mask_array.shape[0]} differs from the image's "
                                         f"{photo.shape[1]}x{photo.shape[0]}", parameter="mask")
-                mask_array = mask_from_pixels(raw)
             settings = ReferenceSettings(background=background.value)
             return Reference.from_images(backbone, [photo], None if mask_array is None else [mask_array],
                                          settings=settings, label=label)
@@ -346,7 +344,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
     async def add_view(
         ref_id: str,
         image: Annotated[UploadFile, File(description="A frame showing the object (JPEG, PNG, WebP).")],
-        mask: Annotated[Optional[UploadFile], File(description="Its mask (non-zero = object); without one, the frame's mask under the current reference is used.")] = None,
+        mask: Annotated[Optional[UploadFile], File(description="Its mask (read as the reference's mask is); without one, the frame's mask under the current reference is used.")] = None,
     ) -> dict:
         """Add another view of the object: a frame and its mask, pooled with the reference's views."""
         engine.teacher(ref_id)  # 404 before the body is read
@@ -358,11 +356,10 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
             if mask_bytes is None:  # the mask /v1/remove would give now (the served reference is the current one)
                 object_mask = engine.segmenter(ref_id, "dinomask", None).predict(frame).mask
             else:
-                raw = decode_upload(mask_bytes, config, "mask", keep_alpha=True)
-                if raw.shape[:2] != frame.shape[:2]:
-                    raise ApiError(422, f"size {raw.shape[1]}x{raw.shape[0]} differs from the image's "
+                object_mask = decode_mask(mask_bytes, config)
+                if object_mask.shape != frame.shape[:2]:
+                    raise ApiError(422, f"size {object_mask.shape[1]}x{object_mask.shape[0]} differs from the image's "
                                         f"{frame.shape[1]}x{frame.shape[0]}", parameter="mask")
-                object_mask = mask_from_pixels(raw)
             return engine.teach(ref_id, lambda t: t.add_view(frame, object_mask))
 
         try:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from dinomask.preprocess import pil_to_array
+from dinomask.preprocess import mask_from_image, pil_to_array
 from dinomask.reference import Reference
 from dinomask.segmenter import Segmenter, SegmenterConfig
 from dinomask.serve.config import ServeConfig
@@ -175,10 +175,9 @@ class Engine:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool = False) -> np.ndarray:
-    """JPEG, PNG or WebP bytes -> RGB(A) uint8 array (H, W, 3|4), enforcing the byte and pixel limits
-    before decoding. 413 / 415 on failure. Call it on a worker thread, after admission
-    (:meth:`Engine.run`): a large image takes a second and 100s of MB to decode."""
+def _open_upload(data: bytes, config: ServeConfig, what: str) -> Image.Image:
+    """JPEG, PNG or WebP bytes -> decoded PIL image, enforcing the byte and pixel limits before
+    decoding. 413 / 415 on failure."""
     if len(data) > config.max_upload_bytes:
         raise ApiError(413, f"{what} is {len(data)} bytes; the limit is {config.max_upload_bytes}")
     if not data:
@@ -197,7 +196,21 @@ def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool 
         raise ApiError(415, f"{what} is not a JPEG, PNG or WebP image (the formats this API accepts)") from None
     except Exception as exc:  # PIL raises many types for truncated and damaged files
         raise ApiError(415, f"{what} is not a readable image ({exc.__class__.__name__}); expected JPEG, PNG or WebP") from None
-    return pil_to_array(image, keep_alpha)
+    return image
+
+
+def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool = False) -> np.ndarray:
+    """JPEG, PNG or WebP bytes -> RGB(A) uint8 array (H, W, 3|4), enforcing the byte and pixel limits
+    before decoding. 413 / 415 on failure. Call it on a worker thread, after admission
+    (:meth:`Engine.run`): a large image takes a second and 100s of MB to decode."""
+    return pil_to_array(_open_upload(data, config, what), keep_alpha)
+
+
+def decode_mask(data: bytes, config: ServeConfig, what: str = "mask") -> np.ndarray:
+    """A mask upload -> ``H x W`` bool by :data:`~dinomask.preprocess.MASK_RULE` (the same rule
+    as ``dinomask reference --mask`` and ``eval``), with :func:`decode_upload`'s limits."""
+    image = _open_upload(data, config, what)
+    return mask_from_image(image, lossy=image.format == "JPEG")
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", quality: int = 80) -> bytes:
