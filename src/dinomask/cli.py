@@ -70,7 +70,7 @@ BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Backgro
 UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest, bilinear or guided.")]
 RoiOpt = Annotated[bool, typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object (more patches on it, fewer in all).")]
 AdaptOpt = Annotated[float, typer.Option(help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
-KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure) or every:K. Default: auto for dinomask, off for paper and with --roi.")]
+KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure), every:K, or async (live on a camera's clock: the backbone in its own worker, flow on every frame). Default: async for live on a camera, stream or --realtime; auto for files; off for paper and with --roi.")]
 TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
 RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
 BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, white, transparent, blur, #rrggbb or r,g,b.")]
@@ -270,7 +270,7 @@ def remove(
 @app.command()
 def live(
     ref: RefOpt = [],  # noqa: B006
-    source: Annotated[str, typer.Option(help="Camera index (0), stream URL, or video file.")] = "0",
+    source: Annotated[str, typer.Option(help="Camera index (0), stream URL, video file, or folder of frames.")] = "0",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Record to this .mp4 (headless).")] = None,
     window: Annotated[bool, typer.Option(help="Show a window (needs an OpenCV build with GUI).")] = True,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
@@ -296,20 +296,27 @@ def live(
     overwrite: OverwriteOpt = False,
     save_ref: Annotated[Optional[Path], typer.Option("--save-ref", help="Write the taught reference here on 's' and on exit (.npz).")] = None,
     stats_every: Annotated[float, typer.Option("--stats-every", min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds (0: only at the end).")] = 0.0,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Play a video file or frame folder on its own clock, as a camera would (the newest frame wins); without it every frame is processed.")] = False,
+    fps: Annotated[Optional[float], typer.Option(help="Frame rate of a folder of frames (default 24), or one that replaces a file's own.")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
 ) -> None:
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
     from dinomask.live import LiveOptions, run_live_command
     from dinomask.reference import reference_file
 
+    from dinomask.video import is_live, parse_source
+
     save_ref = None if save_ref is None else reference_file(save_ref)  # the name 's' and exit write
+    if keyframes is None and method != "paper" and not roi and (realtime or is_live(parse_source(source))):
+        keyframes = "async"  # on a camera's clock the backbone runs beside the loop, never in it
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
                               keyframes=keyframes)
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,
-        stats_every=stats_every,
+        stats_every=stats_every, realtime=realtime, fps=fps, key_budget_ms=key_budget_ms,
     )
     from dinomask.files import check_writable
 
@@ -599,6 +606,74 @@ def eval_recognition(
         scores = "  ".join(f"{c} {by_classifier[c]['accuracy']:.3f}" for c in CLASSIFIERS)
         typer.echo(f"  {variant:24s} {scores}" + (f"  mask J {by_classifier['mask_j']:.3f}" if "mask_j" in by_classifier else ""))
     _refuse_missing(left_out, allow_missing)
+
+
+@eval_app.command("live")
+def eval_live(
+    dataset: DatasetOpt,
+    output: EvalOutOpt,
+    model: ModelOpt = None,
+    keyframes: Annotated[Optional[list[str]], typer.Option("--keyframes", help="Schedules to compare (repeat): async, auto, every:K, off. Default: async and auto.")] = None,
+    oracle: Annotated[bool, typer.Option("--oracle", help="The ground truth on the grid is the patch classifier (the backbone still runs, so costs are real): each schedule against its own ceiling.")] = False,
+    realtime: Annotated[bool, typer.Option("--realtime/--no-realtime", help="Deliver frames on the camera clock (the newest wins) or every frame.")] = True,
+    fps: Annotated[float, typer.Option(help="The camera's frame rate.")] = 24.0,
+    costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock with these costs instead of the wall clock (reproducible).")] = None,
+    tokens: TokensOpt = None,
+    max_frames: MaxFramesOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    runtime: RuntimeOpt = "auto",
+    fast: FastOpt = True,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """What a camera user sees: clips replayed through the live loop on a camera's clock; shown FPS,
+    latency, J of each shown mask and live J (the newest mask against the frame on the camera)."""
+    from tqdm import tqdm
+
+    from dinomask.backbones import DEFAULT_BACKBONE
+    from dinomask.evaluate.datasets import load_pair
+    from dinomask.evaluate.live import LiveEvalSettings, evaluate_live, parse_costs
+    from dinomask.evaluate.report import conditions, write_live_report
+    from dinomask.reference import Reference
+    from dinomask.segmenter import Segmenter
+
+    model = model or DEFAULT_BACKBONE
+    schedules = keyframes or ["async", "auto"]
+    try:
+        settings = LiveEvalSettings(fps=fps, realtime=realtime, oracle=oracle, costs=parse_costs(costs), max_frames=max_frames)
+        for text in schedules:
+            segmenter_config("dinomask", keyframes=text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    data, run = _eval_run(dataset, model, output, overwrite)
+    backbone = _backbone(model, device, dtype, runtime, fast, busy_wait=False, warn_random=not oracle)
+    run["conditions"] = {model: conditions(backbone, max_frames)}
+    run["live"] = {"fps": fps, "realtime": realtime, "oracle": oracle, "costs_ms": settings.costs, "tokens": tokens}
+    references: dict[str, Reference] = {}
+
+    def segmenter_for(sequence, keyframe_settings):
+        if sequence.name not in references:  # the clip's first frame and its mask, as a user would show it
+            image, mask = load_pair(sequence.frames[0])
+            references[sequence.name] = Reference.from_images(backbone, [image], [mask], label=sequence.name)
+        config = segmenter_config("dinomask", tokens=tokens, keyframes=keyframe_settings.describe())
+        return Segmenter(backbone, references[sequence.name], config)
+
+    with tqdm(total=len(schedules) * len(data.sequences), desc="eval live", unit="replay", disable=quiet) as bar:
+        result = evaluate_live(data, segmenter_for, schedules, settings, progress=bar)
+    files = write_live_report(output, result, run)
+    typer.echo(f"wrote {len(files)} files to {output}")
+    if oracle:
+        typer.echo("oracle: the ground truth was the patch classifier; these are ceilings of each schedule, "
+                   "with the backbone's real cost")
+    else:
+        _say_random_weights(run)
+    typer.echo(f"  {'schedule':10s} {'shown FPS':>9s} {'p50 ms':>7s} {'p95 ms':>7s} {'own J':>6s} {'own J&F':>7s} "
+               f"{'live J':>6s} {'keys':>5s} {'dropped':>7s}")
+    for name, d in result["schedules"].items():
+        typer.echo(f"  {name:10s} {d['shown_fps']:9.1f} {d['latency_ms_p50']:7.0f} {d['latency_ms_p95']:7.0f} "
+                   f"{d['own_frame_j']:6.3f} {d['own_frame_jf']:7.3f} {d['live_j']:6.3f} {d['keyframe_share']:5.0%} "
+                   f"{d['dropped']:7.1f}")
 
 
 @eval_app.command("control")

@@ -12,17 +12,22 @@ Policies (``--keyframes``):
 * ``every:K``: a keyframe every K frames;
 * ``auto``: a keyframe at least every ``interval`` frames, and sooner when the flow cannot
   be trusted: too many of the object's pixels fail the forward-backward check, or the
-  warped previous frame no longer looks like this one (a scene cut, fast motion, a flash).
+  warped previous frame no longer looks like this one (a scene cut, fast motion, a flash);
+* ``async`` (live): the backbone runs in its own worker on the newest frame while flow
+  follows every camera frame; each key is carried forward to the current frame when it
+  lands (:class:`FlowCarrier`). The loop never waits for the backbone. Where there is no
+  camera clock (``remove`` on a file) it behaves as ``auto``.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-KEYFRAME_POLICIES = ("off", "every", "auto")
+KEYFRAME_POLICIES = ("off", "every", "auto", "async")
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ class KeyframeSettings:
     def parse(cls, text: str) -> "KeyframeSettings":
         """``off``, ``auto``, ``auto:K`` or ``every:K``."""
         name, _, number = str(text).strip().partition(":")
-        if name not in KEYFRAME_POLICIES or (name == "off" and number):
-            raise ValueError(f"expected off, auto, auto:K or every:K, got {text!r}")
+        if name not in KEYFRAME_POLICIES or (name in ("off", "async") and number):
+            raise ValueError(f"expected off, auto, auto:K, every:K or async, got {text!r}")
         if not number:
             return cls(policy=name)
         try:
@@ -72,10 +77,14 @@ class KeyframeSettings:
 
     @property
     def enabled(self) -> bool:
-        return self.policy != "off" and self.interval > 1
+        """The backbone does not run on every frame."""
+        return self.policy == "async" or (self.policy != "off" and self.interval > 1)
 
     def describe(self) -> str:
-        return "off" if not self.enabled else f"{self.policy}:{self.interval}"
+        """``off``, ``async``, or ``policy:interval``."""
+        if not self.enabled:
+            return "off"
+        return "async" if self.policy == "async" else f"{self.policy}:{self.interval}"
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,7 @@ class ScorePropagator:
         forward = self._flow.calc(self._grey, grey, None)
         untrusted, check = self._check(grey, backward, forward, map_x, map_y, warped[0] > 0)
         self.last_check = check
-        if settings.policy == "auto" and (
+        if settings.policy in ("auto", "async") and (
             check.inconsistent > settings.max_inconsistent or check.photometric > settings.max_photometric
         ):
             return None
@@ -199,3 +208,90 @@ class ScorePropagator:
         previous = cv2.remap(self._grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         photometric = float(np.abs(previous.astype(np.float32) - grey).mean() / 255.0)
         return untrusted, FlowCheck(inconsistent, photometric)
+
+
+class FlowCarrier:
+    """Carries ``K x h x w`` maps by optical flow on every frame, and brings a keyframe's maps
+    that land late forward to the current frame through the flows computed since its frame.
+
+    This is what lets the live loop keep up with a camera: the backbone runs in a worker on
+    the newest frame while every camera frame gets a flow step (a few ms); when the
+    backbone's result for frame ``k`` lands at frame ``n``, :meth:`land` replays the steps
+    ``k+1 .. n`` on it (each a remap) instead of showing a mask ``n - k`` frames old.
+
+    Memory is bounded: the flows of the last ``history`` frames are kept (a key older than
+    that is refused by :meth:`land`), as float16 at ``flow_side``.
+
+    Args:
+        flow_side: short side in px at which flow runs and maps are carried.
+        fb_tolerance: forward-backward error (px) above which a pixel's flow is not trusted
+            (background that a moving object uncovers is cleared, as in :class:`ScorePropagator`).
+        history: frames of flow kept for late keys.
+    """
+
+    def __init__(self, flow_side: int = 240, fb_tolerance: float = 1.0, history: int = 32):
+        self.flow_side, self.fb_tolerance = flow_side, fb_tolerance
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self._flow.setFinestScale(0)
+        self._steps: deque = deque(maxlen=history)  # (previous index, index, backward, forward)
+        self._grey: np.ndarray | None = None
+        self.index: int | None = None
+        self.maps: np.ndarray | None = None
+        self.key_index: int | None = None
+
+    def reset(self) -> None:
+        """Forget the maps, the frames and their flows (a new scene or reference)."""
+        self._steps.clear()
+        self._grey, self.index, self.maps, self.key_index = None, None, None, None
+
+    def _small_grey(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        scale = min(1.0, self.flow_side / min(height, width))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        grey = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
+        return grey if grey.shape[::-1] == size else cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+    def step(self, index: int, image: np.ndarray) -> np.ndarray | None:
+        """Frame ``index`` (``H x W x 3`` uint8 RGB, later than the last): compute its flow from
+        the last frame and carry the maps onto it. Returns the carried maps (None before any key)."""
+        grey = self._small_grey(image)
+        if self._grey is None or grey.shape != self._grey.shape:
+            self.reset()
+        else:
+            backward = self._flow.calc(grey, self._grey, None)  # where each pixel of this frame was before
+            forward = self._flow.calc(self._grey, grey, None)
+            self._steps.append((self.index, index, backward.astype(np.float16), forward.astype(np.float16)))
+            if self.maps is not None:
+                self.maps = self._warp(self.maps, backward, forward)
+        self._grey, self.index = grey, index
+        return self.maps
+
+    def land(self, key_index: int, maps: "np.ndarray | list[np.ndarray]") -> bool:
+        """A keyframe's maps (each 2-D, any resolution) for frame ``key_index``, carried forward to
+        the current frame. Returns False (and keeps the current maps) when that frame's flows are
+        no longer held."""
+        size = self._grey.shape if self._grey is not None else None
+        if size is None:
+            return False
+        carried = np.stack([cv2.resize(np.asarray(m, np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                            for m in maps])
+        if key_index != self.index:
+            later = [step for step in self._steps if step[1] > key_index]
+            if not later or later[0][0] != key_index:
+                return False
+            for _, _, backward, forward in later:
+                carried = self._warp(carried, backward.astype(np.float32), forward.astype(np.float32))
+        self.maps, self.key_index = carried, key_index
+        return True
+
+    def _warp(self, maps: np.ndarray, backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+        """One step: backward warping, then uncovered background cleared (see :class:`ScorePropagator`)."""
+        height, width = backward.shape[:2]
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        map_x, map_y = xs + backward[..., 0], ys + backward[..., 1]
+        warped = np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
+        returned = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        untrusted = np.linalg.norm(backward + returned, axis=2) > self.fb_tolerance
+        uncovered = untrusted & ~ScorePropagator._forward_object(forward, maps[0] > 0)
+        warped[0][uncovered] = np.minimum(warped[0][uncovered], -1e-3)
+        return warped

@@ -46,6 +46,12 @@ class LiveOptions:
         background: what replaces the background.
         overwrite: allow replacing an existing ``output`` or ``save_ref``.
         save_ref: write the taught reference here on ``s`` and on exit.
+        realtime: deliver a file or folder on its own clock, as a camera would (see
+            :class:`~dinomask.video.SourceSettings`); cameras and streams always are.
+        fps: the rate of a folder of frames, or one that replaces a file's own.
+        key_budget_ms: ``--keyframes async``: the target cost of one key for the rate
+            controller (:class:`~dinomask.async_keys.AsyncKeyStage`); None: 4 camera frames;
+            0: a fixed token budget.
         stats_every: print one JSON line of statistics to stdout every this many seconds
             (frames shown, FPS, capture-to-output latency p50/p95, keyframe share):
             a log to watch a run that lasts a shift; 0 for none.
@@ -59,6 +65,9 @@ class LiveOptions:
     background: str = "black"
     overwrite: bool = False
     save_ref: Path | None = None
+    realtime: bool = False
+    fps: float | None = None
+    key_budget_ms: float | None = None
     stats_every: float = 0.0
 
 
@@ -194,7 +203,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     for path in (options.output, save_ref):
         if path is not None and path.exists() and not options.overwrite:
             raise DinomaskError(f"{path} exists; pass --overwrite to replace it")
-    source = FrameSource(parse_source(options.source), SourceSettings(retry_seconds=options.retry_seconds))
+    source = FrameSource(parse_source(options.source), SourceSettings(
+        retry_seconds=options.retry_seconds, realtime=options.realtime, fps=options.fps))
     segmenter.reset()
     teaching = LiveTeaching(segmenter, save_ref)
     if commands is not None:
@@ -203,16 +213,31 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         teaching.feed(sys.stdin)
     state: dict = {}
     stop = threading.Event()
-    segment = segment_frames(segmenter)
+    stage = None
+    if segmenter.config.keyframes.policy == "async" and source.realtime:  # the camera does not wait
+        from dinomask.async_keys import AsyncKeyStage
+
+        budget = options.key_budget_ms if options.key_budget_ms is not None else 4000.0 / source.fps
+        stage = AsyncKeyStage(segmenter, key_budget_ms=budget or None)
+    segment = stage if stage is not None else segment_frames(segmenter)
 
     def process(frame: Frame, meter: StageMeter):
         result = segment(frame, meter)
-        teaching.apply(frame.image, result)  # after the frame: "a" adds what the user saw
+        if stage is not None:
+            with stage.lock:  # a key in the worker must not see the reference change under it
+                teaching.apply(frame.image, result)
+        else:
+            teaching.apply(frame.image, result)  # after the frame: "a" adds what the user saw
         if teaching.quit.is_set():
             stop.set()
         return result
 
-    report = IntervalReport(options.stats_every, segmenter) if options.stats_every > 0 else None
+    def key_counts() -> dict:
+        if stage is not None:
+            return {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"]}
+        return segmenter.keyframe_stats
+
+    report = IntervalReport(options.stats_every, key_counts) if options.stats_every > 0 else None
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:
         state["grid"] = result.grid
@@ -238,6 +263,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     try:
         stats = run_live(source, process, output, max_frames=options.max_frames, stop=stop)
     finally:
+        if stage is not None:
+            stage.close()
         if "writer" in state:
             state["writer"].close(keep=True)  # a recording cut short by a lost camera is still worth keeping
         if options.window:
@@ -245,6 +272,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         if save_ref is not None:
             teaching.save()
     counts = segmenter.keyframe_stats
+    if stage is not None:
+        counts = {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"]}
     return dataclasses.replace(
         stats, grid=state.get("grid"), keyframes=segmenter.config.keyframes.describe(),
         keyframe_fraction=counts["keyframes"] / counts["frames"] if counts["frames"] else 1.0,
@@ -256,8 +285,8 @@ class IntervalReport:
     in the interval, capture-to-output latency p50/p95 (ms), and the share of frames the
     backbone ran on so far."""
 
-    def __init__(self, seconds: float, segmenter: Segmenter):
-        self.seconds, self.segmenter = seconds, segmenter
+    def __init__(self, seconds: float, key_counts):
+        self.seconds, self.key_counts = seconds, key_counts
         self.started = self.last = time.monotonic()
         self.latencies: list[float] = []
         self.shown = 0
@@ -270,7 +299,7 @@ class IntervalReport:
             self.flush(now)
 
     def flush(self, now: float) -> None:
-        counts = self.segmenter.keyframe_stats
+        counts = self.key_counts()
         latencies = np.asarray(self.latencies) if self.latencies else np.zeros(1)
         line = {"t": round(now - self.started, 2), "shown": self.shown, "fps": round(self.shown / (now - self.last), 2),
                 "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1),

@@ -341,22 +341,37 @@ class Segmenter:
         self.keyframe_stats["frames"] += 1
         if maps is not None:
             start = time.perf_counter()
-            result = self._carried_result(image, maps)
+            result = self.carried_result(image, maps)
             timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
             return result
-        (features,) = extract_features(self.backbone, [image], self.config.geometry, timings)
+        result = self.key(image, timings)
         start = time.perf_counter()
-        result = self.decide(image, features)
-        carried = [result.score, result.similarity]
-        if len(self._objects) > 1:
-            carried += [(result.labels == i + 1).astype(np.float32) for i in range(len(self._objects))]
-        self._propagator.seed(image, carried)  # grid-sized scores, frame-sized label shares
+        self._propagator.seed(image, self.carry_maps(result))  # grid-sized scores, frame-sized label shares
         self.keyframe_stats["keyframes"] += 1
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         return result
 
-    def _carried_result(self, image: np.ndarray, maps: np.ndarray) -> SegmentationResult:
-        """A result from maps carried by flow: ``[score, similarity, per-object label shares...]``."""
+    def key(self, image: np.ndarray, timings: dict[str, float] | None = None) -> SegmentationResult:
+        """One keyframe: the backbone and the decision on ``image`` (``H x W x 3`` uint8 RGB),
+        with the segmenter's temporal state; seconds per stage are added to ``timings``."""
+        timings = {} if timings is None else timings
+        (features,) = extract_features(self.backbone, [image], self.config.geometry, timings)
+        start = time.perf_counter()
+        result = self.decide(image, features)
+        timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
+        return result
+
+    def carry_maps(self, result: SegmentationResult) -> list[np.ndarray]:
+        """What flow carries from a keyframe: ``[score, similarity]`` on the grid, then with several
+        objects each object's label share at the frame's size (see :meth:`carried_result`)."""
+        maps = [result.score, result.similarity]
+        if len(self._objects) > 1:
+            maps += [(result.labels == i + 1).astype(np.float32) for i in range(len(self._objects))]
+        return maps
+
+    def carried_result(self, image: np.ndarray, maps: np.ndarray, keyframe: bool = False) -> SegmentationResult:
+        """A result for ``image`` from maps carried by flow (:meth:`carry_maps`'s order, at any
+        resolution): the mask is the carried score > 0, bilinear at the frame's size."""
         size = image.shape[:2]
         grid = self.config.geometry.grid(*size, self.backbone.spec.patch_size)
         on_grid = [cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_AREA) for m in maps[:2]]
@@ -369,7 +384,7 @@ class Segmenter:
         return SegmentationResult(
             similarity=on_grid[1], score=on_grid[0], coarse_mask=on_grid[0] > 0, mask=mask, labels=labels,
             threshold=None, rule="carried by optical flow", object_names=self.object_names, patches=0,
-            keyframe=False,
+            keyframe=keyframe,
         )
 
     def _predict_roi(self, image: np.ndarray, timings: dict[str, float]) -> SegmentationResult:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
@@ -44,16 +45,70 @@ class Frame:
 
 @dataclass(frozen=True)
 class SourceSettings:
-    """How a frame source behaves when it fails.
+    """How a frame source delivers and behaves when it fails.
 
     Attributes:
         retry_seconds: how long to keep trying to reopen a camera or stream that
             stopped delivering frames before giving up.
         retry_interval: pause between reopen attempts.
+        realtime: deliver a file or a folder of frames on its own clock, as a camera would:
+            frame ``i`` is ready ``i / fps`` seconds after the first, and the live loop takes
+            the newest, dropping what it was too busy to take. Off: every frame, as fast as
+            the loop goes (cameras and streams are always real time).
+        fps: the rate of a folder of frames, or a rate that replaces a file's own.
     """
 
     retry_seconds: float = 10.0
     retry_interval: float = 0.5
+    realtime: bool = False
+    fps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not 0 < self.fps <= 1000:
+            raise ValueError(f"fps must be in (0, 1000], got {self.fps}")
+
+
+class FolderCapture:
+    """A folder of frame images read like a ``cv2.VideoCapture`` (sorted by name, BGR).
+
+    Args:
+        folder: the folder; its image files (see ``IMAGE_SUFFIXES``) are the frames.
+        fps: the rate the frames were taken at.
+    """
+
+    def __init__(self, folder: str | Path, fps: float):
+        from dinomask.preprocess import IMAGE_SUFFIXES
+
+        self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.fps, self.position = fps, 0
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        """True when the folder holds at least one frame."""
+        return bool(self.paths)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        """The next frame as BGR uint8, or ``(False, None)`` after the last."""
+        while self.position < len(self.paths):
+            path = self.paths[self.position]
+            self.position += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return True, image
+            log.warning("skipped %s: not a readable image", path)
+        return False, None
+
+    def get(self, prop: int) -> float:
+        """The rate, frame count or position (ms) as OpenCV's properties give them."""
+        if prop == cv2.CAP_PROP_FPS:
+            return self.fps
+        if prop == cv2.CAP_PROP_FRAME_COUNT:
+            return float(len(self.paths))
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return max(0, self.position - 1) * 1000.0 / self.fps
+        return 0.0
+
+    def release(self) -> None:
+        """Nothing to free; there for OpenCV's interface."""
 
 
 def parse_source(source: str) -> int | str:
@@ -66,10 +121,11 @@ def is_live(source: int | str) -> bool:
 
 
 class FrameSource:
-    """Frames from a camera index, a stream URL or a video file, as RGB.
+    """Frames from a camera index, a stream URL, a video file or a folder of frames, as RGB.
 
     A camera or stream that stops delivering is reopened for ``retry_seconds``; a file
-    simply ends. Iterating yields :class:`Frame` objects.
+    simply ends. With ``settings.realtime`` a file or folder is delivered on its own clock
+    (see :class:`SourceSettings`). Iterating yields :class:`Frame` objects.
 
     Args:
         source: camera index, URL or path.
@@ -87,13 +143,15 @@ class FrameSource:
         self.settings = settings
         self._open = open_capture or self._open_bounded
         self._capture = self._open_or_raise()
-        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+        self.fps = settings.fps or float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
         self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.reconnects = 0
 
     def _open_bounded(self, source: int | str) -> "cv2.VideoCapture":
         """Open with OpenCV's own open and read timeouts set to ``retry_seconds`` (at least 1 s):
         its defaults (30 s each) would hold a dead stream far past what the user allowed."""
+        if isinstance(source, str) and Path(source).is_dir():
+            return FolderCapture(source, self.settings.fps or 24.0)
         if not (isinstance(source, str) and "://" in source):
             return cv2.VideoCapture(source)
         ms = int(max(1.0, self.settings.retry_seconds) * 1000)
@@ -126,10 +184,17 @@ class FrameSource:
             capture.release()
         return False
 
+    @property
+    def realtime(self) -> bool:
+        """Frames come on a clock (a camera, a stream, or a file or folder with ``realtime``):
+        the live loop takes the newest and drops the rest, never queues."""
+        return is_live(self.source) or self.settings.realtime
+
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         start = time.monotonic()
         live = is_live(self.source)
+        paced = self.settings.realtime and not live
         try:
             while True:
                 ok, bgr = self._capture.read()
@@ -144,9 +209,13 @@ class FrameSource:
                     continue
                 if live:
                     stamp = time.monotonic() - start
+                elif paced:  # the camera clock: frame i is ready i / fps after the first, not sooner
+                    stamp = index / self.fps
+                    time.sleep(max(0.0, start + stamp - time.monotonic()))
                 else:
                     stamp = float(self._capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0 or index / self.fps
-                yield Frame(np.ascontiguousarray(bgr[:, :, ::-1]), index, stamp)
+                frame = np.ascontiguousarray(bgr[:, :, ::-1])
+                yield Frame(frame, index, stamp, captured_at=start + stamp if paced else time.monotonic())
                 index += 1
         finally:
             self._capture.release()
@@ -268,15 +337,16 @@ def run_live(
         max_frames: stop after this many processed frames.
         stop: set it from elsewhere to stop.
 
-    A camera or stream is read as fast as it delivers and the newest frame wins. A
-    video file is read one frame ahead of processing (no frame dropped, no decoding
-    wasted on frames that would be dropped), so a file runs as fast as the model.
+    A camera or stream is read as fast as it delivers and the newest frame wins; so is a file
+    or folder delivered in real time (``SourceSettings.realtime``). Otherwise a video file
+    is read one frame ahead of processing (no frame dropped, no decoding wasted on frames
+    that would be dropped), so a file runs as fast as the model.
 
     Raises:
         SourceError: the source was lost for good (after its retries).
     """
     stop = stop or threading.Event()
-    backpressure = not is_live(source.source)
+    backpressure = not source.realtime
     frames_in, results_out = LatestSlot(), LatestSlot()
     meter = StageMeter()
     errors: list[BaseException] = []

@@ -224,3 +224,42 @@ def write_control_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     lines += _problems(result["problems"])
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return files + [out_dir / "report.md"]
+
+
+def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
+    """metrics.json (the first schedule's figures at its top level, every schedule under
+    ``schedules``), report.md, and one ``live_<sequence>.png`` per sequence."""
+    from dinomask.evaluate.live import LIVE_METRICS, plot_sequence
+
+    names = list(result["schedules"])
+    first = result["schedules"][names[0]]
+    top = {metric: first[metric] for metric in LIVE_METRICS} | {"schedule": names[0]}
+    _write_json(out_dir / "metrics.json", _header("live", run) | top | result)
+    sequences = list(first["sequences"])
+    files = [out_dir / "metrics.json"] + [plot_sequence(result, seq, out_dir / f"live_{_slug(seq)}.png") for seq in sequences]
+    live = run["live"]
+    clock = (f"a simulated clock (key {live['costs_ms'][0]:.0f} ms, flow {live['costs_ms'][1]:.0f} ms)"
+             if live["costs_ms"] else "the wall clock of this machine")
+    lines = ["# dinomask eval live", "", *_run_lines(run),
+             f"Dataset: `{run['dataset']}`. Camera: {live['fps']:g} FPS, "
+             f"{'delivered in real time (the newest frame wins)' if live['realtime'] else 'every frame taken'}, on {clock}.",
+             "**Oracle: the ground truth on the grid was the patch classifier; the figures are each schedule's "
+             "ceiling, with the backbone's real cost.**" if live["oracle"] else "", "",
+             "Own-frame J: each shown mask against its own frame. Live J: at each camera frame, the newest mask shown "
+             "by then against that frame (what the screen shows), from the first mask on.", "",
+             "| schedule | shown FPS | latency p50 (ms) | p95 (ms) | own-frame J | own-frame J&F | live J | keyframes | dropped |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, d in result["schedules"].items():
+        lines.append(f"| {name} | {d['shown_fps']:.1f} | {d['latency_ms_p50']:.0f} | {d['latency_ms_p95']:.0f} | "
+                     f"{d['own_frame_j']:.3f} | {d['own_frame_jf']:.3f} | {d['live_j']:.3f} | {d['keyframe_share']:.0%} | "
+                     f"{d['dropped']:.1f} |")
+    lines += ["", "## Per sequence", "", "| sequence | schedule | shown FPS | p95 (ms) | own-frame J | live J | frames |",
+              "|---|---|---|---|---|---|---|"]
+    for seq in sequences:
+        for name, d in result["schedules"].items():
+            s = d["sequences"][seq]
+            lines.append(f"| {seq} | {name} | {s['shown_fps']:.1f} | {s['latency_ms_p95']:.0f} | {s['own_frame_j']:.3f} | "
+                         f"{s['live_j']:.3f} | {s['frames']} |")
+    lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in files[1:])]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return files + [out_dir / "report.md"]

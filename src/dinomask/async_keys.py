@@ -1,0 +1,157 @@
+"""The live loop's model stage that keeps up with a camera (``--keyframes async``).
+
+The backbone runs in its own worker thread on the newest frame it is offered; every camera
+frame the loop takes gets a flow step (:class:`~dinomask.keyframes.FlowCarrier`), and the
+mask shown is the current carried score. When the worker's result for frame ``k`` lands at
+frame ``n``, it is carried forward through the flows of frames ``k+1 .. n`` before it is
+used, so a key is never shown ``n - k`` frames late and the loop never waits for it.
+
+Measured with ``dinomask eval live`` (see ``docs/speed.md``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+
+from dinomask.keyframes import FlowCarrier
+from dinomask.segmenter import SegmentationResult, Segmenter
+from dinomask.video import Frame, LatestSlot, StageMeter
+
+#: ``(image, frame index) -> maps`` in :meth:`Segmenter.carry_maps` order: what a keyframe gives.
+KeyMaker = Callable[[np.ndarray, int], list]
+
+
+def segmenter_keys(segmenter: Segmenter, timings: dict | None = None) -> KeyMaker:
+    """The segmenter's own keyframes: backbone, decision, and the maps flow carries."""
+
+    def make(image: np.ndarray, index: int) -> list:
+        return segmenter.carry_maps(segmenter.key(image, timings))
+
+    return make
+
+
+class AsyncKeyStage:
+    """``process(frame, meter) -> SegmentationResult`` for :func:`~dinomask.video.run_live`, with
+    the backbone in a worker thread. Call :meth:`close` when the loop ends.
+
+    Args:
+        segmenter: gives the keys (unless ``key_maker``) and turns carried maps into results.
+        key_maker: replaces the segmenter's keys (``eval live --oracle`` uses the ground truth).
+        history: frames of flow kept to carry a late key forward (older keys are dropped).
+        key_budget_ms: the rate controller's target for one key, or None for a fixed token
+            budget. A key's cost is measured as it runs (beside the flow thread, on this
+            machine); when its running mean passes the budget the key's token budget is lowered
+            in proportion, and raised again (never above the configured one) when keys get
+            cheap. A key carried over fewer frames is worth more than a finer grid: see
+            ``docs/speed.md`` for the measurements.
+
+    Attributes:
+        lock: held while a key is computed; hold it to change the segmenter's reference.
+        stats: frames, keys started, keys landed, keys dropped (too old to carry forward).
+    """
+
+    def __init__(self, segmenter: Segmenter, key_maker: KeyMaker | None = None, history: int = 32,
+                 key_budget_ms: float | None = None):
+        self.segmenter = segmenter
+        self.key_budget_ms = key_budget_ms
+        self.max_tokens = segmenter.config.geometry.tokens
+        self._mean_ms: float | None = None
+        settings = segmenter.config.keyframes
+        self.carrier = FlowCarrier(settings.flow_side, settings.fb_tolerance, history)
+        self.lock = threading.Lock()
+        self._timings: dict[str, float] = {}
+        self.key_maker = key_maker or segmenter_keys(segmenter, self._timings)
+        self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0,
+                      "tokens": segmenter.config.geometry.tokens}
+        #: frames the backbone ran on (the last 1,000)
+        self.keyed: set[int] = set()
+        self._offered, self._landed = LatestSlot(), LatestSlot()
+        self._stop = threading.Event()
+        self._key_ms: list[float] = []
+        self._worker = threading.Thread(target=self._work, name="dinomask-keys", daemon=True)
+        self._worker.start()
+
+    def _make(self, image: np.ndarray, index: int) -> list:
+        with self.lock:
+            return self.key_maker(image, index)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            item = self._offered.take(timeout=0.2)
+            if item is None:
+                continue
+            index, image = item
+            self.stats["keys_started"] += 1
+            if len(self.keyed) > 1000:
+                self.keyed.clear()
+            self.keyed.add(index)
+            started = time.perf_counter()
+            maps = self._make(image, index)
+            spent = (time.perf_counter() - started) * 1e3
+            self._key_ms.append(spent)
+            self._landed.put((index, maps))
+            self._control(spent)
+
+    #: The smallest token budget the controller goes down to (a 15 x 27 grid at 16:9).
+    MIN_TOKENS = 400
+
+    def _control(self, spent_ms: float) -> None:
+        """Move the keys' token budget towards ``key_budget_ms`` (cost grows a little faster than
+        the token count: the exponent 1.1 was measured with benchmarks/backbone_speed.py)."""
+        if self.key_budget_ms is None or self.segmenter.config.geometry.resolution is not None:
+            return
+        self._mean_ms = spent_ms if self._mean_ms is None else 0.6 * self._mean_ms + 0.4 * spent_ms
+        geometry = self.segmenter.config.geometry
+        ratio = self.key_budget_ms / self._mean_ms
+        if 0.8 <= ratio <= 1.25:
+            return
+        tokens = int(min(self.max_tokens, max(self.MIN_TOKENS, geometry.tokens * ratio ** (1 / 1.1))))
+        if abs(tokens - geometry.tokens) >= 50:
+            with self.lock:
+                self.segmenter.config = self.segmenter.config.replace(geometry=replace(geometry, tokens=tokens))
+            self._mean_ms = None  # measure the new budget afresh
+            self.stats["tokens"] = tokens
+
+    def __call__(self, frame: Frame, meter: StageMeter | None = None) -> SegmentationResult:
+        started = time.perf_counter()
+        maps = self.carrier.step(frame.index, frame.image)
+        keyframe = False
+        landed = self._landed.take(timeout=0)
+        if landed is not None:
+            if self.carrier.land(*landed):
+                self.stats["keys_landed"] += 1
+                keyframe = landed[0] == frame.index
+            else:
+                self.stats["keys_dropped"] += 1
+            maps = self.carrier.maps
+        if maps is None:  # the first frame (or after a reset): one key in this thread, then never again
+            self.keyed.add(frame.index)
+            self.carrier.land(frame.index, self._make(frame.image, frame.index))
+            self.stats["keys_started"] += 1
+            self.stats["keys_landed"] += 1
+            maps, keyframe = self.carrier.maps, True
+        else:
+            self._offered.put((frame.index, frame.image))  # the worker takes the newest when it is free
+        result = self.segmenter.carried_result(frame.image, maps, keyframe=keyframe)
+        self.stats["frames"] += 1
+        if meter is not None:
+            meter.add("flow", time.perf_counter() - started)
+            while self._key_ms:
+                meter.add("key", self._key_ms.pop() / 1e3)
+        return result
+
+    def reset(self) -> None:
+        """Forget the carried maps (a new reference): the next frame is a key."""
+        self.carrier.reset()
+        self._landed.take(timeout=0)
+
+    def close(self) -> None:
+        """Stop the worker (after the key it is computing)."""
+        self._stop.set()
+        self._offered.close()
+        self._worker.join(timeout=30)
