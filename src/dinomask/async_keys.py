@@ -62,7 +62,8 @@ class AsyncKeyStage:
         self.max_tokens = segmenter.config.geometry.tokens
         self._mean_ms: float | None = None
         settings = segmenter.config.keyframes
-        self.carrier = FlowCarrier(settings.flow_side, settings.fb_tolerance, history)
+        # the tolerance is in px at 240 px (as for ScorePropagator): the same error on the frame
+        self.carrier = FlowCarrier(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history)
         self.lock = threading.Lock()
         self._timings: dict[str, float] = {}
         self.key_maker = key_maker or segmenter_keys(segmenter, self._timings)
@@ -131,7 +132,9 @@ class AsyncKeyStage:
             maps = self.carrier.maps
         if maps is None:  # the first frame (or after a reset): one key in this thread, then never again
             self.keyed.add(frame.index)
+            first = time.perf_counter()
             self.carrier.land(frame.index, self._make(frame.image, frame.index))
+            self._control((time.perf_counter() - first) * 1e3)  # the controller starts from this machine's cost
             self.stats["keys_started"] += 1
             self.stats["keys_landed"] += 1
             maps, keyframe = self.carrier.maps, True

@@ -618,6 +618,7 @@ def eval_live(
     realtime: Annotated[bool, typer.Option("--realtime/--no-realtime", help="Deliver frames on the camera clock (the newest wins) or every frame.")] = True,
     fps: Annotated[float, typer.Option(help="The camera's frame rate.")] = 24.0,
     costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock with these costs instead of the wall clock (reproducible).")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(help="async: target ms of one key for the rate controller, as in live (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
     tokens: TokensOpt = None,
     max_frames: MaxFramesOpt = None,
     device: DeviceOpt = "auto",
@@ -641,7 +642,8 @@ def eval_live(
     model = model or DEFAULT_BACKBONE
     schedules = keyframes or ["async", "auto"]
     try:
-        settings = LiveEvalSettings(fps=fps, realtime=realtime, oracle=oracle, costs=parse_costs(costs), max_frames=max_frames)
+        settings = LiveEvalSettings(fps=fps, realtime=realtime, oracle=oracle, costs=parse_costs(costs), max_frames=max_frames,
+                                    key_budget_ms=key_budget_ms)
         for text in schedules:
             segmenter_config("dinomask", keyframes=text)
     except ValueError as exc:
@@ -649,7 +651,8 @@ def eval_live(
     data, run = _eval_run(dataset, model, output, overwrite)
     backbone = _backbone(model, device, dtype, runtime, fast, busy_wait=False, warn_random=not oracle)
     run["conditions"] = {model: conditions(backbone, max_frames)}
-    run["live"] = {"fps": fps, "realtime": realtime, "oracle": oracle, "costs_ms": settings.costs, "tokens": tokens}
+    run["live"] = {"fps": fps, "realtime": realtime, "oracle": oracle, "costs_ms": settings.costs, "tokens": tokens,
+                   "key_budget_ms": settings.key_budget}
     references: dict[str, Reference] = {}
 
     def segmenter_for(sequence, keyframe_settings):

@@ -28,6 +28,10 @@ import cv2
 import numpy as np
 
 KEYFRAME_POLICIES = ("off", "every", "auto", "async")
+#: Short side (px) of ``async``'s flow: every camera frame pays for it, and at 120 px a flow
+#: step is a third of its cost at 240 while still finer than the patch grid (a 28 x 50 grid's
+#: patch is 4 px there). Measured with ``eval live --oracle`` on davis-live (docs/speed.md).
+ASYNC_FLOW_SIDE = 120
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class KeyframeSettings:
         name, _, number = str(text).strip().partition(":")
         if name not in KEYFRAME_POLICIES or (name in ("off", "async") and number):
             raise ValueError(f"expected off, auto, auto:K, every:K or async, got {text!r}")
+        if name == "async":
+            return cls(policy=name, flow_side=ASYNC_FLOW_SIDE)
         if not number:
             return cls(policy=name)
         try:

@@ -6,7 +6,9 @@ and the loop takes the newest frame when it is free (the rest are dropped). For 
 loop shows we record the frame it was made for, when that frame was captured and when the
 mask was ready. From these:
 
-* ``shown_fps``: masks shown per second of clip;
+* ``shown_fps``: the camera's rate times the share of its frames shown, counted from the
+  first mask on (like ``live_j``, start-up is excluded: a camera runs for hours);
+  ``startup_ms``: the clip's start to its first mask (one key, before anything can be carried);
 * ``latency_ms_p50`` / ``_p95``: capture of a frame to its mask being ready;
 * ``own_frame_j`` / ``own_frame_jf``: each shown mask against its own frame's ground truth
   (DAVIS J and J&F);
@@ -46,7 +48,7 @@ from dinomask.video import Frame, FrameSource, SourceSettings, run_live
 
 #: The figures every run gives, for the whole dataset and for each sequence.
 LIVE_METRICS = ("shown_fps", "latency_ms_p50", "latency_ms_p95", "own_frame_j", "own_frame_jf", "live_j",
-                "keyframe_share", "dropped")
+                "keyframe_share", "dropped", "startup_ms")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class LiveEvalSettings:
         oracle: the ground truth on the grid is the patch classifier (the backbone still runs).
         costs: ``(key_ms, flow_ms)`` for a simulated clock, or None for the wall clock.
         max_frames: at most this many frames of each clip.
+        key_budget_ms: ``async`` on the wall clock: the rate controller's target for one key, as
+            in ``live`` (None: 4 camera frames; 0: the token budget stays fixed).
     """
 
     fps: float = 24.0
@@ -66,6 +70,13 @@ class LiveEvalSettings:
     oracle: bool = False
     costs: tuple[float, float] | None = None
     max_frames: int | None = None
+    key_budget_ms: float | None = None
+
+    @property
+    def key_budget(self) -> float | None:
+        """The controller's target in ms, or None for a fixed token budget."""
+        budget = 4000.0 / self.fps if self.key_budget_ms is None else self.key_budget_ms
+        return budget or None
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 1000:
@@ -139,10 +150,10 @@ class SyncStage:
 class AsyncStage:
     """``--keyframes async`` for the wall clock: :class:`~dinomask.async_keys.AsyncKeyStage`."""
 
-    def __init__(self, segmenter: Segmenter, make):
+    def __init__(self, segmenter: Segmenter, make, key_budget_ms: float | None = None):
         from dinomask.async_keys import AsyncKeyStage
 
-        self.stage = AsyncKeyStage(segmenter, key_maker=make)
+        self.stage = AsyncKeyStage(segmenter, key_maker=make, key_budget_ms=key_budget_ms)
 
     def __call__(self, frame: Frame) -> tuple[SegmentationResult, bool]:
         result = self.stage(frame)
@@ -294,8 +305,16 @@ def score_replay(shown: list[Shown], truths: list[np.ndarray], fps: float, realt
         live = [o.iou for o in own]
         curve = [(s.index, o.iou) for s, o in zip(shown, own)]
     duration = count / fps
+    first = min((s.ready for s in shown), default=duration)
+    if realtime:  # of the camera frames from the end of start-up on (the newest then included), the share shown
+        available = count - int(math.floor(first * fps + 1e-9))
+        shown_fps = min(fps, fps * (len(shown) - 1) / available) if available > 0 else 0.0
+    else:
+        span = max((s.ready for s in shown), default=first) - first
+        shown_fps = (len(shown) - 1) / span if span > 0 else 0.0
     return {
-        "shown_fps": len(shown) / duration if duration else 0.0,
+        "shown_fps": shown_fps,
+        "startup_ms": first * 1e3,
         "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else float("nan"),
         "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else float("nan"),
         "own_frame_j": float(np.mean([o.iou for o in own])) if own else 0.0,
@@ -341,7 +360,8 @@ def replay_sequence(sequence: LabelledSequence, segmenter: Segmenter, keyframes:
     if settings.costs is not None:
         shown = replay_simulated(images, segmenter, make, keyframes, settings)
     else:
-        stage = AsyncStage(segmenter, make) if keyframes.policy == "async" else SyncStage(segmenter, make, keyframes)
+        stage = (AsyncStage(segmenter, make, settings.key_budget) if keyframes.policy == "async"
+                 else SyncStage(segmenter, make, keyframes))
         shown = replay_wall_clock(images, stage, settings)
     return score_replay(shown, truths, settings.fps, settings.realtime)
 
