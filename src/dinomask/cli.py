@@ -513,6 +513,7 @@ def eval_masks(
     address: AddressOpt = None,
     actors: ActorsOpt = None,
     allow_missing: AllowMissingOpt = False,
+    oracle: Annotated[bool, typer.Option("--oracle", help="Also score each setting with the ground truth as its patch classifier: its ceiling (what the grid and refinement lose) beside the model.")] = False,
 ) -> None:
     """Mask quality (DAVIS J&F, mIoU, confusion) of settings beside trivial baselines, with a threshold sweep."""
     from dinomask.backbones import DEFAULT_BACKBONE
@@ -532,6 +533,8 @@ def eval_masks(
         typer.echo(f"compare: {problem}; left out", err=True)
     if built.left_out:
         run["left_out"] = built.left_out
+    if engine is Engine.ray and oracle:
+        raise typer.BadParameter("--oracle runs with the local engine only", param_hint="--oracle")
     if engine is Engine.ray:
         from dinomask.ray_engine import RayOptions, evaluate_masks_ray
 
@@ -539,7 +542,7 @@ def eval_masks(
                                     max_frames=max_frames, show_progress=not quiet)
     else:
         result = evaluate_masks(data, built.predictors, built.refs, sweep=built.sweep, max_frames=max_frames,
-                                show_progress=not quiet)
+                                show_progress=not quiet, oracle=oracle)
     run["setting_options"] = built.described  # "settings" itself is the ordered list of names
     run["engine"] = engine.value
     run["conditions"] = {source: conditions(b, max_frames) for source, b in built.backbones.items()}
@@ -548,8 +551,9 @@ def eval_masks(
     _say_random_weights(run)
     for rank, name in enumerate(ranked(result), start=1):
         d = result.dataset[name]
+        ceiling = f"  oracle J&F {d['oracle']['jf']:.3f} J {d['oracle']['j']:.3f}" if "oracle" in d else ""
         typer.echo(f"  {rank:2d}. {name:34s} J&F {d['jf']:.3f}  J {d['j_mean']:.3f}  F {d['f_mean']:.3f}  "
-                   f"mIoU {d['miou']:.3f}  ({d['frames']} frames)")
+                   f"mIoU {d['miou']:.3f}  ({d['frames']} frames){ceiling}")
     _refuse_missing(built.left_out, allow_missing)
 
 

@@ -234,7 +234,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
 
     def key_counts() -> dict:
         if stage is not None:
-            return {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"]}
+            return {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"],
+                    "key_tokens": segmenter.config.geometry.tokens}
         return segmenter.keyframe_stats
 
     report = IntervalReport(options.stats_every, key_counts) if options.stats_every > 0 else None
@@ -282,8 +283,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
 
 class IntervalReport:
     """Statistics of a live run, one JSON line to stdout every ``seconds``: frames shown and FPS
-    in the interval, capture-to-output latency p50/p95 (ms), and the share of frames the
-    backbone ran on so far."""
+    in the interval, capture-to-output latency p50/p95 (ms), the share of frames the backbone
+    ran on so far, and with ``async`` the keys' token budget."""
 
     def __init__(self, seconds: float, key_counts):
         self.seconds, self.key_counts = seconds, key_counts
@@ -305,6 +306,8 @@ class IntervalReport:
                 "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1),
                 "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1),
                 "keyframe_share": round(counts["keyframes"] / counts["frames"], 3) if counts["frames"] else 1.0}
+        if "key_tokens" in counts:  # async: the token budget the rate controller chose
+            line["key_tokens"] = counts["key_tokens"]
         print(json.dumps(line), flush=True)
         self.latencies, self.shown, self.last = [], 0, now
 

@@ -175,3 +175,19 @@ def test_an_empty_reference_mask_skips_the_sequence_for_every_setting(tmp_path, 
     assert len({frozenset(f) for f in frames.values()}) == 1  # the same frames for every setting and baseline
     assert all(sequence == "car-shadow" for f in frames.values() for sequence, _ in f)
     assert any("dog" in p and "skipped for every setting" in p for p in metrics["problems"])
+
+
+def test_the_oracle_scores_each_setting_against_its_own_ceiling(tmp_path, davis, tiny_model_dir):
+    """eval masks --oracle: each setting's ceiling beside its model score (issue 19). The oracle of
+    nearest upsampling is below bilinear's, and both below 1 (the grid loses something)."""
+    out = tmp_path / "oracle"
+    assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q", "--oracle",
+                 "--runtime", "torch", "--max-frames", "3", "-s", "near:upsample=nearest", "-s", "bil:upsample=bilinear"]) == 0
+    mean = json.loads((out / "metrics.json").read_text())["dataset_mean"]
+    near, bil = mean["near"]["oracle"], mean["bil"]["oracle"]
+    for oracle in (near, bil):
+        assert set(oracle) >= {"j", "f", "jf"} and 0.5 < oracle["j"] < 1.0
+    assert near["j"] < bil["j"]
+    assert "oracle" not in mean["baseline: keep all"]  # baselines have no patch classifier to replace
+    report = (out / "report.md").read_text()
+    assert "## Ceilings" in report and "lost to the features" in report

@@ -8,7 +8,7 @@ J&F (DAVIS's region and boundary measures, see :mod:`dinomask.evaluate.metrics`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -64,6 +64,7 @@ class SequenceScores:
     sweeps: dict[str, dict]  # setting -> {"j": {threshold: [per-frame J]}, "confusion": {threshold: 2x2}}
     problems: list[str]
     examples: list[dict]
+    oracle_rows: dict[str, list[dict]] = field(default_factory=dict)  # setting -> per-frame oracle J, F
 
 
 def score_sequence(
@@ -76,6 +77,7 @@ def score_sequence(
     examples: int = 1,
     example_setting: str | None = None,
     progress: tqdm | None = None,
+    oracle: bool = False,
 ) -> SequenceScores:
     """Score every predictor on one sequence's scored frames (the first ``max(refs)`` are references)."""
     names = list(predictors)
@@ -118,6 +120,10 @@ def score_sequence(
                 progress.update(len(names))
             continue
         for name in started:
+            if oracle and hasattr(predictors[name], "oracle"):
+                best = predictors[name].oracle(image, truth)
+                ceiling = score_mask(best.mask, truth)
+                out.oracle_rows.setdefault(name, []).append({"iou": ceiling.iou, "f": ceiling.f, "patches": best.patches})
             prediction = predictors[name].predict(image, str(frame.image))
             score = score_mask(prediction.mask, truth)
             out.confusion[name] += score.confusion
@@ -167,7 +173,12 @@ def aggregate(dataset: Dataset, names: list[str], parts: list[SequenceScores], s
     rules: dict[str, set] = {n: set() for n in names}
     curves: dict[str, dict[str, dict[float, list[float]]]] = {n: {} for n in sweep}
     kept: list[dict] = []
+    oracle_by_sequence: dict[str, list[dict]] = {}
     for part in parts:
+        for name, rows in part.oracle_rows.items():
+            oracle_by_sequence.setdefault(name, []).append({"j": _mean([r["iou"] for r in rows]),
+                                                            "f": _mean([r["f"] for r in rows]),
+                                                            "patches": _mean([r["patches"] for r in rows])})
         problems += part.problems
         kept += part.examples[: max(0, min(1, examples - len(kept)))]
         for name in names:
@@ -187,6 +198,10 @@ def aggregate(dataset: Dataset, names: list[str], parts: list[SequenceScores], s
             "patches_per_frame": _mean([r["patches"] for r in per_frame[name]])}
         for name in names
     }
+    for name, sequences in oracle_by_sequence.items():  # the same mean over sequences as the model's J and F
+        j, f = _mean([x["j"] for x in sequences]), _mean([x["f"] for x in sequences])
+        dataset_mean[name]["oracle"] = {"j": j, "f": f, "jf": (j + f) / 2, "sequences": len(sequences),
+                                        "patches_per_frame": _mean([x["patches"] for x in sequences])}
     confusion_json = {}
     for name in names:
         matrix = ConfusionMatrix(["background", "object"])
@@ -218,6 +233,7 @@ def evaluate_masks(
     max_frames: int | None = None,
     examples: int = 6,
     show_progress: bool = True,
+    oracle: bool = False,
 ) -> MaskEvalResult:
     """Score every predictor on every scored frame of the dataset (this process).
 
@@ -229,6 +245,9 @@ def evaluate_masks(
         max_frames: score at most this many frames per sequence (after the references).
         examples: frames kept (image, similarity, masks) for the heatmap plot, one per
             sequence, from the ``dinomask`` setting when there is one, else the first.
+        oracle: also score each dinomask setting with the ground truth as its patch classifier
+            (:meth:`~dinomask.evaluate.predictors.DinomaskPredictor.oracle`); its means go under
+            ``dataset[name]["oracle"]``.
     """
     if not dataset.sequences:
         raise DinomaskError(f"{dataset.root}: no sequence with labelled frames to evaluate")
@@ -238,7 +257,7 @@ def evaluate_masks(
     total = scored_frame_count(dataset, refs, max_frames)
     with tqdm(total=total * len(names), desc="eval masks", unit="mask", disable=not show_progress) as progress:
         parts = [score_sequence(s, predictors, refs, sweep=sweep, max_frames=max_frames, examples=1,
-                                example_setting=shown, progress=progress) for s in dataset.sequences]
+                                example_setting=shown, progress=progress, oracle=oracle) for s in dataset.sequences]
     return aggregate(dataset, names, parts, sweep, examples)
 
 

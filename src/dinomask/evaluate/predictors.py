@@ -135,9 +135,36 @@ class DinomaskPredictor:
         self.config = config
         self.cache = cache
         self.segmenter: Segmenter | None = None
+        self._oracle_box = None
+        self._oracle_since_full = 0
 
     def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
         self.segmenter = Segmenter(self.backbone, reference_from_pairs(self.backbone, references, self.config), self.config)
+        self._oracle_box, self._oracle_since_full = None, 0
+
+    def oracle(self, image: np.ndarray, truth: np.ndarray) -> Prediction:
+        """This setting's ceiling on one frame: the ground truth averaged onto the setting's own
+        grid stands in for a perfect patch classifier (score = coverage - 0.5), then the setting's
+        own upsampling and region of interest (the crop follows the oracle's last mask, as the
+        segmenter's follows its own) make the mask. What it loses is lost to the grid and the
+        refinement; what the model loses beyond it, to the features."""
+        from dinomask.postprocess import upsample_score
+        from dinomask.preprocess import patch_coverage
+        from dinomask.roi import next_box
+
+        config, patch = self.config, self.backbone.spec.patch_size
+        box = self._oracle_box if config.roi.enabled and self._oracle_since_full < config.roi.refresh else None
+        y0, y1, x0, x1 = box if box is not None else (0, image.shape[0], 0, image.shape[1])
+        crop, crop_truth = image[y0:y1, x0:x1], truth[y0:y1, x0:x1]
+        grid = config.geometry.grid(*crop.shape[:2], patch)
+        score = patch_coverage(crop_truth, grid) - 0.5
+        mask = np.zeros(truth.shape, bool)
+        mask[y0:y1, x0:x1] = upsample_score(score, crop.shape[:2], config.upsample, np.ascontiguousarray(crop),
+                                            config.refine) > 0
+        if config.roi.enabled:
+            self._oracle_since_full = self._oracle_since_full + 1 if box is not None else 0
+            self._oracle_box = next_box(mask, config.roi, 2 * patch)
+        return Prediction(mask, None, "oracle", grid[0] * grid[1])
 
     def predict(self, image: np.ndarray, key: str) -> Prediction:
         if self.segmenter is None:

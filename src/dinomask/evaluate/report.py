@@ -149,6 +149,18 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
         for name, sweep in result.sweeps.items():
             at_half = sweep["j"][sweep["thresholds"].index(0.5)]
             lines.append(f"| {name} | {sweep['best_threshold']:.2f} | {_fmt(sweep['best_j'])} | {_fmt(at_half)} |")
+    with_oracle = [n for n in order if "oracle" in result.dataset[n]]
+    if with_oracle:
+        lines += ["", "## Ceilings: the ground truth as the patch classifier", "",
+                  "The oracle columns score each setting with the ground truth averaged onto its own grid in place of "
+                  "the features (then its own upsampling and region of interest): the oracle's shortfall from 1 is lost "
+                  "to the grid and the refinement, and the model's shortfall from the oracle is lost to the features.", "",
+                  "| setting | oracle J&F | oracle J | oracle F | model J&F | lost to the features (J&F) | oracle patches/frame |",
+                  "|---|---|---|---|---|---|---|"]
+        for name in sorted(with_oracle, key=lambda n: -result.dataset[n]["oracle"]["jf"]):
+            d, o = result.dataset[name], result.dataset[name]["oracle"]
+            lines.append(f"| {name} | {_fmt(o['jf'])} | {_fmt(o['j'])} | {_fmt(o['f'])} | {_fmt(d['jf'])} | "
+                         f"{_fmt(o['jf'] - d['jf'])} | {o['patches_per_frame']:.0f} |")
     lines += ["", "## Per sequence (J&F)", "", "| sequence | " + " | ".join(order) + " |",
               "|---" * (len(order) + 1) + "|"]
     sequences = sorted({s for per in result.per_sequence.values() for s in per})
