@@ -25,7 +25,7 @@ def main() -> None:
     for (height, width), grid in [((480, 854), (37, 66)), ((720, 1280), (37, 66)), ((1080, 1920), (37, 66))]:
         image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
         score = rng.normal(0, 0.2, grid).astype(np.float32)
-        for mode in ("nearest", "bilinear", "guided"):
+        for mode in ("nearest", "bilinear"):
             upsample_score(score, (height, width), mode, image)
             start = time.perf_counter()
             for _ in range(args.repeats):

@@ -79,34 +79,14 @@ def test_frame_background_prototypes_need_no_scene_in_the_reference(colour_backb
     assert result.mask[70, 56] and not result.mask[70, 200]
 
 
-@pytest.mark.parametrize("edge", [72, 74, 80, 82])
-def test_guided_refinement_moves_a_blocky_edge_onto_the_sharp_image_edge(colour_backbone, edge):
-    # the object's edge falls inside patch column 5 (70..84), off its centre
-    frame = canvas(140, 140, BLUE)
-    frame[:, :edge] = RED
-    photo = canvas(140, 140, (0, 0, 0))
-    photo[14:126, 14:126] = RED
-    reference = Reference.from_images(colour_backbone, [photo], settings=ReferenceSettings(geometry=InputGeometry(140)))
-    base = SegmenterConfig(prototype="patch-mean", background="none", threshold="0.5", geometry=InputGeometry(140))
-
-    def edge_error(upsample: str) -> float:
-        mask = Segmenter(colour_backbone, reference, base.replace(upsample=upsample)).predict(frame).mask
-        columns = mask[20:120].sum(axis=1)  # object columns per row = where the edge was put
-        return float(np.mean(np.abs(columns - edge)))
-
-    blocky = edge_error("nearest")
-    refined = edge_error("guided")
-    assert blocky >= 2.0                        # the 14 px grid puts the edge at 70 or 84
-    assert refined <= 1.0                       # the frame's own edge pulls it back
-    assert refined <= min(blocky, edge_error("bilinear"))
-
-
 def test_upsample_modes_agree_where_the_score_is_flat():
     score = np.full((3, 4), 0.2, np.float32)
     for mode in ("nearest", "bilinear"):
         assert (upsample_score(score, (30, 40), mode) > 0).all()
-    with pytest.raises(ValueError, match="needs the frame"):
+    with pytest.raises(ValueError, match="'guided' was removed in 0.2.0: .* scored below bilinear"):
         upsample_score(score, (30, 40), "guided")
+    with pytest.raises(ValueError, match="'guided' was removed"):
+        SegmenterConfig(upsample="guided")
     with pytest.raises(ValueError, match="upsample must be"):
         upsample_score(score, (30, 40), "cubic")
 

@@ -26,7 +26,7 @@ from dinomask.features import FrameFeatures, extract_features
 from dinomask.keyframes import KeyframeSettings, ScorePropagator
 from dinomask.postprocess import (
     UPSAMPLE_MODES,
-    RefineSettings,
+    REMOVED_UPSAMPLE_MODES,
     TemporalSettings,
     TemporalSmoother,
     ThresholdRule,
@@ -60,8 +60,7 @@ class SegmenterConfig:
             (the reference photo's real scene, when it was given with a mask);
             ``frame`` (confidently-background patches of the current frame); ``both``.
         background_k: k-means prototypes per background source.
-        upsample: ``nearest`` (blocks), ``bilinear`` or ``guided`` (edge-aware).
-        refine: guided-filter settings for ``upsample='guided'``.
+        upsample: ``nearest`` (blocks) or ``bilinear`` (the soft score).
         geometry: how frames map onto the patch grid.
         temporal: score smoothing and prototype adaptation across frames (video and live).
         roi: region of interest on successive frames (video and live).
@@ -76,7 +75,6 @@ class SegmenterConfig:
     background: BackgroundSource = "reference"
     background_k: int = 4
     upsample: UpsampleMode = "bilinear"
-    refine: RefineSettings = field(default_factory=RefineSettings)
     geometry: InputGeometry = field(default_factory=InputGeometry)
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
     roi: RoiSettings = field(default_factory=RoiSettings)
@@ -89,6 +87,8 @@ class SegmenterConfig:
             raise ValueError(f"prototype must be one of {', '.join(PROTOTYPE_MODES)}; got {self.prototype!r}")
         if self.background not in BACKGROUND_SOURCES:
             raise ValueError(f"background must be one of {', '.join(BACKGROUND_SOURCES)}; got {self.background!r}")
+        if self.upsample in REMOVED_UPSAMPLE_MODES:
+            raise ValueError(REMOVED_UPSAMPLE_MODES[self.upsample])
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {self.upsample!r}")
         if self.k < 1 or self.background_k < 1:
@@ -479,12 +479,12 @@ class Segmenter:
         best = score_stack.max(axis=0)
         size = image.shape[:2]
         if len(self._objects) == 1:
-            full = upsample_score(score_stack[0], size, self.config.upsample, image, self.config.refine)
+            full = upsample_score(score_stack[0], size, self.config.upsample)
             mask = full > 0
             labels = mask.astype(np.uint8)
         else:
             full_stack = np.stack(
-                [upsample_score(s, size, self.config.upsample, image, self.config.refine) for s in score_stack]
+                [upsample_score(s, size, self.config.upsample) for s in score_stack]
             )
             mask = full_stack.max(axis=0) > 0
             labels = np.where(mask, full_stack.argmax(axis=0) + 1, 0).astype(np.uint8)

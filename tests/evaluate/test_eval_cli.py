@@ -45,7 +45,7 @@ def test_masks_eval_runs_every_option_side_by_side(tmp_path, davis, tiny_model_d
     assert jf == sorted(jf, reverse=True)  # ranked by J&F
     assert any("| baseline: keep all |" in line for line in table)
     assert any("| baseline: reference mask copied |" in line for line in table)
-    assert "| paper |" in report and "| upsample=guided |" in report
+    assert "| paper |" in report and "| upsample=nearest |" in report
     assert main(["eval", "masks", "--dataset", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
 

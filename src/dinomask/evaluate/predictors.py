@@ -159,8 +159,7 @@ class DinomaskPredictor:
         grid = config.geometry.grid(*crop.shape[:2], patch)
         score = patch_coverage(crop_truth, grid) - 0.5
         mask = np.zeros(truth.shape, bool)
-        mask[y0:y1, x0:x1] = upsample_score(score, crop.shape[:2], config.upsample, np.ascontiguousarray(crop),
-                                            config.refine) > 0
+        mask[y0:y1, x0:x1] = upsample_score(score, crop.shape[:2], config.upsample) > 0
         if config.roi.enabled:
             self._oracle_since_full = self._oracle_since_full + 1 if box is not None else 0
             self._oracle_box = next_box(mask, config.roi, 2 * patch)
