@@ -59,3 +59,22 @@ def reference_on_black(size: int = 140, colour=RED, margin: int | None = None) -
     q = size // 4 if margin is None else margin
     image[q:size - q, q:size - q] = colour
     return image
+
+
+def peak_rss_growth(work) -> float:
+    """Run ``work()`` and return how far this process's peak RSS rose over its RSS before (MiB).
+
+    The peak (``VmHWM``) is reset first through ``/proc/self/clear_refs`` (Linux)."""
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+
+    def field(name: str) -> float:
+        line = next(l for l in status.read_text().splitlines() if l.startswith(name + ":"))
+        return int(line.split()[1]) / 1024
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = field("VmRSS")
+    work()
+    return field("VmHWM") - before
+

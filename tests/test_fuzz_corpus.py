@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from dinomask.cli import main
+from tests.helpers import peak_rss_growth
 from dinomask.errors import ImageReadError
 from dinomask.preprocess import load_image
 from dinomask.segmenter import Segmenter
@@ -82,19 +83,6 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, bool]]:
     return folder, build_corpus(folder)
 
 
-def _peak_rss_growth(work) -> float:
-    status = Path("/proc/self/status")
-
-    def field(name: str) -> float:
-        line = next(l for l in status.read_text().splitlines() if l.startswith(name + ":"))
-        return int(line.split()[1]) / 1024
-
-    Path("/proc/self/clear_refs").write_text("5")
-    before = field("VmRSS")
-    work()
-    return field("VmHWM") - before
-
-
 def test_every_file_through_the_api_works_or_names_itself(corpus, tiny_backbone, davis):
     from dinomask.reference import Reference
 
@@ -115,7 +103,7 @@ def test_every_file_through_the_api_works_or_names_itself(corpus, tiny_backbone,
                 assert name in str(exc), exc
                 outcomes[name] = False
 
-    growth = _peak_rss_growth(run)
+    growth = peak_rss_growth(run)
     print(f"corpus through the API: peak RSS +{growth:.0f} MiB")
     assert outcomes == works
     assert growth < RSS_BUDGET_MB
@@ -125,7 +113,7 @@ def test_the_corpus_through_the_cli_fails_per_file_and_finishes(corpus, dog_ref,
     folder, works = corpus
     out = tmp_path / "out"
     code = [None]
-    growth = _peak_rss_growth(lambda: code.__setitem__(0, main(["remove", str(folder), "-r", str(dog_ref), "-o", str(out), "-q"])))
+    growth = peak_rss_growth(lambda: code.__setitem__(0, main(["remove", str(folder), "-r", str(dog_ref), "-o", str(out), "-q"])))
     said = capsys.readouterr()
     print(f"corpus through the CLI: peak RSS +{growth:.0f} MiB")
     assert code[0] == 1 and "Traceback" not in said.err

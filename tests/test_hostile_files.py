@@ -22,23 +22,11 @@ import pytest
 import torch
 
 from dinomask.cli import main
+from tests.helpers import peak_rss_growth
 
 #: Per case: peak RSS growth (MiB) and wall time (s) that a refusal may take.
 RSS_BUDGET_MB = 300
 SECONDS_BUDGET = 10.0
-
-
-def _peak_rss_growth(work) -> float:
-    status = Path("/proc/self/status")
-
-    def field(name: str) -> float:
-        line = next(l for l in status.read_text().splitlines() if l.startswith(name + ":"))
-        return int(line.split()[1]) / 1024
-
-    Path("/proc/self/clear_refs").write_text("5")
-    before = field("VmRSS")
-    work()
-    return field("VmHWM") - before
 
 
 # ----------------------------------------------------------------------------- reference files
@@ -284,7 +272,7 @@ def _refused(argv: list[str], path: Path, phrase: str, capsys) -> tuple[float, f
     """Run the CLI; it must exit 2 with one message naming ``path`` and holding ``phrase``."""
     code = [None]
     started = time.perf_counter()
-    growth = _peak_rss_growth(lambda: code.__setitem__(0, main(argv)))
+    growth = peak_rss_growth(lambda: code.__setitem__(0, main(argv)))
     seconds = time.perf_counter() - started
     said = capsys.readouterr().err
     assert code[0] == 2, (argv[:3], code[0], said[-2000:])
