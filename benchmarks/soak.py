@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import signal
@@ -394,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {duration:.0f} s, sampling every {args.interval:.0f} s, warm-up {warmup:.0f} s, model {args.arch}, "
               f"runtime {args.runtime}, {len(frames)} frames at 24 FPS", flush=True)
         try:
-            while (elapsed := time.monotonic() - started) < duration:
+            while time.monotonic() - started < duration:
                 time.sleep(args.interval)
                 now = time.monotonic()
                 sample: dict = {"t": round(now - started, 2), "live": None, "serve": None}

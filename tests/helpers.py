@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import torch
 
@@ -78,3 +79,11 @@ def peak_rss_growth(work) -> float:
     work()
     return field("VmHWM") - before
 
+
+def textured(height: int, width: int, seed: int, tint=(0.2, 0.3, 0.9)) -> np.ndarray:
+    """Smooth random texture (flow needs texture), tinted towards one colour."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.uniform(0, 1, (height, width)).astype(np.float32), (0, 0), 2.0)
+    noise = (noise - noise.min()) / (noise.max() - noise.min())
+    image = np.stack([0.35 * noise + 0.65 * t for t in tint], axis=2)
+    return (image * 255).astype(np.uint8)

@@ -8,16 +8,7 @@ from dinomask.keyframes import KeyframeSettings, ScorePropagator
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.preprocess import InputGeometry
 from dinomask.segmenter import Segmenter, SegmenterConfig
-from tests.helpers import reference_on_black
-
-
-def textured(height: int, width: int, seed: int, tint=(0.2, 0.3, 0.9)) -> np.ndarray:
-    """Smooth random texture (flow needs texture), tinted towards one colour."""
-    rng = np.random.default_rng(seed)
-    noise = cv2.GaussianBlur(rng.uniform(0, 1, (height, width)).astype(np.float32), (0, 0), 2.0)
-    noise = (noise - noise.min()) / (noise.max() - noise.min())
-    image = np.stack([0.35 * noise + 0.65 * t for t in tint], axis=2)
-    return (image * 255).astype(np.uint8)
+from tests.helpers import reference_on_black, textured
 
 
 def scene(offset: tuple[int, int], size=(240, 320), box=70) -> tuple[np.ndarray, np.ndarray]:

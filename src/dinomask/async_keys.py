@@ -26,11 +26,11 @@ from dinomask.video import Frame, LatestSlot, StageMeter
 KeyMaker = Callable[[np.ndarray, int], list]
 
 
-def segmenter_keys(segmenter: Segmenter, timings: dict | None = None) -> KeyMaker:
+def segmenter_keys(segmenter: Segmenter) -> KeyMaker:
     """The segmenter's own keyframes: backbone, decision, and the maps flow carries."""
 
     def make(image: np.ndarray, index: int) -> list:
-        return segmenter.carry_maps(segmenter.key(image, timings))
+        return segmenter.carry_maps(segmenter.key(image))
 
     return make
 
@@ -65,8 +65,7 @@ class AsyncKeyStage:
         # the tolerance is in px at 240 px (as for ScorePropagator): the same error on the frame
         self.carrier = FlowCarrier(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history)
         self.lock = threading.Lock()
-        self._timings: dict[str, float] = {}
-        self.key_maker = key_maker or segmenter_keys(segmenter, self._timings)
+        self.key_maker = key_maker or segmenter_keys(segmenter)
         self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0,
                       "tokens": segmenter.config.geometry.tokens}
         #: frames the backbone ran on (the last 1,000)
@@ -147,11 +146,6 @@ class AsyncKeyStage:
             while self._key_ms:
                 meter.add("key", self._key_ms.pop() / 1e3)
         return result
-
-    def reset(self) -> None:
-        """Forget the carried maps (a new reference): the next frame is a key."""
-        self.carrier.reset()
-        self._landed.take(timeout=0)
 
     def close(self) -> None:
         """Stop the worker (after the key it is computing)."""

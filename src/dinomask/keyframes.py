@@ -106,6 +106,69 @@ class FlowCheck:
     photometric: float
 
 
+def dis_flow() -> "cv2.DISOpticalFlow":
+    """OpenCV DIS optical flow (ultrafast preset) down to full resolution: the preset stops at
+    1/4 resolution and shrinks a moving object's motion by a third; at full (small) resolution
+    flow follows a planted shift within 0.3 px."""
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    flow.setFinestScale(0)
+    return flow
+
+
+def flow_size(height: int, width: int, flow_side: int) -> tuple[int, int]:
+    """``(h, w)`` at which flow runs for a ``height x width`` frame: short side ``flow_side``, never upscaled."""
+    scale = min(1.0, flow_side / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def small_grey(image: np.ndarray, flow_side: int) -> np.ndarray:
+    """``H x W x 3`` uint8 RGB -> uint8 grey at :func:`flow_size`."""
+    size = flow_size(*image.shape[:2], flow_side)
+    grey = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
+    if grey.shape != size:
+        grey = cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return grey
+
+
+def sampling_grid(backward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Backward flow (``h x w x 2``) -> the ``map_x, map_y`` that ``cv2.remap`` warps the previous frame's maps with."""
+    height, width = backward.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return xs + backward[..., 0], ys + backward[..., 1]
+
+
+def warp_maps(maps: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """``K x h x w`` maps of the previous frame, warped onto this one by :func:`sampling_grid`'s maps."""
+    return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
+
+
+def untrusted_flow(backward: np.ndarray, forward: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
+                   tolerance: float) -> np.ndarray:
+    """Forward-backward check: ``h x w`` bool, True where going back and forth misses by more than ``tolerance`` px."""
+    returned = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.linalg.norm(backward + returned, axis=2) > tolerance
+
+
+def forward_object(forward: np.ndarray, previous_object: np.ndarray) -> np.ndarray:
+    """Where the previous frame's object pixels land by forward flow (dilated by 1 px)."""
+    height, width = previous_object.shape
+    ys, xs = np.nonzero(previous_object)
+    landed = np.zeros((height, width), np.uint8)
+    ty = np.clip(np.rint(ys + forward[ys, xs, 1]), 0, height - 1).astype(np.intp)
+    tx = np.clip(np.rint(xs + forward[ys, xs, 0]), 0, width - 1).astype(np.intp)
+    landed[ty, tx] = 1
+    return cv2.dilate(landed, np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def clear_uncovered(warped: np.ndarray, previous: np.ndarray, forward: np.ndarray, untrusted: np.ndarray) -> None:
+    """Backward warping copies the object onto the background it uncovers as it moves. There the
+    flow fails the check, and no object pixel lands there by forward flow: such pixels of the
+    carried score (``warped[0]``) are made background, in place. (Untrusted pixels that forward
+    flow does reach stay: erasing every untrusted pixel cost 0.2 J on DAVIS, where objects deform.)"""
+    uncovered = untrusted & ~forward_object(forward, previous[0] > 0)
+    warped[0][uncovered] = np.minimum(warped[0][uncovered], -1e-3)
+
+
 class ScorePropagator:
     """Carries ``K x h x w`` float maps (scores, similarity) from frame to frame by optical flow.
 
@@ -115,10 +178,7 @@ class ScorePropagator:
 
     def __init__(self, settings: KeyframeSettings):
         self.settings = settings
-        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        # the preset stops at 1/4 resolution and shrinks a moving object's motion by a third;
-        # flow at full (small) resolution follows a planted shift within 0.3 px
-        self._flow.setFinestScale(0)
+        self._flow = dis_flow()
         self.reset()
 
     def reset(self) -> None:
@@ -133,15 +193,10 @@ class ScorePropagator:
 
     def flow_size(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` at which flow runs for a ``height x width`` frame (never upscaled)."""
-        scale = min(1.0, self.settings.flow_side / min(height, width))
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        return flow_size(height, width, self.settings.flow_side)
 
     def _small_grey(self, image: np.ndarray) -> np.ndarray:
-        size = self.flow_size(*image.shape[:2])
-        grey = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
-        if grey.shape != size:
-            grey = cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        return grey
+        return small_grey(image, self.settings.flow_side)
 
     def seed(self, image: np.ndarray, maps: "np.ndarray | list[np.ndarray]") -> None:
         """Start carrying from a keyframe.
@@ -172,11 +227,8 @@ class ScorePropagator:
         if grey.shape != self._grey.shape:
             return None
         backward = self._flow.calc(grey, self._grey, None)  # this frame -> where each pixel was before
-        height, width = grey.shape
-        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-        map_x, map_y = xs + backward[..., 0], ys + backward[..., 1]
-        warped = np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                           for m in self._maps])
+        map_x, map_y = sampling_grid(backward)
+        warped = warp_maps(self._maps, map_x, map_y)
         forward = self._flow.calc(self._grey, grey, None)
         untrusted, check = self._check(grey, backward, forward, map_x, map_y, warped[0] > 0)
         self.last_check = check
@@ -184,31 +236,14 @@ class ScorePropagator:
             check.inconsistent > settings.max_inconsistent or check.photometric > settings.max_photometric
         ):
             return None
-        # Backward warping copies the object onto the background it uncovers as it moves.
-        # There the flow fails the check, and no object pixel lands there by forward flow:
-        # such pixels are not object. (Untrusted pixels that forward flow does reach stay:
-        # erasing every untrusted pixel cost 0.2 J on DAVIS, where objects deform.)
-        uncovered = untrusted & ~self._forward_object(forward, self._maps[0] > 0)
-        warped[0][uncovered] = np.minimum(warped[0][uncovered], -1e-3)
+        clear_uncovered(warped, self._maps, forward, untrusted)
         self._grey, self._maps = grey, warped  # chained frame to frame: small steps, fewer flow failures
         self.since_key += 1
         return warped
 
-    @staticmethod
-    def _forward_object(forward: np.ndarray, previous_object: np.ndarray) -> np.ndarray:
-        """Where the previous frame's object pixels land by forward flow (dilated by 1 px)."""
-        height, width = previous_object.shape
-        ys, xs = np.nonzero(previous_object)
-        landed = np.zeros((height, width), np.uint8)
-        ty = np.clip(np.rint(ys + forward[ys, xs, 1]), 0, height - 1).astype(np.intp)
-        tx = np.clip(np.rint(xs + forward[ys, xs, 0]), 0, width - 1).astype(np.intp)
-        landed[ty, tx] = 1
-        return cv2.dilate(landed, np.ones((3, 3), np.uint8)).astype(bool)
-
     def _check(self, grey, backward, forward, map_x, map_y, carried_object) -> tuple[np.ndarray, FlowCheck]:
         """Forward-backward check: ``h x w`` bool of untrusted pixels, and the frame's figures."""
-        returned = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        untrusted = np.linalg.norm(backward + returned, axis=2) > self.settings.fb_tolerance
+        untrusted = untrusted_flow(backward, forward, map_x, map_y, self.settings.fb_tolerance)
         region = cv2.dilate(carried_object.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         inconsistent = float(untrusted[region].mean()) if region.any() else 0.0
         previous = cv2.remap(self._grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -237,30 +272,21 @@ class FlowCarrier:
 
     def __init__(self, flow_side: int = 240, fb_tolerance: float = 1.0, history: int = 32):
         self.flow_side, self.fb_tolerance = flow_side, fb_tolerance
-        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._flow.setFinestScale(0)
+        self._flow = dis_flow()
         self._steps: deque = deque(maxlen=history)  # (previous index, index, backward, forward)
         self._grey: np.ndarray | None = None
         self.index: int | None = None
         self.maps: np.ndarray | None = None
-        self.key_index: int | None = None
 
     def reset(self) -> None:
         """Forget the maps, the frames and their flows (a new scene or reference)."""
         self._steps.clear()
-        self._grey, self.index, self.maps, self.key_index = None, None, None, None
-
-    def _small_grey(self, image: np.ndarray) -> np.ndarray:
-        height, width = image.shape[:2]
-        scale = min(1.0, self.flow_side / min(height, width))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        grey = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
-        return grey if grey.shape[::-1] == size else cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        self._grey, self.index, self.maps = None, None, None
 
     def step(self, index: int, image: np.ndarray) -> np.ndarray | None:
         """Frame ``index`` (``H x W x 3`` uint8 RGB, later than the last): compute its flow from
         the last frame and carry the maps onto it. Returns the carried maps (None before any key)."""
-        grey = self._small_grey(image)
+        grey = small_grey(image, self.flow_side)
         if self._grey is None or grey.shape != self._grey.shape:
             self.reset()
         else:
@@ -287,17 +313,13 @@ class FlowCarrier:
                 return False
             for _, _, backward, forward in later:
                 carried = self._warp(carried, backward.astype(np.float32), forward.astype(np.float32))
-        self.maps, self.key_index = carried, key_index
+        self.maps = carried
         return True
 
     def _warp(self, maps: np.ndarray, backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
-        """One step: backward warping, then uncovered background cleared (see :class:`ScorePropagator`)."""
-        height, width = backward.shape[:2]
-        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-        map_x, map_y = xs + backward[..., 0], ys + backward[..., 1]
-        warped = np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
-        returned = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        untrusted = np.linalg.norm(backward + returned, axis=2) > self.fb_tolerance
-        uncovered = untrusted & ~ScorePropagator._forward_object(forward, maps[0] > 0)
-        warped[0][uncovered] = np.minimum(warped[0][uncovered], -1e-3)
+        """One step, as :meth:`ScorePropagator.step` carries: backward warping, then uncovered
+        background cleared."""
+        map_x, map_y = sampling_grid(backward)
+        warped = warp_maps(maps, map_x, map_y)
+        clear_uncovered(warped, maps, forward, untrusted_flow(backward, forward, map_x, map_y, self.fb_tolerance))
         return warped

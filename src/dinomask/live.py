@@ -272,9 +272,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
             cv2.destroyAllWindows()
         if save_ref is not None:
             teaching.save()
-    counts = segmenter.keyframe_stats
-    if stage is not None:
-        counts = {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"]}
+    counts = key_counts()
     return dataclasses.replace(
         stats, grid=state.get("grid"), keyframes=segmenter.config.keyframes.describe(),
         keyframe_fraction=counts["keyframes"] / counts["frames"] if counts["frames"] else 1.0,

@@ -181,13 +181,13 @@ class Reference:
         for name in ("positives", "negatives"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.zeros((0, dim), np.float32))
-        for name in ("cls", "foreground", "background", "positives", "negatives"):
+        for name in _FEATURE_ARRAYS:
             array = getattr(self, name)
             if array.ndim != 2 or (array.size and array.shape[1] != dim):
                 raise ValueError(f"expected {name} of shape n x {dim}, got {array.shape}")
         if len(self.foreground) == 0 or len(self.cls) == 0:
             raise InvalidReferenceError("a reference needs at least one object patch and one CLS vector")
-        for name in ("cls", "foreground", "background", "positives", "negatives"):
+        for name in _FEATURE_ARRAYS:
             if not np.isfinite(getattr(self, name)).all():
                 raise InvalidReferenceError(
                     f"the {name} features of reference {self.label!r} hold NaN or infinite values: the backbone "

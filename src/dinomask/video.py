@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -68,33 +68,30 @@ class SourceSettings:
             raise ValueError(f"fps must be in (0, 1000], got {self.fps}")
 
 
-class FolderCapture:
-    """A folder of frame images read like a ``cv2.VideoCapture`` (sorted by name, BGR).
+class SequenceCapture:
+    """A sequence of frames read like a ``cv2.VideoCapture`` (the interface :class:`FrameSource` uses).
 
     Args:
-        folder: the folder; its image files (see ``IMAGE_SUFFIXES``) are the frames.
+        frames: BGR uint8 arrays, or anything ``load`` turns into one.
         fps: the rate the frames were taken at.
+        load: item -> BGR array, or None to skip an unreadable item (default: the item itself).
     """
 
-    def __init__(self, folder: str | Path, fps: float):
-        from dinomask.preprocess import IMAGE_SUFFIXES
-
-        self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        self.fps, self.position = fps, 0
+    def __init__(self, frames: Sequence, fps: float, load: Callable[[object], np.ndarray | None] | None = None):
+        self.frames, self.fps, self.position = frames, fps, 0
+        self._load = load or (lambda frame: frame)
 
     def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
-        """True when the folder holds at least one frame."""
-        return bool(self.paths)
+        """True when there is at least one frame."""
+        return len(self.frames) > 0
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         """The next frame as BGR uint8, or ``(False, None)`` after the last."""
-        while self.position < len(self.paths):
-            path = self.paths[self.position]
+        while self.position < len(self.frames):
+            image = self._load(self.frames[self.position])
             self.position += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is not None:
                 return True, image
-            log.warning("skipped %s: not a readable image", path)
         return False, None
 
     def get(self, prop: int) -> float:
@@ -102,13 +99,37 @@ class FolderCapture:
         if prop == cv2.CAP_PROP_FPS:
             return self.fps
         if prop == cv2.CAP_PROP_FRAME_COUNT:
-            return float(len(self.paths))
+            return float(len(self.frames))
         if prop == cv2.CAP_PROP_POS_MSEC:
             return max(0, self.position - 1) * 1000.0 / self.fps
         return 0.0
 
     def release(self) -> None:
         """Nothing to free; there for OpenCV's interface."""
+
+
+class FolderCapture(SequenceCapture):
+    """A folder of frame images (sorted by name, ``IMAGE_SUFFIXES``) read like a ``cv2.VideoCapture``;
+    an unreadable file is skipped with a warning.
+
+    Args:
+        folder: the folder.
+        fps: the rate the frames were taken at.
+    """
+
+    def __init__(self, folder: str | Path, fps: float):
+        from dinomask.preprocess import IMAGE_SUFFIXES
+
+        paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        super().__init__(paths, fps, self._imread)
+        self.paths = paths
+
+    @staticmethod
+    def _imread(path: Path) -> np.ndarray | None:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            log.warning("skipped %s: not a readable image", path)
+        return image
 
 
 def parse_source(source: str) -> int | str:

@@ -8,7 +8,6 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,13 +20,7 @@ from dinomask.preprocess import InputGeometry, patch_coverage
 from dinomask.reference import Reference
 from dinomask.segmenter import Segmenter, SegmenterConfig
 from dinomask.video import FrameSource, SourceSettings, run_live
-
-
-def _textured(height, width, seed, tint):
-    rng = np.random.default_rng(seed)
-    noise = cv2.GaussianBlur(rng.uniform(0, 1, (height, width)).astype(np.float32), (0, 0), 2.0)
-    noise = (noise - noise.min()) / (noise.max() - noise.min())
-    return (np.stack([0.35 * noise + 0.65 * t for t in tint], axis=2) * 255).astype(np.uint8)
+from tests.helpers import textured
 
 
 def write_clip(root: Path, frames: int, step: int, size=(240, 320), box=60) -> Path:
@@ -35,8 +28,8 @@ def write_clip(root: Path, frames: int, step: int, size=(240, 320), box=60) -> P
     images, masks = root / "JPEGImages" / "480p" / "square", root / "Annotations" / "480p" / "square"
     images.mkdir(parents=True)
     masks.mkdir(parents=True)
-    background = _textured(*size, seed=1, tint=(0.2, 0.3, 0.9))
-    square = _textured(box, box, seed=2, tint=(0.9, 0.1, 0.1))
+    background = textured(*size, seed=1, tint=(0.2, 0.3, 0.9))
+    square = textured(box, box, seed=2, tint=(0.9, 0.1, 0.1))
     for i in range(frames):
         frame, mask = background.copy(), np.zeros(size, np.uint8)
         x = 40 + step * i

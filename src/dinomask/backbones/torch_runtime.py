@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from dinomask.backbones.meta_v2 import use_meta_position_embeddings
 from dinomask.backbones.registry import FAMILIES
 from dinomask.backbones.spec import BackboneFeatures, BackboneSpec

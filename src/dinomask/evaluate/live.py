@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dinomask.evaluate.datasets import Dataset, LabelledSequence, load_pair
@@ -44,7 +43,7 @@ from dinomask.evaluate.metrics import score_mask
 from dinomask.keyframes import FlowCarrier, KeyframeSettings, ScorePropagator
 from dinomask.preprocess import patch_coverage
 from dinomask.segmenter import SegmentationResult, Segmenter
-from dinomask.video import Frame, FrameSource, SourceSettings, run_live
+from dinomask.video import Frame, FrameSource, SequenceCapture, SourceSettings, run_live
 
 #: The figures every run gives, for the whole dataset and for each sequence.
 LIVE_METRICS = ("shown_fps", "latency_ms_p50", "latency_ms_p95", "own_frame_j", "own_frame_jf", "live_j",
@@ -115,11 +114,14 @@ def key_maker(segmenter: Segmenter, truths: list[np.ndarray] | None):
     """``(image, index) -> maps``: the segmenter's key, or with ``truths`` the oracle (the model
     runs first so its cost is paid, then the ground truth's patch coverage replaces its score)."""
 
+    from dinomask.async_keys import segmenter_keys
+
+    real = segmenter_keys(segmenter)
+    if truths is None:
+        return real
+
     def make(image: np.ndarray, index: int) -> list:
-        maps = segmenter.carry_maps(segmenter.key(image))
-        if truths is None:
-            return maps
-        grid = maps[0].shape
+        grid = real(image, index)[0].shape
         coverage = patch_coverage(truths[index], grid)
         return [coverage - 0.5, coverage]
 
@@ -172,34 +174,11 @@ class AsyncStage:
 # ----------------------------------------------------------------------------- replays
 
 
-class _ArrayCapture:
-    """Frames already decoded (BGR), read like a ``cv2.VideoCapture``: the replay measures the
-    loop, not JPEG decoding."""
-
-    def __init__(self, frames: list[np.ndarray], fps: float):
-        self.frames, self.fps, self.position = frames, fps, 0
-
-    def isOpened(self) -> bool:  # noqa: N802
-        return True
-
-    def read(self):
-        if self.position >= len(self.frames):
-            return False, None
-        self.position += 1
-        return True, self.frames[self.position - 1]
-
-    def get(self, prop: int) -> float:
-        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: float(len(self.frames))}.get(prop, 0.0)
-
-    def release(self) -> None:
-        pass
-
-
 def replay_wall_clock(images: list[np.ndarray], stage, settings: LiveEvalSettings) -> list[Shown]:
     """The real live loop (:func:`~dinomask.video.run_live`) on a real camera clock."""
     bgr = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
     source = FrameSource("replay", SourceSettings(realtime=settings.realtime, fps=settings.fps),
-                         open_capture=lambda _: _ArrayCapture(bgr, settings.fps))
+                         open_capture=lambda _: SequenceCapture(bgr, settings.fps))
     shown: list[Shown] = []
     origin: list[float] = []
     lock = threading.Lock()
