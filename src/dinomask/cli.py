@@ -41,7 +41,7 @@ def _root(
     """One-shot DINOv2 background removal: show it one photo of your object, get every frame back with only the object."""
 
 
-eval_app = typer.Typer(help="Measure masks, recognition and control on a labelled dataset.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure masks, recognition, control and live (on a camera's clock) on a labelled dataset.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 # ----------------------------------------------------------------------------- shared options
