@@ -86,3 +86,11 @@ def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("CI") == "true" and _unexpected_skips and exitstatus == 0:
         print("\nCI: these tests skipped, and only the browser tests may:\n  " + "\n  ".join(_unexpected_skips))
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def tiny_refiner_dir(tmp_path_factory) -> Path:
+    """A random-weight SamModel (32 wide, 2 blocks, 256 px input) written with save_pretrained."""
+    from dinomask.refine import random_refiner_dir
+
+    return random_refiner_dir(tmp_path_factory.mktemp("tinysam") / "sam", "tiny")

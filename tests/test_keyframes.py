@@ -103,13 +103,6 @@ def test_bad_policies_say_what_was_expected(text):
         KeyframeSettings.parse(text)
 
 
-def test_keyframes_and_roi_are_not_combined():
-    from dinomask.roi import RoiSettings
-
-    with pytest.raises(ValueError, match="cannot be combined"):
-        SegmenterConfig(keyframes=KeyframeSettings("auto"), roi=RoiSettings(enabled=True))
-
-
 def two_object_scene(offset: int, size=(240, 320)) -> np.ndarray:
     """A red square moving right and a green one moving down, on a textured blue background."""
     frame = textured(*size, seed=1)

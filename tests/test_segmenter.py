@@ -172,6 +172,44 @@ def test_region_of_interest_follows_the_object_with_fewer_patches_and_finer_mask
     assert segmenter.predict(canvas(280, 560, BLUE)).roi is None
 
 
+def test_region_of_interest_combines_with_keyframes(colour_backbone, red_reference):
+    """Keys are made in the crop around the last (carried) mask, and frames carried by flow keep
+    the crop's finer mask (carried at the frame's size, not the coarse grid): on an object not
+    aligned with the grid, the frames beat keyframes alone."""
+    from dinomask.keyframes import KeyframeSettings
+    from dinomask.roi import RoiSettings
+
+    def run(enabled: bool):
+        config = SegmenterConfig.preset("paper").replace(
+            geometry=InputGeometry(140), roi=RoiSettings(enabled=enabled, refresh=3), upsample="nearest",
+            keyframes=KeyframeSettings("every", interval=3))
+        segmenter = Segmenter(colour_backbone, red_reference, config)
+        out = []
+        for step in range(9):
+            frame = canvas(280, 560, BLUE)
+            x0 = 100 + 6 * step
+            frame[98:182, x0:x0 + 84] = RED
+            truth = np.zeros((280, 560), bool)
+            truth[98:182, x0:x0 + 84] = True
+            result = segmenter.predict(frame)
+            out.append((result, (result.mask & truth).sum() / (result.mask | truth).sum()))
+        return segmenter, out
+
+    segmenter, both = run(True)
+    _, keys_only = run(False)
+    keys = [r for r, _ in both if r.keyframe]
+    assert [r.keyframe for r, _ in both] == [True, False, False] * 3
+    assert keys[0].roi is None and keys[1].roi is not None and keys[2].roi is not None  # whole frame, then crops
+    assert keys[1].patches < keys[0].patches
+    ious = [iou for _, iou in both]
+    # carried frames keep their crop key's mask at its own resolution (measured: within 0.01)
+    for key in (3, 6):
+        assert abs(ious[key + 1] - ious[key]) < 0.03 and abs(ious[key + 2] - ious[key]) < 0.03
+    # from the first crop key on, finer than keys on the whole frame (measured: 0.825 vs 0.765)
+    assert np.mean(ious[3:]) > np.mean([iou for _, iou in keys_only[3:]]) + 0.04
+    assert segmenter.keyframe_stats == {"frames": 9, "keyframes": 3}
+
+
 @pytest.mark.parametrize("size", [(1, 5000), (5000, 1), (1, 10)])
 def test_a_thin_image_runs_within_the_token_budget(tiny_backbone, size):
     """Without the budget a 1 x 5000 px frame asks for 185,000 x 37 patches: the attention

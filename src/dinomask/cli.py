@@ -70,8 +70,10 @@ BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Backgro
 UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest (the paper's blocks) or bilinear (the soft score, default).")]
 RoiOpt = Annotated[bool, typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object (more patches on it, fewer in all).")]
 AdaptOpt = Annotated[float, typer.Option(help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
-KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure), every:K, or async (live on a camera's clock: the backbone in its own worker, flow on every frame). Default: async for live on a camera, stream or --realtime; auto for files; off for paper and with --roi.")]
+KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure), every:K, or async (live on a camera's clock: the backbone in its own worker, flow on every frame). Default: async for live on a camera, stream or --realtime; auto for files; off for paper.")]
 TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
+RefineOpt = Annotated[Optional[str], typer.Option(help="none, or sam: a SAM-family refiner makes the mask, prompted by the similarity (best patches, most background-like ones, the object's box). Default: sam when --refiner is given.")]
+RefinerOpt = Annotated[Optional[Path], typer.Option(help="Folder of a transformers SamModel for --refine sam (SAM ViT-B/L/H, SlimSAM, ...; save_pretrained layout). Its quality depends on its weights: measure it with 'dinomask eval masks --refine sam'.")]
 RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
 BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, white, transparent, blur, #rrggbb or r,g,b.")]
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
@@ -93,6 +95,7 @@ def segmenter_config(
     method: str, *, resolution: int | None = None, tokens: int | None = None, threshold: str | None = None,
     prototype: str | None = None, k: int | None = None, bg_source: str | None = None, upsample: str | None = None,
     temporal: float | None = None, adapt: float = 0.0, roi: bool = False, keyframes: str | None = None,
+    refine: str | None = None, refiner: Path | None = None,
 ):
     """The preset for ``method`` with the options the user set on top."""
     from dinomask.postprocess import TemporalSettings
@@ -121,13 +124,38 @@ def segmenter_config(
         changes["roi"] = RoiSettings(enabled=True)
     from dinomask.keyframes import KeyframeSettings
 
-    if keyframes is None:  # video and live: keyframes by default, except the method as written and --roi
-        keyframes = "off" if method == "paper" or roi else DEFAULT_KEYFRAMES
+    if keyframes is None:  # video and live: keyframes by default, except the method as written
+        keyframes = "off" if method == "paper" else DEFAULT_KEYFRAMES
     try:
         changes["keyframes"] = KeyframeSettings.parse(keyframes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--keyframes") from None
+    changes["refine"] = refine_settings(refine, refiner)
     return config.replace(**changes)
+
+
+def refine_settings(refine: str | None, refiner: Path | None):
+    """``--refine`` and ``--refiner`` checked together: sam needs a refiner, a refiner needs sam."""
+    from dinomask.refine import REFINE_MODES, RefineSettings
+
+    mode = refine or ("sam" if refiner is not None else "none")
+    if mode not in REFINE_MODES:
+        raise typer.BadParameter(f"expected one of {', '.join(REFINE_MODES)}, got {mode!r}", param_hint="--refine")
+    if mode == "sam" and refiner is None:
+        raise typer.BadParameter("--refine sam needs the refiner's folder: --refiner PATH (a transformers SamModel "
+                                 "saved with save_pretrained, e.g. facebook/sam-vit-base)", param_hint="--refiner")
+    if mode == "none" and refiner is not None:
+        raise typer.BadParameter("--refiner was given with --refine none; drop one of them", param_hint="--refiner")
+    return RefineSettings(mode=mode)
+
+
+def _refiner(refiner: Path | None, device: str):
+    """The loaded SamRefiner, or None."""
+    if refiner is None:
+        return None
+    from dinomask.refine import SamRefiner
+
+    return SamRefiner.load(refiner, device)
 
 
 def _runtime(fast: bool, runtime: str, dtype: str) -> tuple[str, str]:
@@ -147,7 +175,7 @@ def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, bus
     return backbone
 
 
-def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait: bool = True):
+def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait: bool = True, refiner: Path | None = None):
     from dinomask.reference import Reference
     from dinomask.segmenter import Segmenter
 
@@ -159,7 +187,7 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
         if taught.views or taught.positive_clicks or taught.negative_clicks:
             typer.echo(f"reference {path}: taught after it was made: {taught.describe()}", err=True)
     backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
-    return Segmenter(backbone, references, config)
+    return Segmenter(backbone, references, config, refiner=_refiner(refiner, device))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -225,6 +253,8 @@ def remove(
     adapt: AdaptOpt = 0.0,
     roi: RoiOpt = False,
     keyframes: KeyframesOpt = None,
+    refine: RefineOpt = None,
+    refiner: RefinerOpt = None,
     background: BackgroundOpt = "black",
     output_kind: OutputKindOpt = "composite",
     overwrite: OverwriteOpt = False,
@@ -249,14 +279,15 @@ def remove(
     check_writable(output)
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
-                              keyframes=keyframes)
-    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config)
+                              keyframes=keyframes, refine=refine, refiner=refiner)
+    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config, refiner=refiner)
     if engine is Engine.ray:
         from dinomask.ray_engine import RayOptions, WorkerSpec, remove_batch_ray
 
         runtime, dtype = _runtime(fast, runtime, dtype)
         spec = WorkerSpec(model=segmenter.backbone.spec.name if model is None else model, device=device, dtype=dtype,
-                          runtime=runtime, references=tuple(segmenter.references), config=config, options=options)
+                          runtime=runtime, references=tuple(segmenter.references), config=config, options=options,
+                          refiner=None if refiner is None else str(refiner.resolve()))
         report = remove_batch_ray(spec, items, RayOptions(address=address, actors=actors, batch_size=batch_size),
                                   show_progress=not quiet)
     else:
@@ -292,6 +323,8 @@ def live(
     adapt: AdaptOpt = 0.0,
     roi: RoiOpt = False,
     keyframes: KeyframesOpt = None,
+    refine: RefineOpt = None,
+    refiner: RefinerOpt = None,
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
     save_ref: Annotated[Optional[Path], typer.Option("--save-ref", help="Write the taught reference here on 's' and on exit (.npz).")] = None,
@@ -308,11 +341,11 @@ def live(
     from dinomask.video import is_live, parse_source
 
     save_ref = None if save_ref is None else reference_file(save_ref)  # the name 's' and exit write
-    if keyframes is None and method != "paper" and not roi and (realtime or is_live(parse_source(source))):
+    if keyframes is None and method != "paper" and (realtime or is_live(parse_source(source))):
         keyframes = "async"  # on a camera's clock the backbone runs beside the loop, never in it
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
-                              keyframes=keyframes)
+                              keyframes=keyframes, refine=refine, refiner=refiner)
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,
@@ -329,7 +362,7 @@ def live(
 
         check_window_support()
     # capture and output threads work beside the model: its threads must not spin on their cores
-    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config, busy_wait=False)
+    segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config, busy_wait=False, refiner=refiner)
     stats = run_live_command(segmenter, options)
     stages = ", ".join(f"{name[:-3]} {value:.1f} ms" for name, value in stats.stage_ms.items())
     grid = f"{stats.grid[0]}x{stats.grid[1]} patches" if stats.grid else "no frame"
@@ -372,6 +405,8 @@ def serve(
     dtype: DtypeOpt = "auto",
     runtime: RuntimeOpt = "auto",
     fast: FastOpt = True,
+    refine: RefineOpt = None,
+    refiner: RefinerOpt = None,
 ) -> None:
     """HTTP service and web page for live background removal (FastAPI under uvicorn)."""
     try:
@@ -391,10 +426,13 @@ def serve(
                                       max_streams=max_streams, max_feature_bytes=int(max_feature_mb * 2**20))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    refine_settings(refine, refiner)
     # request decoding and encoding run beside the model: its threads must not spin on their cores
     backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast, busy_wait=False)
-    typer.echo(f"dinomask serving {backbone.spec.name} on http://{host}:{port}/ (API docs at /docs)")
-    uvicorn.run(create_app(backbone, config), host=host, port=port, log_level="warning", **server_options(config))
+    loaded_refiner = _refiner(refiner, device)
+    typer.echo(f"dinomask serving {backbone.spec.name}" + (f" refined by {refiner}" if refiner else "")
+               + f" on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(create_app(backbone, config, loaded_refiner), host=host, port=port, log_level="warning", **server_options(config))
 
 
 @app.command("export-onnx")
@@ -514,19 +552,28 @@ def eval_masks(
     actors: ActorsOpt = None,
     allow_missing: AllowMissingOpt = False,
     oracle: Annotated[bool, typer.Option("--oracle", help="Also score each setting with the ground truth as its patch classifier: its ceiling (what the grid and refinement lose) beside the model.")] = False,
+    refine: Annotated[Optional[str], typer.Option(help="sam: every setting is also scored refined by --refiner (as NAME+sam), beside itself. Settings may ask for it alone with refine=sam.")] = None,
+    refiner: RefinerOpt = None,
 ) -> None:
     """Mask quality (DAVIS J&F, mIoU, confusion) of settings beside trivial baselines, with a threshold sweep."""
     from dinomask.backbones import DEFAULT_BACKBONE
     from dinomask.evaluate.masks import evaluate_masks, ranked
     from dinomask.evaluate.plan import MaskEvalPlan, build_predictors
     from dinomask.evaluate.report import conditions, write_masks_report
-    from dinomask.evaluate.settings import named_settings
+    from dinomask.evaluate.settings import named_settings, with_refined_twins
 
     model = model or DEFAULT_BACKBONE
     runtime, dtype = _runtime(fast, runtime, dtype)
-    plan = MaskEvalPlan(tuple(named_settings(setting or ["standard"])), model, device, dtype, runtime,
+    try:
+        settings = named_settings(setting or ["standard"])
+        if refine_settings(refine, refiner).enabled:
+            settings = with_refined_twins(settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--setting") from None
+    plan = MaskEvalPlan(tuple(settings), model, device, dtype, runtime,
                         tuple(compare or ()), str(u2netp) if u2netp else None,
-                        str(maskrcnn_weights) if maskrcnn_weights else None, maskrcnn_class)
+                        str(maskrcnn_weights) if maskrcnn_weights else None, maskrcnn_class,
+                        None if refiner is None else str(refiner.resolve()))
     data, run = _eval_run(dataset, model, output, overwrite)
     built = build_predictors(plan)  # here too on the Ray engine: fails early, and exports the ONNX model once
     for problem in built.left_out:
@@ -624,6 +671,9 @@ def eval_live(
     costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock with these costs instead of the wall clock (reproducible).")] = None,
     key_budget_ms: Annotated[Optional[float], typer.Option(help="async: target ms of one key for the rate controller, as in live (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
     tokens: TokensOpt = None,
+    roi: RoiOpt = False,
+    refine: RefineOpt = None,
+    refiner: RefinerOpt = None,
     max_frames: MaxFramesOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -649,22 +699,24 @@ def eval_live(
         settings = LiveEvalSettings(fps=fps, realtime=realtime, oracle=oracle, costs=parse_costs(costs), max_frames=max_frames,
                                     key_budget_ms=key_budget_ms)
         for text in schedules:
-            segmenter_config("dinomask", keyframes=text)
+            segmenter_config("dinomask", keyframes=text, roi=roi, refine=refine, refiner=refiner)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     data, run = _eval_run(dataset, model, output, overwrite)
     backbone = _backbone(model, device, dtype, runtime, fast, busy_wait=False, warn_random=not oracle)
+    loaded_refiner = _refiner(refiner, device)
     run["conditions"] = {model: conditions(backbone, max_frames)}
     run["live"] = {"fps": fps, "realtime": realtime, "oracle": oracle, "costs_ms": settings.costs, "tokens": tokens,
-                   "key_budget_ms": settings.key_budget}
+                   "key_budget_ms": settings.key_budget, "roi": roi, "refiner": None if refiner is None else str(refiner)}
     references: dict[str, Reference] = {}
 
     def segmenter_for(sequence, keyframe_settings):
         if sequence.name not in references:  # the clip's first frame and its mask, as a user would show it
             image, mask = load_pair(sequence.frames[0])
             references[sequence.name] = Reference.from_images(backbone, [image], [mask], label=sequence.name)
-        config = segmenter_config("dinomask", tokens=tokens, keyframes=keyframe_settings.describe())
-        return Segmenter(backbone, references[sequence.name], config)
+        config = segmenter_config("dinomask", tokens=tokens, keyframes=keyframe_settings.describe(), roi=roi,
+                                  refine=refine, refiner=refiner)
+        return Segmenter(backbone, references[sequence.name], config, refiner=loaded_refiner)
 
     with tqdm(total=len(schedules) * len(data.sequences), desc="eval live", unit="replay", disable=quiet) as bar:
         result = evaluate_live(data, segmenter_for, schedules, settings, progress=bar)

@@ -59,6 +59,7 @@ class WorkerSpec:
     references: tuple[Reference, ...]
     config: SegmenterConfig
     options: OutputOptions
+    refiner: str | None = None  # a SamModel folder when config.refine is on
 
 
 def _limit_threads(threads: int) -> None:
@@ -78,7 +79,12 @@ class RemoveWorker:
 
         _limit_threads(threads)
         backbone = load_backbone(spec.model, device=spec.device, dtype=spec.dtype, runtime=spec.runtime)
-        self.segmenter = Segmenter(backbone, list(spec.references), spec.config)
+        refiner = None
+        if spec.config.refine.enabled:
+            from dinomask.refine import SamRefiner
+
+            refiner = SamRefiner.load(spec.refiner, spec.device)
+        self.segmenter = Segmenter(backbone, list(spec.references), spec.config, refiner=refiner)
         self.options = spec.options
 
     def __call__(self, batch: dict) -> dict:

@@ -37,6 +37,7 @@ from dinomask.postprocess import (
 )
 from dinomask.preprocess import ColorOrder, FrameLike, InputGeometry, load_image
 from dinomask.prototypes import best_match, kmeans_prototypes, l2_normalize
+from dinomask.refine import RefineSettings, prompts_from_score
 from dinomask.reference import PROTOTYPE_MODES, PrototypeMode, Reference
 from dinomask.roi import Box, RoiSettings, next_box, paste_grid
 
@@ -66,6 +67,8 @@ class SegmenterConfig:
         roi: region of interest on successive frames (video and live).
         keyframes: run the backbone on keyframes only and carry the score between them
             by optical flow (video and live; off by default, and in ``paper``).
+        refine: a promptable refiner (SAM family) after the decision, prompted by the score;
+            needs ``Segmenter(..., refiner=...)``. Off by default.
     """
 
     method: str = "dinomask"
@@ -79,10 +82,9 @@ class SegmenterConfig:
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
     roi: RoiSettings = field(default_factory=RoiSettings)
     keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
 
     def __post_init__(self) -> None:
-        if self.roi.enabled and self.keyframes.enabled:
-            raise ValueError("keyframes and the region of interest cannot be combined; turn one of them off")
         if self.prototype not in PROTOTYPE_MODES:
             raise ValueError(f"prototype must be one of {', '.join(PROTOTYPE_MODES)}; got {self.prototype!r}")
         if self.background not in BACKGROUND_SOURCES:
@@ -137,6 +139,7 @@ class SegmentationResult:
         patches: patches the backbone processed for this frame (0 when carried by flow).
         keyframe: False when the backbone did not run on this frame and its maps were
             carried from the last keyframe by optical flow.
+        refined: True when the refiner made ``mask`` and ``labels`` (prompted by ``score``).
     """
 
     similarity: np.ndarray
@@ -151,6 +154,7 @@ class SegmentationResult:
     roi: tuple[int, int, int, int] | None = None
     patches: int = 0
     keyframe: bool = True
+    refined: bool = False
 
     def __post_init__(self) -> None:
         grid = self.similarity.shape
@@ -225,6 +229,9 @@ class Segmenter:
         config: all settings; default is ``SegmenterConfig.preset(method)``.
         method: preset used when ``config`` is not given: ``dinomask`` or ``paper``.
         threshold: shortcut that overrides ``config.threshold`` (e.g. ``0.5``, ``"otsu"``).
+        refiner: a loaded :class:`~dinomask.refine.SamRefiner`; the mask of every frame the
+            backbone runs on is then the refiner's, prompted by the score (``config.refine``
+            gives the prompts; it is switched to ``sam`` when it was ``none``).
     """
 
     def __init__(
@@ -235,10 +242,16 @@ class Segmenter:
         *,
         method: str = "dinomask",
         threshold: float | str | None = None,
+        refiner=None,
     ):
         config = config or SegmenterConfig.preset(method)
         if threshold is not None:
             config = config.replace(threshold=str(threshold))
+        if refiner is not None and not config.refine.enabled:
+            config = config.replace(refine=dataclasses.replace(config.refine, mode="sam"))
+        if config.refine.enabled and refiner is None:
+            raise ValueError(f"refine {config.refine.mode!r} needs a refiner: Segmenter(..., refiner=SamRefiner.load(path))")
+        self.refiner = refiner
         self.backbone = backbone
         self.config = config
         self._smoother = TemporalSmoother(config.temporal)
@@ -247,6 +260,8 @@ class Segmenter:
         self.keyframe_stats = {"frames": 0, "keyframes": 0}
         self._objects: list[_ObjectModel] = []
         self.last_timings: dict[str, float] = {}
+        #: milliseconds the refiner took on the last frame it ran on (0 without a refiner)
+        self.last_refine_ms = 0.0
         self._roi_box: Box | None = None
         self._since_full = 0
         #: frames, frames processed in a crop, patches processed, patches whole frames would have cost
@@ -314,7 +329,7 @@ class Segmenter:
         images = [load_image(frame, color=color) for frame in frames]
         timings["preprocess"] = time.perf_counter() - start
         if self.config.roi.enabled or self.config.keyframes.enabled:
-            track = self._predict_roi if self.config.roi.enabled else self._predict_keyframed
+            track = self._predict_keyframed if self.config.keyframes.enabled else self._roi_key
             results = [track(image, timings) for image in images]
             self.last_timings = timings
             return results
@@ -342,6 +357,7 @@ class Segmenter:
         if maps is not None:
             start = time.perf_counter()
             result = self.carried_result(image, maps)
+            self.follow(result.mask)  # the next key's crop follows the carried mask
             timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
             return result
         result = self.key(image, timings)
@@ -353,18 +369,33 @@ class Segmenter:
 
     def key(self, image: np.ndarray, timings: dict[str, float] | None = None) -> SegmentationResult:
         """One keyframe: the backbone and the decision on ``image`` (``H x W x 3`` uint8 RGB),
-        with the segmenter's temporal state; seconds per stage are added to ``timings``."""
+        with the segmenter's temporal state; seconds per stage are added to ``timings``. With a
+        region of interest, the key is made in the crop around the last mask (see :meth:`_roi_key`)."""
         timings = {} if timings is None else timings
+        if self.config.roi.enabled:
+            return self._roi_key(image, timings)
         (features,) = extract_features(self.backbone, [image], self.config.geometry, timings)
         start = time.perf_counter()
         result = self.decide(image, features)
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         return result
 
+    def follow(self, mask: np.ndarray) -> None:
+        """With a region of interest, the next key is made in the crop around ``mask`` (``H x W``
+        bool): the last key's or a carried frame's. Without one, nothing happens."""
+        if self.config.roi.enabled:
+            self._roi_box = next_box(mask, self.config.roi, 2 * self.backbone.spec.patch_size)
+
     def carry_maps(self, result: SegmentationResult) -> list[np.ndarray]:
         """What flow carries from a keyframe: ``[score, similarity]`` on the grid, then with several
-        objects each object's label share at the frame's size (see :meth:`carried_result`)."""
-        maps = [result.score, result.similarity]
+        objects each object's label share at the frame's size (see :meth:`carried_result`).
+
+        A mask finer than the grid (refined, or made in a region of interest) is carried as
+        itself: the score is then ``+1`` on the mask and ``-1`` off it, at the frame's size."""
+        score = result.score
+        if result.refined or result.roi is not None:
+            score = np.where(result.mask, 1.0, -1.0).astype(np.float32)
+        maps = [score, result.similarity]
         if len(self._objects) > 1:
             maps += [(result.labels == i + 1).astype(np.float32) for i in range(len(self._objects))]
         return maps
@@ -387,8 +418,9 @@ class Segmenter:
             keyframe=keyframe,
         )
 
-    def _predict_roi(self, image: np.ndarray, timings: dict[str, float]) -> SegmentationResult:
-        """One video frame, in the last mask's region of interest when there is a trusted one."""
+    def _roi_key(self, image: np.ndarray, timings: dict[str, float]) -> SegmentationResult:
+        """One backbone pass, in the last mask's region of interest when there is a trusted one
+        (a whole frame at least every ``roi.refresh`` passes); the next crop follows this mask."""
         patch = self.backbone.spec.patch_size
         full_grid = self.config.geometry.grid(*image.shape[:2], patch)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
@@ -478,7 +510,8 @@ class Segmenter:
 
         best = score_stack.max(axis=0)
         size = image.shape[:2]
-        if len(self._objects) == 1:
+        refined = self.refiner is not None
+        if len(self._objects) == 1 and not refined:
             full = upsample_score(score_stack[0], size, self.config.upsample)
             mask = full > 0
             labels = mask.astype(np.uint8)
@@ -486,7 +519,9 @@ class Segmenter:
             full_stack = np.stack(
                 [upsample_score(s, size, self.config.upsample) for s in score_stack]
             )
-            mask = full_stack.max(axis=0) > 0
+            if refined:  # each object is where its refined mask is; overlaps go to the higher score
+                full_stack = np.where(self._refine(image, score_stack), full_stack, -np.inf)
+            mask = full_stack.max(axis=0) > (-np.inf if refined else 0)
             labels = np.where(mask, full_stack.argmax(axis=0) + 1, 0).astype(np.uint8)
         rule_name = str(rule) + ("+bg" if background is not None and rule.kind != "fg-vs-bg" else "")
         return SegmentationResult(
@@ -500,4 +535,18 @@ class Segmenter:
             object_names=self.object_names,
             scene_cut=cut,
             patches=features.patches.shape[0] * features.patches.shape[1],
+            refined=refined,
         )
+
+    def _refine(self, image: np.ndarray, score_stack: np.ndarray) -> np.ndarray:
+        """``n_objects x H x W`` bool: the refiner's mask of each object, prompted by its grid score
+        (an object with no patch above 0 gets an empty mask without a refiner call)."""
+        size = image.shape[:2]
+        start = time.perf_counter()
+        prompts = [prompts_from_score(score, size, self.config.refine) for score in score_stack]
+        found = [i for i, p in enumerate(prompts) if p is not None]
+        out = np.zeros((len(score_stack), *size), bool)
+        if found:
+            out[found] = self.refiner.refine(image, [prompts[i] for i in found])
+        self.last_refine_ms = 1000 * (time.perf_counter() - start)
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from dinomask.backbones.devices import resolve_device, resolve_dtype
@@ -13,6 +14,20 @@ from dinomask.backbones.torch_runtime import Backbone, wrap_model
 from dinomask.errors import ModelNotFoundError
 
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+
+
+@contextmanager
+def quiet_loading():
+    """transformers' weight-loading progress bar off for the block (one bar per load is noise in a CLI)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_backbone(
@@ -41,7 +56,6 @@ def load_backbone(
         ModelNotFoundError: the weights could not be found or read; the message says
             where it looked and how to fix it.
     """
-    from transformers.utils import logging as hf_logging
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
@@ -53,13 +67,8 @@ def load_backbone(
         return load_onnx_file(source, busy_wait)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one weight-loading bar per call is noise in a CLI
-    try:
+    with quiet_loading():
         model, norm_dir, files = load_model(source)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     mean, std = read_norm(norm_dir) if norm_dir else (IMAGENET_MEAN, IMAGENET_STD)
     local = Path(os.path.expanduser(source))
     name = str(local.resolve()) if local.exists() else source  # a saved reference finds it again

@@ -112,18 +112,26 @@ def parse_costs(text: str | None) -> tuple[float, float] | None:
 
 def key_maker(segmenter: Segmenter, truths: list[np.ndarray] | None):
     """``(image, index) -> maps``: the segmenter's key, or with ``truths`` the oracle (the model
-    runs first so its cost is paid, then the ground truth's patch coverage replaces its score)."""
+    runs first so its cost is paid, then the ground truth's patch coverage replaces its score;
+    with a region of interest or a refiner, the oracle's mask on the key's own crop and grid,
+    refined, is carried, and the next crop follows it)."""
 
     from dinomask.async_keys import segmenter_keys
+    from dinomask.evaluate.oracle import oracle_frame
 
     real = segmenter_keys(segmenter)
     if truths is None:
         return real
+    config, patch = segmenter.config, segmenter.backbone.spec.patch_size
 
     def make(image: np.ndarray, index: int) -> list:
-        grid = real(image, index)[0].shape
-        coverage = patch_coverage(truths[index], grid)
-        return [coverage - 0.5, coverage]
+        result = segmenter.key(image)
+        if not (config.roi.enabled or segmenter.refiner is not None):
+            coverage = patch_coverage(truths[index], result.score.shape)
+            return [coverage - 0.5, coverage]
+        frame = oracle_frame(image, truths[index], config, patch, result.roi, segmenter.refiner)
+        segmenter.follow(frame.mask)
+        return [np.where(frame.mask, 1.0, -1.0).astype(np.float32), frame.coverage]
 
     return make
 

@@ -26,6 +26,7 @@ class MaskEvalPlan:
     u2netp: str | None = None
     maskrcnn_weights: str | None = None
     maskrcnn_class: str | None = None
+    refiner: str | None = None
 
 
 @dataclass
@@ -43,6 +44,8 @@ def describe(setting: EvalSetting) -> str:
     text = (f"proto={c.prototype}{c.k if c.prototype == 'kmeans' else ''} thr={c.threshold} bg={c.background} "
             f"up={c.upsample} grid={c.geometry.describe()} "
             f"temporal={c.temporal.alpha:g} adapt={c.temporal.adapt:g} roi={int(c.roi.enabled)} refs={setting.refs}")
+    if c.refine.enabled:
+        text += f" refine={c.refine.mode}"
     return text + (f" model={setting.model}" if setting.model else "")
 
 
@@ -50,7 +53,8 @@ def sweepable(setting: EvalSetting) -> bool:
     """Fixed threshold, no background prototypes, no smoothing: re-thresholding the similarity is exact."""
     c = setting.config
     fixed = c.threshold != "auto" and ThresholdRule.parse(c.threshold).kind == "fixed"
-    return fixed and c.background == "none" and c.temporal.alpha == 0 and c.temporal.adapt == 0 and not c.roi.enabled
+    return (fixed and c.background == "none" and c.temporal.alpha == 0 and c.temporal.adapt == 0 and not c.roi.enabled
+            and not c.refine.enabled)
 
 
 def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
@@ -59,11 +63,20 @@ def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:
 
     caches: dict[str, FeatureCache] = {}
     built = BuiltPredictors({}, {}, {}, {})
+    refiner = None
+    if any(item.config.refine.enabled for item in plan.settings):
+        from dinomask.errors import DinomaskError
+        from dinomask.refine import SamRefiner
+
+        if plan.refiner is None:
+            raise DinomaskError("a setting asks for refine=sam: give the refiner's folder with --refiner PATH")
+        refiner = SamRefiner.load(plan.refiner, plan.device)
     for item in plan.settings:
         source = item.model or plan.model
         if source not in caches:
             caches[source] = FeatureCache(load_backbone(source, device=plan.device, dtype=plan.dtype, runtime=plan.runtime))
-        built.predictors[item.name] = DinomaskPredictor(item.name, caches[source].backbone, item.config, caches[source])
+        built.predictors[item.name] = DinomaskPredictor(item.name, caches[source].backbone, item.config, caches[source],
+                                                        refiner)
         built.refs[item.name] = item.refs
         built.described[item.name] = describe(item)
         if sweepable(item):

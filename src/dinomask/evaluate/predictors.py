@@ -127,43 +127,39 @@ class DinomaskPredictor:
         backbone: shared backbone.
         config: segmenter settings.
         cache: shared feature cache.
+        refiner: the :class:`~dinomask.refine.SamRefiner` a setting with ``refine=sam`` uses.
     """
 
-    def __init__(self, name: str, backbone: Backbone, config: SegmenterConfig, cache: FeatureCache):
+    def __init__(self, name: str, backbone: Backbone, config: SegmenterConfig, cache: FeatureCache, refiner=None):
+        if config.refine.enabled and refiner is None:
+            raise DinomaskError(f"setting {name!r} asks for refine={config.refine.mode}: give the refiner with --refiner PATH")
         self.name = name
         self.backbone = backbone
         self.config = config
         self.cache = cache
+        self.refiner = refiner if config.refine.enabled else None
         self.segmenter: Segmenter | None = None
         self._oracle_box = None
         self._oracle_since_full = 0
 
     def start_sequence(self, references: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.segmenter = Segmenter(self.backbone, reference_from_pairs(self.backbone, references, self.config), self.config)
+        self.segmenter = Segmenter(self.backbone, reference_from_pairs(self.backbone, references, self.config), self.config,
+                                   refiner=self.refiner)
         self._oracle_box, self._oracle_since_full = None, 0
 
     def oracle(self, image: np.ndarray, truth: np.ndarray) -> Prediction:
-        """This setting's ceiling on one frame: the ground truth averaged onto the setting's own
-        grid stands in for a perfect patch classifier (score = coverage - 0.5), then the setting's
-        own upsampling and region of interest (the crop follows the oracle's last mask, as the
-        segmenter's follows its own) make the mask. What it loses is lost to the grid and the
-        refinement; what the model loses beyond it, to the features."""
-        from dinomask.postprocess import upsample_score
-        from dinomask.preprocess import patch_coverage
+        """This setting's ceiling on one frame (see :mod:`dinomask.evaluate.oracle`); with a region
+        of interest the crop follows the oracle's last mask, as the segmenter's follows its own."""
+        from dinomask.evaluate.oracle import oracle_frame
         from dinomask.roi import next_box
 
         config, patch = self.config, self.backbone.spec.patch_size
         box = self._oracle_box if config.roi.enabled and self._oracle_since_full < config.roi.refresh else None
-        y0, y1, x0, x1 = box if box is not None else (0, image.shape[0], 0, image.shape[1])
-        crop, crop_truth = image[y0:y1, x0:x1], truth[y0:y1, x0:x1]
-        grid = config.geometry.grid(*crop.shape[:2], patch)
-        score = patch_coverage(crop_truth, grid) - 0.5
-        mask = np.zeros(truth.shape, bool)
-        mask[y0:y1, x0:x1] = upsample_score(score, crop.shape[:2], config.upsample) > 0
+        frame = oracle_frame(image, truth, config, patch, box, self.refiner)
         if config.roi.enabled:
             self._oracle_since_full = self._oracle_since_full + 1 if box is not None else 0
-            self._oracle_box = next_box(mask, config.roi, 2 * patch)
-        return Prediction(mask, None, "oracle", grid[0] * grid[1])
+            self._oracle_box = next_box(frame.mask, config.roi, 2 * patch)
+        return Prediction(frame.mask, None, "oracle", frame.patches)
 
     def predict(self, image: np.ndarray, key: str) -> Prediction:
         if self.segmenter is None:

@@ -6,7 +6,7 @@ A setting is written ``name:key=value,key=value`` on the command line, e.g.
 ``method`` (preset to start from: dinomask | paper), ``prototype``, ``k``, ``threshold``,
 ``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``tokens``, ``aspect``
 (keep | square), ``temporal`` (alpha), ``adapt`` (prototype adaptation rate), ``roi`` (1 = region of interest on video), ``refs`` (reference frames per sequence),
-``model`` (backbone for this setting only).
+``model`` (backbone for this setting only), ``refine`` (none | sam: the run's ``--refiner``, prompted by the score).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dinomask.roi import RoiSettings
 from dinomask.segmenter import SegmenterConfig
 
 SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "tokens", "aspect",
-                "temporal", "adapt", "roi", "refs", "model")
+                "temporal", "adapt", "roi", "refs", "model", "refine")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ def parse_setting(text: str) -> EvalSetting:
         changes["temporal"] = TemporalSettings(alpha=float(pairs.pop("temporal", 0.0)), adapt=float(pairs.pop("adapt", 0.0)))
     if "roi" in pairs:
         changes["roi"] = RoiSettings(enabled=pairs.pop("roi") in ("1", "true", "yes", "on"))
+    if "refine" in pairs:
+        from dinomask.refine import RefineSettings
+
+        changes["refine"] = RefineSettings(mode=pairs.pop("refine"))
     refs = int(pairs.pop("refs", 1))
     if refs < 1:
         raise ValueError(f"setting {name!r}: refs must be at least 1, got {refs}")
@@ -122,4 +126,18 @@ def named_settings(names: list[str]) -> list[EvalSetting]:
         if setting.name in seen:
             raise ValueError(f"two settings are named {setting.name!r}")
         seen.add(setting.name)
+    return out
+
+
+def with_refined_twins(settings: list[EvalSetting]) -> list[EvalSetting]:
+    """Each setting, then the same refined by the run's refiner (named ``NAME+sam``), so the
+    report sets the refiner beside what it refines."""
+    from dinomask.refine import RefineSettings
+
+    out: list[EvalSetting] = []
+    for setting in settings:
+        out.append(setting)
+        if not setting.config.refine.enabled:
+            out.append(EvalSetting(f"{setting.name}+sam", setting.config.replace(refine=RefineSettings(mode="sam")),
+                                   setting.refs, setting.model))
     return out

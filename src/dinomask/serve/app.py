@@ -185,11 +185,12 @@ def _background(value: str) -> Background:
 
 
 
-def create_app(backbone, config: ServeConfig = ServeConfig()):
-    """Build the FastAPI app around a loaded backbone, behind the :class:`Guard` of ``config``."""
+def create_app(backbone, config: ServeConfig = ServeConfig(), refiner=None):
+    """Build the FastAPI app around a loaded backbone, behind the :class:`Guard` of ``config``;
+    with a :class:`~dinomask.refine.SamRefiner`, ``dinomask`` masks are the refiner's."""
     from dinomask import __version__
 
-    engine = Engine(backbone, config)
+    engine = Engine(backbone, config, refiner)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -449,7 +450,8 @@ def create_app(backbone, config: ServeConfig = ServeConfig()):
         def make(rule_text: str | None) -> Segmenter:
             cfg = SegmenterConfig.preset(method)
             cfg = cfg.replace(temporal=TemporalSettings(alpha=0.0 if method == "paper" else 0.5))
-            return Segmenter(backbone, ref, cfg.replace(threshold=rule_text) if rule_text else cfg)
+            return Segmenter(backbone, ref, cfg.replace(threshold=rule_text) if rule_text else cfg,
+                             refiner=engine.refiner_for(method))
 
         segmenter = make(rule)
         rule_text = rule

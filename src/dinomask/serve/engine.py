@@ -44,10 +44,11 @@ class QueueFull(ApiError):
 class Engine:
     """The shared model, references and the bounded inference queue."""
 
-    def __init__(self, backbone, config: ServeConfig):
+    def __init__(self, backbone, config: ServeConfig, refiner=None):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.backbone = backbone
+        self.refiner = refiner
         self.config = config
         self.references: OrderedDict[str, Reference] = OrderedDict()
         self._teachers: dict[str, Teacher] = {}
@@ -166,10 +167,14 @@ class Engine:
             config = SegmenterConfig.preset(method)
             if threshold is not None:
                 config = config.replace(threshold=threshold)
-            self._segmenters[key] = Segmenter(self.backbone, reference, config)
+            self._segmenters[key] = Segmenter(self.backbone, reference, config, refiner=self.refiner_for(method))
             while len(self._segmenters) > 32:
                 self._segmenters.popitem(last=False)
             return self._segmenters[key]
+
+    def refiner_for(self, method: str):
+        """The server's refiner for ``dinomask`` masks; ``paper`` stays the method as written."""
+        return self.refiner if method == "dinomask" else None
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
