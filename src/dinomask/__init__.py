@@ -26,6 +26,7 @@ from dinomask.errors import (
 )
 from dinomask.preprocess import InputGeometry, load_image
 from dinomask.reference import Reference, ReferenceSettings
+from dinomask.refine import RefineSettings, SamRefiner
 from dinomask.segmenter import SegmentationResult, Segmenter, SegmenterConfig
 
 
@@ -37,7 +38,7 @@ def remove_background(frame, result: SegmentationResult, background: "str | Back
 __all__ = [
     "BACKBONES", "Backbone", "BackboneSpec", "Background", "DinomaskError", "ImageReadError",
     "InputGeometry", "InvalidReferenceError", "ModelNotFoundError", "Reference",
-    "ReferenceMismatchError", "ReferenceSettings", "SegmentationResult", "Segmenter",
+    "ReferenceMismatchError", "ReferenceSettings", "RefineSettings", "SamRefiner", "SegmentationResult", "Segmenter",
     "SegmenterConfig", "SourceError", "__version__", "composite", "load_backbone",
     "remove_background",
 ]

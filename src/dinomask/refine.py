@@ -69,6 +69,7 @@ class RefineSettings:
 
     @property
     def enabled(self) -> bool:
+        """True when a refiner makes the mask (``mode`` is not ``none``)."""
         return self.mode != "none"
 
 
