@@ -138,6 +138,21 @@ def test_temporal_state_resets_between_videos(colour_backbone, red_reference):
     assert segmenter.predict(canvas(140, 140, BLUE)).scene_cut
 
 
+def run_moving_square(segmenter: Segmenter, steps: int, speed: int) -> list:
+    """A red square moving ``speed`` px right per frame on blue (not aligned with the coarse grid):
+    ``(result, IoU)`` of each frame."""
+    out = []
+    for step in range(steps):
+        frame = canvas(280, 560, BLUE)
+        x0 = 100 + speed * step
+        frame[98:182, x0:x0 + 84] = RED
+        truth = np.zeros((280, 560), bool)
+        truth[98:182, x0:x0 + 84] = True
+        result = segmenter.predict(frame)
+        out.append((result, (result.mask & truth).sum() / (result.mask | truth).sum()))
+    return out
+
+
 def test_region_of_interest_follows_the_object_with_fewer_patches_and_finer_masks(colour_backbone, red_reference):
     from dinomask.roi import RoiSettings
 
@@ -145,16 +160,7 @@ def test_region_of_interest_follows_the_object_with_fewer_patches_and_finer_mask
         config = SegmenterConfig.preset("paper").replace(
             geometry=InputGeometry(140), roi=RoiSettings(enabled=enabled, refresh=4), upsample="nearest")
         segmenter = Segmenter(colour_backbone, red_reference, config)
-        out = []
-        for step in range(6):
-            frame = canvas(280, 560, BLUE)
-            x0 = 100 + 20 * step  # the object moves and is not aligned with the coarse grid
-            frame[98:182, x0:x0 + 84] = RED
-            truth = np.zeros((280, 560), bool)
-            truth[98:182, x0:x0 + 84] = True
-            result = segmenter.predict(frame)
-            out.append((result, (result.mask & truth).sum() / (result.mask | truth).sum()))
-        return segmenter, out
+        return segmenter, run_moving_square(segmenter, 6, 20)
 
     segmenter, with_roi = run(True)
     _, whole = run(False)
@@ -184,16 +190,7 @@ def test_region_of_interest_combines_with_keyframes(colour_backbone, red_referen
             geometry=InputGeometry(140), roi=RoiSettings(enabled=enabled, refresh=3), upsample="nearest",
             keyframes=KeyframeSettings("every", interval=3))
         segmenter = Segmenter(colour_backbone, red_reference, config)
-        out = []
-        for step in range(9):
-            frame = canvas(280, 560, BLUE)
-            x0 = 100 + 6 * step
-            frame[98:182, x0:x0 + 84] = RED
-            truth = np.zeros((280, 560), bool)
-            truth[98:182, x0:x0 + 84] = True
-            result = segmenter.predict(frame)
-            out.append((result, (result.mask & truth).sum() / (result.mask | truth).sum()))
-        return segmenter, out
+        return segmenter, run_moving_square(segmenter, 9, 6)
 
     segmenter, both = run(True)
     _, keys_only = run(False)

@@ -14,14 +14,23 @@ from typing import Literal
 import cv2
 import numpy as np
 
-UpsampleMode = Literal["nearest", "bilinear"]
-UPSAMPLE_MODES: tuple[str, ...] = ("nearest", "bilinear")
+UpsampleMode = Literal["nearest", "bilinear", "bicubic", "bilateral"]
+UPSAMPLE_MODES: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "bilateral")
 #: Modes that were removed, and why (named in the error a user gets for them).
 REMOVED_UPSAMPLE_MODES = {
     "guided": "'guided' was removed in 0.2.0: with the ground truth as the patch classifier it scored below "
               "bilinear (J 0.932 against 0.954 on davis-mini; 0.829 against 0.860 on 20 DAVIS-2016 val clips). "
-              "Use bilinear (the default)",
+              "Use bicubic (the default)",
 }
+
+#: ``bilateral``: the joint bilateral filter runs at this fraction of the frame's size, with this
+#: neighbourhood (px at that size) and these colour (0-255) and space (px) sigmas, on pixels
+#: within ``BAND_CELLS`` of a patch of the bicubic mask's edge.
+BILATERAL_SCALE = 0.5
+BILATERAL_DIAMETER = 7
+BILATERAL_SIGMA_COLOR = 25.0
+BILATERAL_SIGMA_SPACE = 4.0
+BAND_CELLS = 0.25
 
 
 @dataclass(frozen=True)
@@ -105,12 +114,19 @@ def apply_threshold(similarity: np.ndarray, rule: ThresholdRule) -> float:
     raise ValueError(f"unknown threshold kind {rule.kind!r}")
 
 
-def upsample_score(score: np.ndarray, size: tuple[int, int], mode: UpsampleMode) -> np.ndarray:
+def upsample_score(score: np.ndarray, size: tuple[int, int], mode: UpsampleMode,
+                   image: np.ndarray | None = None) -> np.ndarray:
     """Decision score on the grid (``h x w``, > 0 = object) -> ``H x W`` float32 at frame size.
 
     * ``nearest``: blocky nearest-neighbour upsampling, so ``> 0`` gives exactly the
       coarse mask's blocks (the method as written);
-    * ``bilinear``: the soft score upsampled bilinearly before it is thresholded.
+    * ``bilinear``: the soft score upsampled bilinearly before it is thresholded;
+    * ``bicubic`` (the default): bicubically, which places the edge between two patches
+      closer to where their scores say it is (with the ground truth as the patch classifier:
+      J 0.962 against bilinear's 0.954 on davis-mini, for about a millisecond);
+    * ``bilateral``: bicubic, then on the band around its edge a joint bilateral filter guided
+      by the frame's colours (``image``, ``H x W x 3`` uint8), so the edge moves to the
+      object's colour edge (J 0.966 there, about 20 ms at 854x480 on 2 cores).
 
     An edge-aware guided filter was removed: measured with the ground truth as the patch
     classifier it made masks worse than bilinear (see :data:`REMOVED_UPSAMPLE_MODES`).
@@ -119,12 +135,49 @@ def upsample_score(score: np.ndarray, size: tuple[int, int], mode: UpsampleMode)
     score = score.astype(np.float32)
     if mode == "nearest":
         return cv2.resize(score, (width, height), interpolation=cv2.INTER_NEAREST)
-    soft = cv2.resize(score, (width, height), interpolation=cv2.INTER_LINEAR)
     if mode == "bilinear":
-        return soft
+        return cv2.resize(score, (width, height), interpolation=cv2.INTER_LINEAR)
+    if mode in ("bicubic", "bilateral"):
+        soft = cv2.resize(score, (width, height), interpolation=cv2.INTER_CUBIC)
+        if mode == "bicubic":
+            return soft
+        if image is None or image.shape[:2] != (height, width):
+            raise ValueError(f"bilateral upsampling needs the {height} x {width} frame as its guide, got "
+                             f"{None if image is None else image.shape}")
+        return refine_edge_band(soft, image, cell=height / score.shape[0])
     if mode in REMOVED_UPSAMPLE_MODES:
         raise ValueError(REMOVED_UPSAMPLE_MODES[mode])
     raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}; got {mode!r}")
+
+
+def refine_edge_band(soft: np.ndarray, image: np.ndarray, cell: float) -> np.ndarray:
+    """``soft`` (``H x W`` float32 score) with the pixels near its ``> 0`` edge replaced by a joint
+    bilateral filter of it guided by ``image`` (``H x W x 3`` uint8), run at half size on the
+    band's bounding box only (OpenCV's ``ximgproc.jointBilateralFilter``).
+
+    Args:
+        cell: a patch's size in frame pixels (the band is a quarter of it wide on each side).
+    """
+    radius = max(1, int(round(BAND_CELLS * cell)))
+    inside = (soft > 0).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    band = cv2.dilate(inside, kernel).astype(bool) & ~cv2.erode(inside, kernel).astype(bool)
+    if not band.any():
+        return soft
+    ys, xs = np.nonzero(band)
+    margin = int(np.ceil(BILATERAL_DIAMETER / BILATERAL_SCALE))
+    y0, y1 = max(0, ys.min() - margin), min(soft.shape[0], ys.max() + 1 + margin)
+    x0, x1 = max(0, xs.min() - margin), min(soft.shape[1], xs.max() + 1 + margin)
+    box_h, box_w = y1 - y0, x1 - x0
+    small = (max(1, int(box_w * BILATERAL_SCALE)), max(1, int(box_h * BILATERAL_SCALE)))
+    guide = cv2.resize(image[y0:y1, x0:x1], small, interpolation=cv2.INTER_AREA).astype(np.float32)
+    values = cv2.resize(soft[y0:y1, x0:x1], small, interpolation=cv2.INTER_AREA)
+    filtered = cv2.ximgproc.jointBilateralFilter(guide, values, BILATERAL_DIAMETER, BILATERAL_SIGMA_COLOR,
+                                                 BILATERAL_SIGMA_SPACE)
+    out = soft.copy()
+    region = out[y0:y1, x0:x1]
+    region[band[y0:y1, x0:x1]] = cv2.resize(filtered, (box_w, box_h), interpolation=cv2.INTER_LINEAR)[band[y0:y1, x0:x1]]
+    return out
 
 
 @dataclass(frozen=True)

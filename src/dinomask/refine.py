@@ -17,7 +17,6 @@ weights of the true shape). Measure it on your data with ``dinomask eval masks -
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ REFINE_MODES: tuple[str, ...] = ("none", "sam")
 MAX_REFINER_LAYERS = 64
 MAX_REFINER_WIDTH = 4096
 MAX_REFINER_IMAGE = 2048
-MAX_CONFIG_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -152,15 +150,9 @@ def prompts_from_score(score: np.ndarray, size: tuple[int, int], settings: Refin
 
 def _check_refiner_config(path: Path) -> None:
     """A SAM ``config.json``: size, JSON, ``model_type`` sam, sizes in bounds; before transformers reads it."""
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ModelNotFoundError(f"{path} is {size} bytes; a model config is a few KB")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (ValueError, RecursionError) as exc:
-        raise ModelNotFoundError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelNotFoundError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    from dinomask.backbones import read_config_json
+
+    data = read_config_json(path)
     if data.get("model_type") != "sam":
         raise ModelNotFoundError(
             f"{path}: expected a SAM-family refiner (transformers SamModel, model_type 'sam'), "

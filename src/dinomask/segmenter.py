@@ -7,7 +7,7 @@ the grid -> mask at the frame's size.
 The method as written is the preset ``paper``: CLS prototype, fixed threshold 0.5,
 nearest upsampling, 518 x 518 squashed input. ``dinomask`` (the default) keeps the
 aspect ratio, uses k-means patch prototypes, an adaptive threshold, the reference's
-own background where it has one, and bilinear upsampling of the soft score.
+own background where it has one, and bicubic upsampling of the soft score.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dinomask.postprocess import (
 )
 from dinomask.preprocess import ColorOrder, FrameLike, InputGeometry, load_image
 from dinomask.prototypes import best_match, kmeans_prototypes, l2_normalize
-from dinomask.refine import RefineSettings, prompts_from_score
+from dinomask.refine import RefineSettings, SamRefiner, prompts_from_score
 from dinomask.reference import PROTOTYPE_MODES, PrototypeMode, Reference
 from dinomask.roi import Box, RoiSettings, next_box, paste_grid
 
@@ -61,7 +61,9 @@ class SegmenterConfig:
             (the reference photo's real scene, when it was given with a mask);
             ``frame`` (confidently-background patches of the current frame); ``both``.
         background_k: k-means prototypes per background source.
-        upsample: ``nearest`` (blocks) or ``bilinear`` (the soft score).
+        upsample: ``nearest`` (blocks), ``bilinear``, ``bicubic`` (the soft score; the default) or
+            ``bilateral`` (bicubic, then edge-aware on the band around the edge): see
+            :func:`~dinomask.postprocess.upsample_score`.
         geometry: how frames map onto the patch grid.
         temporal: score smoothing and prototype adaptation across frames (video and live).
         roi: region of interest on successive frames (video and live).
@@ -77,7 +79,7 @@ class SegmenterConfig:
     threshold: str = "auto"
     background: BackgroundSource = "reference"
     background_k: int = 4
-    upsample: UpsampleMode = "bilinear"
+    upsample: UpsampleMode = "bicubic"
     geometry: InputGeometry = field(default_factory=InputGeometry)
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
     roi: RoiSettings = field(default_factory=RoiSettings)
@@ -242,7 +244,7 @@ class Segmenter:
         *,
         method: str = "dinomask",
         threshold: float | str | None = None,
-        refiner=None,
+        refiner: SamRefiner | None = None,
     ):
         config = config or SegmenterConfig.preset(method)
         if threshold is not None:
@@ -512,12 +514,12 @@ class Segmenter:
         size = image.shape[:2]
         refined = self.refiner is not None
         if len(self._objects) == 1 and not refined:
-            full = upsample_score(score_stack[0], size, self.config.upsample)
+            full = upsample_score(score_stack[0], size, self.config.upsample, image)
             mask = full > 0
             labels = mask.astype(np.uint8)
         else:
             full_stack = np.stack(
-                [upsample_score(s, size, self.config.upsample) for s in score_stack]
+                [upsample_score(s, size, self.config.upsample, image) for s in score_stack]
             )
             if refined:  # each object is where its refined mask is; overlaps go to the higher score
                 full_stack = np.where(self._refine(image, score_stack), full_stack, -np.inf)

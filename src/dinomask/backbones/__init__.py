@@ -32,10 +32,10 @@ from dinomask.backbones.registry import ARCHITECTURES, BACKBONES, DEFAULT_BACKBO
 from dinomask.backbones.sources import download
 from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
 from dinomask.backbones.torch_runtime import Backbone
-from dinomask.backbones.weights import check_loaded
+from dinomask.backbones.weights import check_loaded, read_config_json
 
 __all__ = [
     "ARCHITECTURES", "BACKBONES", "DEFAULT_BACKBONE", "MIN_FIDELITY", "RUNTIMES", "Backbone", "BackboneFeatures",
     "BackboneSpec", "OnnxBackbone", "check_loaded", "download", "export_onnx", "load_backbone", "quiet_loading",
-    "random_backbone_dir", "resolve_device",
+    "random_backbone_dir", "read_config_json", "resolve_device",
 ]

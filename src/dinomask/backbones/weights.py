@@ -79,11 +79,9 @@ def check_config(config, where: str, partial: bool = False) -> None:
 MAX_CONFIG_BYTES = 1_000_000
 
 
-def check_config_file(path: Path) -> None:
-    """Check a raw ``config.json`` (size, JSON object, the sizes it gives) before transformers
-    reads it, so a bad value is named as such rather than as a library's validation error."""
-    from types import SimpleNamespace
-
+def read_config_json(path: Path) -> dict:
+    """A raw ``config.json`` as a dict, refused (naming the file) when it is over
+    :data:`MAX_CONFIG_BYTES`, not JSON, or not a JSON object."""
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ModelNotFoundError(f"{path} is {size} bytes; a model config is a few KB")
@@ -93,6 +91,15 @@ def check_config_file(path: Path) -> None:
         raise ModelNotFoundError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ModelNotFoundError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_config_file(path: Path) -> None:
+    """Check a raw ``config.json`` (size, JSON object, the sizes it gives) before transformers
+    reads it, so a bad value is named as such rather than as a library's validation error."""
+    from types import SimpleNamespace
+
+    data = read_config_json(path)
     check_config(SimpleNamespace(**{k: v for k, v in data.items() if isinstance(k, str) and k.isidentifier()}),
                  str(path), partial=True)
 

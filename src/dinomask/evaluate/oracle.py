@@ -54,6 +54,6 @@ def oracle_frame(image: np.ndarray, truth: np.ndarray, config: SegmenterConfig, 
         if prompts is not None:
             mask[y0:y1, x0:x1] = refiner.refine(np.ascontiguousarray(crop), [prompts])[0]
     else:
-        mask[y0:y1, x0:x1] = upsample_score(score, crop_truth.shape, config.upsample) > 0
+        mask[y0:y1, x0:x1] = upsample_score(score, crop_truth.shape, config.upsample, np.ascontiguousarray(crop)) > 0
     full_grid = config.geometry.grid(*truth.shape, patch)
     return OracleFrame(mask, patch_coverage(truth, full_grid), grid[0] * grid[1])

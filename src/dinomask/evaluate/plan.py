@@ -54,7 +54,7 @@ def sweepable(setting: EvalSetting) -> bool:
     c = setting.config
     fixed = c.threshold != "auto" and ThresholdRule.parse(c.threshold).kind == "fixed"
     return (fixed and c.background == "none" and c.temporal.alpha == 0 and c.temporal.adapt == 0 and not c.roi.enabled
-            and not c.refine.enabled)
+            and not c.refine.enabled and c.upsample != "bilateral")
 
 
 def build_predictors(plan: MaskEvalPlan) -> BuiltPredictors:

@@ -103,6 +103,8 @@ STANDARD = [
     "bg=none,thr=0.5:bg=none,threshold=0.5",
     "bg=none,thr=relative0.8:bg=none,threshold=relative:0.8",
     "upsample=nearest:upsample=nearest",
+    "upsample=bilinear:upsample=bilinear",
+    "upsample=bilateral:upsample=bilateral",
     "temporal=0.5:temporal=0.5",
     "adapt=0.2:adapt=0.2",
     "roi:roi=1",
