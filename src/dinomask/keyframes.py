@@ -130,6 +130,13 @@ def small_grey(image: np.ndarray, flow_side: int) -> np.ndarray:
     return grey
 
 
+def to_flow_size(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 2-D map resized to the flow's ``(h, w)``: bicubically up (a grid's scores, as the default
+    upsampling places edges), by area down (a frame-sized mask)."""
+    up = values.shape[0] < size[0] or values.shape[1] < size[1]
+    return cv2.resize(values, (size[1], size[0]), interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
+
+
 def sampling_grid(backward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Backward flow (``h x w x 2``) -> the ``map_x, map_y`` that ``cv2.remap`` warps the previous frame's maps with."""
     height, width = backward.shape[:2]
@@ -212,7 +219,7 @@ class ScorePropagator:
         maps = [np.asarray(m, np.float32) for m in maps]
         if not maps or any(m.ndim != 2 or 0 in m.shape for m in maps):
             raise ValueError(f"expected K >= 1 non-empty 2-D maps, got shapes {[m.shape for m in maps]}")
-        self._maps = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
+        self._maps = np.stack([to_flow_size(m, size) for m in maps])
         self._grey = grey
         self.since_key = 0
 
@@ -305,8 +312,7 @@ class FlowCarrier:
         size = self._grey.shape if self._grey is not None else None
         if size is None:
             return False
-        carried = np.stack([cv2.resize(np.asarray(m, np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                            for m in maps])
+        carried = np.stack([to_flow_size(np.asarray(m, np.float32), size) for m in maps])
         if key_index != self.index:
             later = [step for step in self._steps if step[1] > key_index]
             if not later or later[0][0] != key_index:

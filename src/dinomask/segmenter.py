@@ -404,11 +404,14 @@ class Segmenter:
 
     def carried_result(self, image: np.ndarray, maps: np.ndarray, keyframe: bool = False) -> SegmentationResult:
         """A result for ``image`` from maps carried by flow (:meth:`carry_maps`'s order, at any
-        resolution): the mask is the carried score > 0, bilinear at the frame's size."""
+        resolution): the mask is the carried score > 0, upsampled to the frame's size as the
+        settings say (``nearest`` as ``bilinear``, ``bilateral`` as ``bicubic``)."""
         size = image.shape[:2]
         grid = self.config.geometry.grid(*size, self.backbone.spec.patch_size)
         on_grid = [cv2.resize(m, (grid[1], grid[0]), interpolation=cv2.INTER_AREA) for m in maps[:2]]
-        mask = upsample_score(maps[0], size, "bilinear") > 0
+        # carried maps are at the flow's resolution, not in patch blocks; the edge filter runs on keys only
+        mode = {"nearest": "bilinear", "bilateral": "bicubic"}.get(self.config.upsample, self.config.upsample)
+        mask = upsample_score(maps[0], size, mode) > 0
         if len(self._objects) > 1:
             shares = np.stack([upsample_score(m, size, "bilinear") for m in maps[2:]])
             labels = np.where(mask, shares.argmax(axis=0) + 1, 0).astype(np.uint8)
