@@ -219,3 +219,36 @@ def test_sigterm_on_live_keeps_the_recording_and_the_taught_reference(tmp_path, 
     capture = cv2.VideoCapture(str(out))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
     assert Reference.load(taught).label == "dog"
+
+
+@pytest.mark.parametrize("method,keyframes,roi,expected", [
+    ("dinomask", None, None, True),        # files frame by frame: the region of interest is on
+    ("dinomask", "async", None, False),    # a camera's clock: off
+    ("dinomask", "off", None, True),
+    ("dinomask", None, False, False),      # --no-roi
+    ("dinomask", "async", True, True),     # --roi
+    ("paper", None, None, False),          # the method as written never crops
+])
+def test_the_region_of_interest_default_follows_how_frames_arrive(method, keyframes, roi, expected):
+    from dinomask.cli import segmenter_config
+
+    config = segmenter_config(method, keyframes=keyframes, roi=roi)
+    assert config.roi.enabled is expected
+    assert config.upsample == ("nearest" if method == "paper" else "bicubic")
+
+
+def test_live_on_a_camera_keeps_the_region_of_interest_off_unless_asked(monkeypatch, dog_ref):
+    """live decides async for a camera before the region of interest's default is taken."""
+    import dinomask.cli as cli
+
+    seen = {}
+
+    def stop(refs, model, device, dtype, runtime, fast, config, **kwargs):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "_load_segmenter", stop)
+    with pytest.raises(SystemExit):
+        cli.app(["live", "--ref", str(dog_ref), "--source", "rtsp://camera.invalid/stream", "--no-window"],
+                standalone_mode=False)
+    assert seen["config"].keyframes.policy == "async" and not seen["config"].roi.enabled

@@ -95,6 +95,16 @@ def test_an_oversized_refiner_config_is_refused_before_it_is_built(tmp_path, tin
     assert time.perf_counter() - started < 5
 
 
+def test_a_huge_preprocessor_config_is_refused_unread(tmp_path, tiny_refiner_dir):
+    import shutil
+
+    folder = tmp_path / "padded"
+    shutil.copytree(tiny_refiner_dir, folder)
+    (folder / "preprocessor_config.json").write_text('{"size": {"longest_edge": 256}, "pad": "' + "x" * 2_000_000 + '"}')
+    with pytest.raises(ModelNotFoundError, match="preprocessor_config.json is 2000.* bytes; a model config is a few KB"):
+        SamRefiner.load(folder)
+
+
 def test_a_refiner_missing_weights_is_refused_not_left_random(tmp_path, tiny_refiner_dir):
     import shutil
 

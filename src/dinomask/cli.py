@@ -127,8 +127,8 @@ def segmenter_config(
         changes["keyframes"] = KeyframeSettings.parse(keyframes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--keyframes") from None
-    if roi is None:  # a file frame by frame: the oracle's J rises (0.933 -> 0.946 with auto keys on davis-live);
-        # on a camera's clock the crop comes from a mask frames old, and the gain was within run-to-run noise
+    if roi is None:  # a file frame by frame: the oracle's J rises (0.939 -> 0.948 with auto keys on davis-live);
+        # on a camera's clock it falls (async 0.677 -> 0.665): the crop comes from a mask frames old
         roi = method != "paper" and changes["keyframes"].policy != "async"
     changes["roi"] = RoiSettings(enabled=roi)
     changes["refine"] = refine_settings(refine, refiner)

@@ -223,6 +223,9 @@ class SamRefiner:
                      info.get("mismatched_keys", ()))
         processor_class = _processor_class()
         if (folder / "preprocessor_config.json").is_file():
+            from dinomask.backbones import read_config_json
+
+            read_config_json(folder / "preprocessor_config.json")  # size and JSON checked before transformers reads it
             processor = processor_class.from_pretrained(folder)
         else:  # SAM's own preprocessing (ImageNet mean/std, longest side resized and padded to the model's input)
             side = int(model.config.vision_config.image_size)
