@@ -207,7 +207,11 @@ def test_a_background_click_clears_that_region_and_the_taught_reference_download
     frames = chrome.execute_script("return window.dinomask.frames")
     wait_for(chrome, f"return window.dinomask.frames >= {frames + 3}")
     after = _result_pixels(chrome)
-    assert (after[window].max(axis=2) > 40).mean() < 0.05  # the clicked region is gone from the result
+    # the clicked region is gone from the result: its core entirely, the 9 x 9 window but for the edge of a
+    # neighbouring kept region (bicubic upsampling draws that edge 1-2 px further in than bilinear did: 6 of 81 px)
+    core = (slice(max(0, y - 2), y + 3), slice(max(0, x - 2), x + 3))
+    assert (after[core].max(axis=2) > 40).mean() == 0
+    assert (after[window].max(axis=2) > 40).mean() < 0.15
     shot = os.environ.get("DINOMASK_TEACH_SCREENSHOT")
     if shot:
         chrome.save_screenshot(shot)
