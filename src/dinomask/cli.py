@@ -67,7 +67,7 @@ ThresholdOpt = Annotated[Optional[str], typer.Option(help="0.5 or any cosine, ot
 PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or kmeans. Default: the preset's.")]
 KOpt = Annotated[Optional[int], typer.Option("--k", help="k-means object prototypes.")]
 BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Background prototypes from: none, reference, frame, both.")]
-UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest (the paper's blocks), bilinear, bicubic (the soft score; default) or bilateral (bicubic, then a joint bilateral filter on the edge band, guided by the frame's colours; ~20 ms at 854x480 on 2 cores).")]
+UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest (the paper's blocks), bilinear, bicubic (the soft score; default) or bilateral (bicubic, then a joint bilateral filter on the edge band, guided by the frame's colours; about 7 ms at 854x480 on 2 cores, 23 ms at worst).")]
 RoiOpt = Annotated[Optional[bool], typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object (more patches on it, fewer in all). Default: on for files processed frame by frame, off on a camera's clock (async keyframes) and for paper.")]
 AdaptOpt = Annotated[float, typer.Option(help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
 KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure), every:K, or async (live on a camera's clock: the backbone in its own worker, flow on every frame). Default: async for live on a camera, stream or --realtime; auto for files; off for paper.")]
@@ -187,8 +187,9 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
         taught = reference.teaching
         if taught.views or taught.positive_clicks or taught.negative_clicks:
             typer.echo(f"reference {path}: taught after it was made: {taught.describe()}", err=True)
+    loaded_refiner = _refiner(refiner, device)  # its checks are quick: before the backbone's load
     backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
-    return Segmenter(backbone, references, config, refiner=_refiner(refiner, device))
+    return Segmenter(backbone, references, config, refiner=loaded_refiner)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -428,9 +429,9 @@ def serve(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     refine_settings(refine, refiner)
+    loaded_refiner = _refiner(refiner, device)
     # request decoding and encoding run beside the model: its threads must not spin on their cores
     backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast, busy_wait=False)
-    loaded_refiner = _refiner(refiner, device)
     typer.echo(f"dinomask serving {backbone.spec.name}" + (f" refined by {refiner}" if refiner else "")
                + f" on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(create_app(backbone, config, loaded_refiner), host=host, port=port, log_level="warning", **server_options(config))
@@ -704,8 +705,8 @@ def eval_live(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     data, run = _eval_run(dataset, model, output, overwrite)
-    backbone = _backbone(model, device, dtype, runtime, fast, busy_wait=False, warn_random=not oracle)
     loaded_refiner = _refiner(refiner, device)
+    backbone = _backbone(model, device, dtype, runtime, fast, busy_wait=False, warn_random=not oracle)
     run["conditions"] = {model: conditions(backbone, max_frames)}
     run["live"] = {"fps": fps, "realtime": realtime, "oracle": oracle, "costs_ms": settings.costs, "tokens": tokens,
                    "key_budget_ms": settings.key_budget, "roi": roi, "refiner": None if refiner is None else str(refiner)}

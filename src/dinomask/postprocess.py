@@ -126,7 +126,8 @@ def upsample_score(score: np.ndarray, size: tuple[int, int], mode: UpsampleMode,
       J 0.962 against bilinear's 0.954 on davis-mini, for about a millisecond);
     * ``bilateral``: bicubic, then on the band around its edge a joint bilateral filter guided
       by the frame's colours (``image``, ``H x W x 3`` uint8), so the edge moves to the
-      object's colour edge (J 0.966 there, about 20 ms at 854x480 on 2 cores).
+      object's colour edge (J 0.966 there; at 854x480 on 2 cores about 7 ms, 23 ms when the
+      band covers most of the frame).
 
     An edge-aware guided filter was removed: measured with the ground truth as the patch
     classifier it made masks worse than bilinear (see :data:`REMOVED_UPSAMPLE_MODES`).

@@ -516,7 +516,16 @@ class Segmenter:
         best = score_stack.max(axis=0)
         size = image.shape[:2]
         refined = self.refiner is not None
-        if len(self._objects) == 1 and not refined:
+        if refined:  # each object is where its refined mask is
+            masks = self._refine(image, score_stack)
+            mask = masks.any(axis=0)
+            if len(self._objects) == 1:
+                labels = mask.astype(np.uint8)
+            else:  # overlaps go to the higher score (the edge filter cannot change which is higher)
+                mode = "bicubic" if self.config.upsample == "bilateral" else self.config.upsample
+                full_stack = np.stack([upsample_score(s, size, mode) for s in score_stack])
+                labels = np.where(mask, np.where(masks, full_stack, -np.inf).argmax(axis=0) + 1, 0).astype(np.uint8)
+        elif len(self._objects) == 1:
             full = upsample_score(score_stack[0], size, self.config.upsample, image)
             mask = full > 0
             labels = mask.astype(np.uint8)
@@ -524,9 +533,7 @@ class Segmenter:
             full_stack = np.stack(
                 [upsample_score(s, size, self.config.upsample, image) for s in score_stack]
             )
-            if refined:  # each object is where its refined mask is; overlaps go to the higher score
-                full_stack = np.where(self._refine(image, score_stack), full_stack, -np.inf)
-            mask = full_stack.max(axis=0) > (-np.inf if refined else 0)
+            mask = full_stack.max(axis=0) > 0
             labels = np.where(mask, full_stack.argmax(axis=0) + 1, 0).astype(np.uint8)
         rule_name = str(rule) + ("+bg" if background is not None and rule.kind != "fg-vs-bg" else "")
         return SegmentationResult(
