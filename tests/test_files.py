@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from dinomask.atomic import temporary_file, temporary_folder
 from dinomask.batch import OutputOptions, remove_batch
 from dinomask.composite import Background
 from dinomask.files import AtomicVideoWriter, plan_outputs, write_image_atomic
@@ -115,15 +117,62 @@ def test_batch_video_to_mp4_and_to_transparent_frames(tmp_path, segmenter):
 
 
 def test_stale_temporary_files_of_an_interrupted_write_are_removed_when_redone(tmp_path, segmenter):
+    """Only this output's own leftovers go: never those of a name that starts the same (issue 26:
+    the Ray worker for cam.mp4 deleted the temporary file another worker was writing for cam.1.mp4)."""
     frame = canvas(70, 140, BLUE)
-    _write(tmp_path / "in/a.png", frame)
+    for name in ("a.png", "[x].png"):
+        _write(tmp_path / "in" / name, frame)
     (tmp_path / "out").mkdir()
-    stale = tmp_path / "out/.a.x1y2z3.part.png"
-    stale.write_bytes(b"half an image")
-    unrelated = tmp_path / "out/.b.x1y2z3.part.png"
-    unrelated.write_bytes(b"someone else's")
+    stale = [Path(temporary_file(tmp_path / "out/a.png")), Path(temporary_file(tmp_path / "out/[x].png")),
+             temporary_folder(tmp_path / "out/a.png")]
+    others = [Path(temporary_file(tmp_path / "out" / name)) for name in ("a.b.png", "b.png", "a.1.png", "x.png")]
+    for path in stale + others:
+        assert path.name.startswith(".") and ".part" in path.name
     items, _ = plan_outputs([tmp_path / "in"], tmp_path / "out")
     assert remove_batch(segmenter, items, OutputOptions(), show_progress=False).ok
-    assert (tmp_path / "out/a.png").is_file()
-    assert not stale.exists()
-    assert unrelated.exists()  # only this output's own leftovers are touched
+    assert (tmp_path / "out/a.png").is_file() and (tmp_path / "out/[x].png").is_file()
+    assert not any(path.exists() for path in stale)  # '[x]' (a glob's bracket) had its own cleaned too
+    assert all(path.exists() for path in others)  # a.b.png's and a.1.png's writes in progress are untouched
+
+
+def test_stale_parts_match_exactly_names_that_share_a_start():
+    from dinomask.atomic import part_stem
+
+    stems = {part_stem(Path(name)) for name in ("cam.mp4", "cam.1.mp4", "cam.2.jpg", "a.png", "a.b.png", "[a].png", "*.png")}
+    assert len(stems) == 7
+    assert not any(a != b and b.startswith(a + ".") for a in stems for b in stems)
+
+
+def test_a_legal_long_output_name_is_written(tmp_path, segmenter):
+    """A 244-byte output name is legal; its temporary name must stay under 255 bytes too."""
+    name = "n" * 240 + ".png"
+    _write(tmp_path / "in" / name, canvas(70, 140, BLUE))
+    items, _ = plan_outputs([tmp_path / "in"], tmp_path / "out")
+    report = remove_batch(segmenter, items, OutputOptions(), show_progress=False)
+    assert report.ok, report.summary()
+    assert (tmp_path / "out" / name).is_file()
+    assert len(temporary_file(tmp_path / "out" / ("m" * 250 + ".png")).name.encode()) < 80
+
+
+def test_a_video_frames_folder_and_an_image_folder_of_one_name_are_refused_up_front(tmp_path):
+    """v.mp4 beside v/000000.jpg (what ffmpeg -i v.mp4 v/%06d.jpg writes): with a transparent
+    background both would land in OUT/v/, one replacing the other."""
+    _video(tmp_path / "in/v.mp4")
+    _write(tmp_path / "in/v/000000.jpg", canvas(70, 140, BLUE))
+    with pytest.raises(ValueError, match="writes its frames into the folder .*v.*000000"):
+        plan_outputs([tmp_path / "in"], tmp_path / "out", transparent=True)
+    items, _ = plan_outputs([tmp_path / "in"], tmp_path / "out")  # as mp4 they do not meet
+    assert sorted(str(i.output.relative_to(tmp_path / "out")) for i in items) == ["v.mp4", "v/000000.png"]
+
+
+def test_overwriting_a_frames_folder_leaves_no_frame_of_the_old_run(tmp_path, segmenter):
+    options = OutputOptions(background=Background.parse("transparent"), overwrite=True)
+    out = tmp_path / "out"
+    items, _ = plan_outputs([_video(tmp_path / "in/v.mp4", frames=9)], out, transparent=True)
+    assert remove_batch(segmenter, items, options, show_progress=False).ok
+    assert len(list((out / "v").glob("*.png"))) == 9
+    items, _ = plan_outputs([_video(tmp_path / "in/v.mp4", frames=4)], out, transparent=True)
+    assert remove_batch(segmenter, items, options, show_progress=False).ok
+    assert sorted(p.name for p in (out / "v").glob("*.png")) == [f"{i:06d}.png" for i in range(4)]
+    assert len(json.loads((out / "v/timestamps.json").read_text())["frames"]) == 4
+    assert [p.name for p in out.iterdir()] == ["v"]  # no folder left beside it

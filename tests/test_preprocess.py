@@ -162,10 +162,19 @@ def _mask_files(tmp_path):
     soft = (block * 255).astype(np.uint8)
     soft[9, 15:45] = 100  # an antialiased edge: below half, background
     soft[30, 15:45] = 200  # above half, object
+    soft[0, :] = np.linspace(1, 120, 60).astype(np.uint8)  # a matte's faint ramp: many values, all below half
+    soft[39, :] = np.linspace(129, 250, 60).astype(np.uint8)  # and above half: object
     expected_soft = block.copy()
     expected_soft[30, 15:45] = True
+    expected_soft[39, :] = True
     palette = Image.fromarray(block.astype(np.uint8), "P")
     palette.putpalette([0, 0, 0, 40, 0, 0] + [0] * 762)  # index 1 drawn almost black: the index decides
+    ring = block ^ np.pad(block[2:-2, 2:-2], 2)  # VOC/COCO style: a 255 "void" ring on the object's edge
+    voc = np.where(ring, 255, block).astype(np.uint8)
+    voc_palette = Image.fromarray(voc, "P")
+    voc_palette.putpalette([0, 0, 0, 128, 0, 0] + [0] * 759 + [224, 224, 192])
+    inner = block & ~ring
+    trimap = np.where(ring, 128, block * 255).astype(np.uint8)  # background, unknown, object: unknown is kept
     files = {
         "zero-one.png": (Image.fromarray(block.astype(np.uint8)), block),
         "zero-255.png": (Image.fromarray(block.astype(np.uint8) * 255), block),
@@ -175,10 +184,21 @@ def _mask_files(tmp_path):
         "sixteen-bit-0-1.png": (Image.fromarray(block.astype(np.uint16)), block),
         "rgba-alpha.png": (Image.fromarray(np.dstack([np.full((40, 60, 3), 255, np.uint8), block.astype(np.uint8) * 255])), block),
         "mask.jpg": (Image.fromarray(block.astype(np.uint8) * 255).convert("L"), block),
+        # issue 26: the rule decided by what was decoded, for values of any size
+        "zero-one-named.jpg": (Image.fromarray(block.astype(np.uint8)), block),  # a PNG named .jpg
+        "voc-ring.png": (Image.fromarray(voc), inner),
+        "voc-palette.png": (voc_palette, inner),
+        "labels-0-5-20.png": (Image.fromarray((block * np.where(np.arange(60) < 30, 5, 20)).astype(np.uint8)), block),
+        "labels-0-17.png": (Image.fromarray((block * 17).astype(np.uint8)), block),
+        "trimap.png": (Image.fromarray(trimap), block),
+        "sixteen-bit-soft.png": (Image.fromarray(soft.astype(np.uint16)), expected_soft),  # 8-bit values, 16-bit file
     }
     out = {}
     for name, (image, expected) in files.items():
-        image.save(tmp_path / name, **({"quality": 90} if name.endswith(".jpg") else {}))
+        if name == "zero-one-named.jpg":
+            image.save(tmp_path / name, format="PNG")
+        else:
+            image.save(tmp_path / name, **({"quality": 90} if name.endswith(".jpg") else {}))
         out[name] = expected
     return out
 
@@ -216,3 +236,26 @@ def test_a_zero_one_mask_makes_the_same_reference_as_a_zero_255_one(tmp_path, ti
     a = Reference.from_images(tiny_backbone, [frame], [tmp_path / "01.png"])
     b = Reference.from_images(tiny_backbone, [frame], [tmp_path / "0255.png"])
     assert np.array_equal(a.foreground, b.foreground) and len(a.foreground) > 0
+
+
+def test_a_mask_rule_that_discards_most_non_zero_pixels_says_so(tmp_path, caplog):
+    """A faint matte (most of the object below half its range) or a label map whose void ring is most
+    of it: the mask is read by the rule, and a warning names the file, the share kept and why."""
+    from PIL import Image
+
+    from dinomask.preprocess import load_mask
+
+    faint = np.zeros((40, 60), np.uint8)
+    faint[10:30, 15:45] = np.linspace(1, 140, 600).reshape(20, 30).astype(np.uint8)  # ramp: most below 128
+    Image.fromarray(faint).save(tmp_path / "faint.png")
+    thick = np.full((40, 60), 255, np.uint8)  # a void frame around a small object of label 1
+    thick[:5], thick[-5:], thick[:, :5], thick[:, -5:] = 0, 0, 0, 0
+    thick[18:22, 28:32] = 1
+    Image.fromarray(thick).save(tmp_path / "void.png")
+    with caplog.at_level("WARNING", logger="dinomask"):
+        soft = load_mask(tmp_path / "faint.png")
+        void = load_mask(tmp_path / "void.png")
+    assert 0 < soft.sum() < 0.2 * np.count_nonzero(faint) and void.sum() == 16
+    said = caplog.text
+    assert "faint.png" in said and "soft values above half of 0..255" in said
+    assert "void.png" in said and "255 taken as void" in said and "keeps 1%" in said

@@ -11,6 +11,7 @@ Measured with ``dinomask eval live`` (see ``docs/speed.md``).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import replace
@@ -18,12 +19,14 @@ from typing import Callable
 
 import numpy as np
 
+from dinomask.errors import DinomaskError
 from dinomask.keyframes import FlowCarrier
 from dinomask.segmenter import SegmentationResult, Segmenter
 from dinomask.video import Frame, LatestSlot, StageMeter
 
 #: ``(image, frame index) -> maps`` in :meth:`Segmenter.carry_maps` order: what a keyframe gives.
 KeyMaker = Callable[[np.ndarray, int], list]
+_log = logging.getLogger("dinomask")
 
 
 def segmenter_keys(segmenter: Segmenter) -> KeyMaker:
@@ -52,7 +55,8 @@ class AsyncKeyStage:
 
     Attributes:
         lock: held while a key is computed; hold it to change the segmenter's reference.
-        stats: frames, keys started, keys landed, keys dropped (too old to carry forward).
+        stats: frames, keys started, keys landed, keys dropped (too old to carry forward), keys
+            that failed (retried on the next frame; :data:`MAX_KEY_FAILURES` in a row end the run).
     """
 
     def __init__(self, segmenter: Segmenter, key_maker: KeyMaker | None = None, history: int = 32,
@@ -66,8 +70,10 @@ class AsyncKeyStage:
         self.carrier = FlowCarrier(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history)
         self.lock = threading.Lock()
         self.key_maker = key_maker or segmenter_keys(segmenter)
-        self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0,
+        self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0, "key_failures": 0,
                       "tokens": segmenter.config.geometry.tokens}
+        self._failures_in_row = 0
+        self._error: tuple[int, BaseException] | None = None
         #: frames the backbone ran on (the last 1,000)
         self.keyed: set[int] = set()
         self._offered, self._landed = LatestSlot(), LatestSlot()
@@ -80,6 +86,10 @@ class AsyncKeyStage:
         with self.lock:
             return self.key_maker(image, index)
 
+    #: Keys failing in a row before the run ends with the last one's error (a passing failure,
+    #: such as one odd frame, is retried on the next frame the worker takes).
+    MAX_KEY_FAILURES = 3
+
     def _work(self) -> None:
         while not self._stop.is_set():
             item = self._offered.take(timeout=0.2)
@@ -91,7 +101,16 @@ class AsyncKeyStage:
                 self.keyed.clear()
             self.keyed.add(index)
             started = time.perf_counter()
-            maps = self._make(image, index)
+            try:
+                maps = self._make(image, index)
+            except Exception as exc:  # handed to the loop, which ends the run when keys keep failing
+                self.stats["key_failures"] += 1
+                self._failures_in_row += 1
+                self._error = (index, exc)
+                _log.warning("key on frame %d failed (%d in a row): %s: %s", index, self._failures_in_row,
+                             exc.__class__.__name__, exc)
+                continue
+            self._failures_in_row = 0
             spent = (time.perf_counter() - started) * 1e3
             self._key_ms.append(spent)
             self._landed.put((index, maps))
@@ -117,7 +136,18 @@ class AsyncKeyStage:
             self._mean_ms = None  # measure the new budget afresh
             self.stats["tokens"] = tokens
 
+    def _check_worker(self) -> None:
+        """End the run when keys keep failing, or when the worker is gone: the loop would otherwise
+        carry the last key by flow for ever, and exit 0."""
+        if self._failures_in_row >= self.MAX_KEY_FAILURES and self._error is not None:
+            index, exc = self._error
+            raise DinomaskError(f"{self._failures_in_row} keys in a row failed in the key worker (the last on frame "
+                                f"{index}): {exc.__class__.__name__}: {exc}") from exc
+        if not self._worker.is_alive() and not self._stop.is_set():
+            raise DinomaskError("the key worker stopped; the run cannot go on without keys")
+
     def __call__(self, frame: Frame, meter: StageMeter | None = None) -> SegmentationResult:
+        self._check_worker()
         started = time.perf_counter()
         maps = self.carrier.step(frame.index, frame.image)
         keyframe = False

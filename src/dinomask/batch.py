@@ -11,20 +11,25 @@ goes on. Outputs are written atomically and existing outputs are skipped unless
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dinomask.atomic import remove_paths, replace_folder, temporary_folder
 from dinomask.composite import Background, render
 from dinomask.errors import DinomaskError
 from dinomask.files import AtomicVideoWriter, WorkItem, remove_stale_parts, write_image_atomic
 from dinomask.preprocess import load_image
 from dinomask.segmenter import Segmenter
 from dinomask.video import Frame, FrameSource
+
+_log = logging.getLogger("dinomask")
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,13 @@ class BatchReport:
     ignored: list[str] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    #: Ctrl-C or SIGTERM stopped the batch: the exception, re-raised by the caller after the summary
+    interrupted: BaseException | None = None
+    planned: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.ignored
+        return not self.failed and not self.ignored and self.interrupted is None
 
     def summary(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -72,6 +80,10 @@ class BatchReport:
             f"{len(self.ignored)} ignored (not an input this tool reads), {len(self.failed)} failed; "
             f"{self.frames} frames in {self.seconds:.1f} s ({rate:.2f} frames/s)"
         ]
+        if self.interrupted is not None:
+            done = len(self.written) + len(self.skipped) + len(self.failed)
+            lines.append(f"  INTERRUPTED after {done} of {self.planned} inputs: the rest were not processed; "
+                         "run the same command again to continue (finished outputs are skipped)")
         lines += [f"  IGNORED {problem}" for problem in self.ignored]
         lines += [f"  FAILED {name}: {reason}" for name, reason in self.failed.items()]
         return "\n".join(lines)
@@ -84,10 +96,18 @@ def output_complete(item: WorkItem) -> bool:
     return item.output.is_file()
 
 
+def _say_unrefined(item: WorkItem, result, said: set) -> None:
+    """One warning per file whose frame the refiner could not take (its unrefined mask is written)."""
+    if result.refine_skipped and item.source not in said:
+        said.add(item.source)
+        _log.warning("%s: %s; its unrefined mask is written", item.source, result.refine_skipped)
+
+
 def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions) -> int:
     image = load_image(item.source)
     segmenter.reset()  # separate images are not a video: no smoothing across them
     result = segmenter.predict(image)
+    _say_unrefined(item, result, set())
     output = render(image, result.mask, result.similarity, result.labels, options.kind, options.background)
     write_image_atomic(item.output, output)
     return 1
@@ -96,8 +116,10 @@ def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions)
 def _rendered_frames(segmenter: Segmenter, source: FrameSource, item: WorkItem, options: OutputOptions,
                      progress: tqdm | None) -> Iterator[tuple[Frame, np.ndarray]]:
     """Each frame of a video in order, with its rendered output."""
+    said: set = set()
     for count, frame in enumerate(source, start=1):
         result = segmenter.predict(frame.image)
+        _say_unrefined(item, result, said)
         yield frame, render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
         if progress is not None:
             progress.set_postfix_str(f"{item.source.name} frame {count}")
@@ -117,16 +139,22 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
     source = FrameSource(str(item.source))
     segmenter.reset()
     frames = _rendered_frames(segmenter, source, item, options, progress)
-    if options.transparent:
-        item.output.mkdir(parents=True, exist_ok=True)
-        (item.output / ".complete").unlink(missing_ok=True)
-        stamps = []
-        for frame, output in frames:
-            write_image_atomic(item.output / f"{frame.index:06d}.png", output)
-            stamps.append({"frame": frame.index, "file": f"{frame.index:06d}.png", "timestamp_s": round(frame.timestamp, 6)})
-        _check_complete(item, source, len(stamps))
-        (item.output / "timestamps.json").write_text(json.dumps({"fps": source.fps, "frames": stamps}, indent=1))
-        (item.output / ".complete").write_text(f"{len(stamps)} frames\n")
+    if options.transparent:  # written in a folder beside, then swapped in whole: no old frame survives a rerun
+        folder = temporary_folder(item.output)
+        try:
+            stamps = []
+            for frame, output in frames:
+                write_image_atomic(folder / f"{frame.index:06d}.png", output)
+                stamps.append({"frame": frame.index, "file": f"{frame.index:06d}.png", "timestamp_s": round(frame.timestamp, 6)})
+            _check_complete(item, source, len(stamps))
+            if not stamps:
+                raise DinomaskError(f"{item.source}: the video holds no readable frames")
+            (folder / "timestamps.json").write_text(json.dumps({"fps": source.fps, "frames": stamps}, indent=1))
+            (folder / ".complete").write_text(f"{len(stamps)} frames\n")
+            replace_folder(folder, item.output)
+        except BaseException:
+            remove_paths([folder])
+            raise
         return len(stamps)
     writer: AtomicVideoWriter | None = None
     try:
@@ -164,19 +192,24 @@ def remove_batch(
     """Run every work item; never stop on one failure.
 
     Returns:
-        A :class:`BatchReport`; ``report.ok`` is False when any input failed.
+        A :class:`BatchReport`; ``report.ok`` is False when any input failed. Ctrl-C (or SIGTERM
+        handled as it) ends the batch after the output being written is cleaned up, and is kept in
+        ``report.interrupted`` for the caller to re-raise after its summary.
     """
-    report = BatchReport()
+    report = BatchReport(planned=len(items))
     started = time.perf_counter()
-    with tqdm(items, desc="removing background", unit="file", disable=not show_progress) as progress:
-        for item in progress:
-            if output_complete(item) and not options.overwrite:
-                report.skipped.append(item.output)
-                continue
-            try:
-                report.frames += process_item(segmenter, item, options, progress)
-                report.written.append(item.output)
-            except (DinomaskError, OSError, ValueError) as exc:
-                report.failed[str(item.source)] = str(exc)
+    try:
+        with tqdm(items, desc="removing background", unit="file", disable=not show_progress) as progress:
+            for item in progress:
+                if output_complete(item) and not options.overwrite:
+                    report.skipped.append(item.output)
+                    continue
+                try:
+                    report.frames += process_item(segmenter, item, options, progress)
+                    report.written.append(item.output)
+                except (DinomaskError, OSError, ValueError, cv2.error) as exc:  # OpenCV's own errors fail one file too
+                    report.failed[str(item.source)] = str(exc).strip() or exc.__class__.__name__
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the caller prints what was done, then stops
+        report.interrupted = exc
     report.seconds = time.perf_counter() - started
     return report

@@ -7,6 +7,7 @@ in which some inputs failed exits with code 1 after finishing the rest.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dinomask.errors import DinomaskError
+from dinomask.errors import DinomaskError, ModelNotFoundError
 
 app = typer.Typer(
     name="dinomask",
@@ -88,7 +89,9 @@ class Engine(str, Enum):
 
 EngineOpt = Annotated[Engine, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask\\[ray]').")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")]
-ActorsOpt = Annotated[Optional[int], typer.Option(help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")]
+ActorsOpt = Annotated[Optional[int], typer.Option(min=1, help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")]
+#: What ``live --output`` records to (an mp4v stream; these containers take it).
+RECORDING_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
 
 
 def segmenter_config(
@@ -188,7 +191,15 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
         if taught.views or taught.positive_clicks or taught.negative_clicks:
             typer.echo(f"reference {path}: taught after it was made: {taught.describe()}", err=True)
     loaded_refiner = _refiner(refiner, device)  # its checks are quick: before the backbone's load
-    backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
+    try:
+        backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
+    except ModelNotFoundError as exc:
+        if model is not None:
+            raise
+        raise ModelNotFoundError(
+            f"{exc}\nThe reference {refs[0]} names the model it was made with ({references[0].backbone.name}); where "
+            "that is not on this machine, pass the same weights with --model: a folder, a checkpoint, or an export "
+            "made with 'dinomask export-onnx' (--model X.onnx)") from None
     return Segmenter(backbone, references, config, refiner=loaded_refiner)
 
 
@@ -264,7 +275,7 @@ def remove(
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
     actors: ActorsOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Ray: work items per batch (default 4).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ray: work items per batch (default 4).")] = None,
 ) -> None:
     """Remove the background of images, folders and videos; one output per input."""
     from dinomask.batch import OutputOptions, remove_batch
@@ -296,6 +307,8 @@ def remove(
         report = remove_batch(segmenter, items, options, show_progress=not quiet)
     report.ignored = problems
     typer.echo(report.summary(), err=not report.ok)
+    if report.interrupted is not None:  # after the summary: exit 130 (Ctrl-C) or 143 (SIGTERM)
+        raise report.interrupted
     if not report.ok:
         raise typer.Exit(1)
 
@@ -330,10 +343,10 @@ def live(
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
     save_ref: Annotated[Optional[Path], typer.Option("--save-ref", help="Write the taught reference here on 's' and on exit (.npz).")] = None,
-    stats_every: Annotated[float, typer.Option("--stats-every", min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds (0: only at the end).")] = 0.0,
+    stats_every: Annotated[Optional[float], typer.Option("--stats-every", min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds, and one for the last, partial interval at the end (0: only that one).")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Play a video file or frame folder on its own clock, as a camera would (the newest frame wins); without it every frame is processed.")] = False,
-    fps: Annotated[Optional[float], typer.Option(help="Frame rate of a folder of frames (default 24), or one that replaces a file's own.")] = None,
-    key_budget_ms: Annotated[Optional[float], typer.Option(help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
+    fps: Annotated[Optional[float], typer.Option(min=0.1, max=1000, help="Frame rate of a folder of frames (default 24), or one that replaces a file's own (0.1 to 1000).")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
 ) -> None:
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
@@ -343,6 +356,12 @@ def live(
     from dinomask.video import is_live, parse_source
 
     save_ref = None if save_ref is None else reference_file(save_ref)  # the name 's' and exit write
+    for name, value in (("--fps", fps), ("--key-budget-ms", key_budget_ms), ("--stats-every", stats_every)):
+        if value is not None and not math.isfinite(value):  # click's range lets NaN through
+            raise typer.BadParameter(f"expected a finite number, got {value}", param_hint=name)
+    if output is not None and output.suffix.lower() not in RECORDING_SUFFIXES:  # checked before the model loads
+        raise typer.BadParameter(f"expected a video file name ending in {', '.join(RECORDING_SUFFIXES)}, got {str(output)!r}",
+                                 param_hint="--output")
     if keyframes is None and method != "paper" and (realtime or is_live(parse_source(source))):
         keyframes = "async"  # on a camera's clock the backbone runs beside the loop, never in it
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,

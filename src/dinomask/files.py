@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from dinomask.atomic import remove_paths, stale_parts, temporary_file
 from dinomask.errors import OutputError
 from dinomask.preprocess import IMAGE_SUFFIXES
 
@@ -123,6 +124,15 @@ def plan_outputs(
                 "give them in separate folders or run them separately"
             )
         seen[target] = item.source
+    frame_folders = {item.output.resolve(): item for item in items if item.kind == "video" and transparent}
+    for item in items:
+        target = item.output.resolve()
+        inside = next((frame_folders[p] for p in target.parents if p in frame_folders), None)
+        if inside is not None:
+            raise ValueError(
+                f"{inside.source} writes its frames into the folder {inside.output}, where the output of "
+                f"{item.source} ({item.output}) would also land; give them in separate folders or run them separately"
+            )
     return items, problems
 
 
@@ -158,46 +168,24 @@ def _without_own_outputs(items: list[WorkItem], inputs: Sequence[str | Path], tr
     return [item for item in items if not ours(item)]
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def temporary_beside(path: Path, suffix: str) -> tuple[int, Path]:
-    """A new temporary file beside ``path`` (``.{name}.XXXX{suffix}``), open, with the mode a
-    plain ``open()`` would give (0666 less the umask): ``mkstemp`` alone makes it 0600, so
-    outputs could not be read by a web server or another user."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    return fd, Path(tmp)
-
-
-def _temporary(path: Path) -> Path:
-    fd, tmp = temporary_beside(path, f".part{path.suffix}")
-    os.close(fd)
-    return tmp
-
-
 def remove_stale_parts(output: Path) -> int:
-    """Delete temporary files that an interrupted write of ``output`` left behind.
+    """Delete temporary files and folders that an interrupted write of ``output`` left behind.
 
-    Only names this module makes are touched: ``.{stem}.*.part{suffix}`` beside the
-    output, and, for a frames folder, ``.*.part.*`` inside it. Returns how many went.
+    Only this output's own temporary names are touched (matched exactly by the tag of its
+    name, see :mod:`dinomask.atomic`), never another output's; for a frames folder, also
+    ``.*.part.*`` inside it. Returns how many went.
     """
     output = Path(output)
-    stale = list(output.parent.glob(f".{output.stem}.*.part{output.suffix}")) if output.parent.is_dir() else []
+    stale = stale_parts(output)
     if output.is_dir():
         stale += list(output.glob(".*.part.*"))
-    for path in stale:
-        path.unlink(missing_ok=True)
+    remove_paths(stale)
     return len(stale)
 
 
 def write_image_atomic(path: Path, image: np.ndarray) -> Path:
     """Write an RGB(A) or grey uint8 image (format from the suffix) via a temp file + rename."""
-    tmp = _temporary(path)
+    tmp = temporary_file(path)
     try:
         Image.fromarray(image).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
         os.replace(tmp, path)
@@ -218,7 +206,7 @@ class AtomicVideoWriter:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path = Path(path)
-        self._tmp = _temporary(self.path)
+        self._tmp = temporary_file(self.path)
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
         if not self._writer.isOpened():
             self._tmp.unlink(missing_ok=True)

@@ -106,6 +106,16 @@ class FlowCheck:
     photometric: float
 
 
+#: Frames whose flow image would be smaller than this on a side get a key each instead: OpenCV's
+#: DIS refuses images under 12 px on both sides, and a flow over a few pixels carries nothing.
+MIN_FLOW_SIDE = 16
+
+
+def flow_possible(grey: np.ndarray) -> bool:
+    """True when optical flow can run on this flow-sized grey image (see :data:`MIN_FLOW_SIDE`)."""
+    return min(grey.shape[:2]) >= MIN_FLOW_SIDE
+
+
 def dis_flow() -> "cv2.DISOpticalFlow":
     """OpenCV DIS optical flow (ultrafast preset) down to full resolution: the preset stops at
     1/4 resolution and shrinks a moving object's motion by a third; at full (small) resolution
@@ -231,7 +241,7 @@ class ScorePropagator:
         if self.since_key + 1 >= settings.interval:
             return None
         grey = self._small_grey(image)
-        if grey.shape != self._grey.shape:
+        if grey.shape != self._grey.shape or not flow_possible(grey):
             return None
         backward = self._flow.calc(grey, self._grey, None)  # this frame -> where each pixel was before
         map_x, map_y = sampling_grid(backward)
@@ -294,8 +304,8 @@ class FlowCarrier:
         """Frame ``index`` (``H x W x 3`` uint8 RGB, later than the last): compute its flow from
         the last frame and carry the maps onto it. Returns the carried maps (None before any key)."""
         grey = small_grey(image, self.flow_side)
-        if self._grey is None or grey.shape != self._grey.shape:
-            self.reset()
+        if self._grey is None or grey.shape != self._grey.shape or not flow_possible(grey):
+            self.reset()  # a frame too small for flow is keyed on its own
         else:
             backward = self._flow.calc(grey, self._grey, None)  # where each pixel of this frame was before
             forward = self._flow.calc(self._grey, grey, None)

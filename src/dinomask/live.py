@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import queue
 import sys
 import threading
@@ -31,6 +32,7 @@ from dinomask.teach import COMMANDS, THRESHOLD_STEP, Teacher
 from dinomask.video import Frame, FrameSource, LiveStats, SourceSettings, StageMeter, parse_source, run_live
 
 WINDOW = "dinomask"
+_log = logging.getLogger("dinomask")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class LiveOptions:
             0: a fixed token budget.
         stats_every: print one JSON line of statistics to stdout every this many seconds
             (frames shown, FPS, capture-to-output latency p50/p95, keyframe share):
-            a log to watch a run that lasts a shift; 0 for none.
+            a log to watch a run that lasts a shift; the last, partial interval is printed
+            when the run ends; 0 for one line at the end only; None for none.
     """
 
     source: str = "0"
@@ -68,7 +71,7 @@ class LiveOptions:
     realtime: bool = False
     fps: float | None = None
     key_budget_ms: float | None = None
-    stats_every: float = 0.0
+    stats_every: float | None = None
 
 
 def check_window_support() -> None:
@@ -223,6 +226,9 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
 
     def process(frame: Frame, meter: StageMeter):
         result = segment(frame, meter)
+        if getattr(result, "refine_skipped", None) and not state.get("said_unrefined"):
+            state["said_unrefined"] = True  # once a run: the unrefined mask is shown from here on such frames
+            _log.warning("frame %d: %s; its unrefined mask is shown", frame.index, result.refine_skipped)
         if stage is not None:
             with stage.lock:  # a key in the worker must not see the reference change under it
                 teaching.apply(frame.image, result)
@@ -235,10 +241,10 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     def key_counts() -> dict:
         if stage is not None:
             return {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"],
-                    "key_tokens": segmenter.config.geometry.tokens}
+                    "key_tokens": segmenter.config.geometry.tokens, "key_failures": stage.stats["key_failures"]}
         return segmenter.keyframe_stats
 
-    report = IntervalReport(options.stats_every, key_counts) if options.stats_every > 0 else None
+    report = IntervalReport(options.stats_every, key_counts) if options.stats_every is not None else None
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:
         state["grid"] = result.grid
@@ -264,6 +270,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     try:
         stats = run_live(source, process, output, max_frames=options.max_frames, stop=stop)
     finally:
+        if report is not None:
+            report.finish()
         if stage is not None:
             stage.close()
         if "writer" in state:
@@ -289,24 +297,36 @@ class IntervalReport:
         self.started = self.last = time.monotonic()
         self.latencies: list[float] = []
         self.shown = 0
+        self.printed = 0
 
     def add(self, frame: Frame) -> None:
         now = time.monotonic()
         self.latencies.append((now - frame.captured_at) * 1e3)
         self.shown += 1
-        if now - self.last >= self.seconds:
+        if self.seconds > 0 and now - self.last >= self.seconds:
             self.flush(now)
 
-    def flush(self, now: float) -> None:
+    def finish(self) -> None:
+        """The last, partial interval (a run shorter than ``seconds`` prints this line alone),
+        marked ``"final": true``; nothing when no frame was shown since the last line."""
+        if self.shown or not self.printed:
+            self.flush(time.monotonic(), final=True)
+
+    def flush(self, now: float, final: bool = False) -> None:
         counts = self.key_counts()
         latencies = np.asarray(self.latencies) if self.latencies else np.zeros(1)
-        line = {"t": round(now - self.started, 2), "shown": self.shown, "fps": round(self.shown / (now - self.last), 2),
+        line = {"t": round(now - self.started, 2), "shown": self.shown, "fps": round(self.shown / max(now - self.last, 1e-9), 2),
                 "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1),
                 "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1),
                 "keyframe_share": round(counts["keyframes"] / counts["frames"], 3) if counts["frames"] else 1.0}
         if "key_tokens" in counts:  # async: the token budget the rate controller chose
             line["key_tokens"] = counts["key_tokens"]
+        if "key_failures" in counts:
+            line["key_failures"] = counts["key_failures"]
+        if final:
+            line["final"] = True
         print(json.dumps(line), flush=True)
+        self.printed += 1
         self.latencies, self.shown, self.last = [], 0, now
 
 

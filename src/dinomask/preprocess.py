@@ -229,52 +229,110 @@ def load_image(frame: FrameLike, *, color: ColorOrder = "rgb", keep_alpha: bool 
 #: The one rule by which every reader (``reference --mask``, the server's uploads, taught views
 #: and ``eval``'s ground truth) turns a mask image into object and background.
 MASK_RULE = (
-    "a palette image (DAVIS's PNGs) is the object where its index is not 0; an image with "
-    "transparency where its alpha is above half its range; otherwise its brightest channel decides: "
-    "a hard mask (at most two values such as 0/1 or 0/255, or a label map whose values are all 16 "
-    "or less) is the object where it is non-zero, and a soft mask (antialiased, matted, or any JPEG) "
-    "where it is above half its range (> 127 for 8 bits, > 32767 for 16 bits, > 0.5 for floats)"
+    "a mask image with transparency is the object where its alpha is above half its range; otherwise "
+    "its brightest channel (a palette image: its index) decides. A hard mask, one of at most 64 distinct "
+    "values (0/1, 0/255, a label map 0/5/20, a palette), is the object where it is non-zero, except a "
+    "void value: the format's top value (255, 65535) beside smaller labels below half the range (VOC's "
+    "255 ring around label 1) is left out. A soft mask (more values: antialiased, matted) or any JPEG "
+    "is the object above half the range its values use (> 127 for 8-bit values, in any container; "
+    "> 32767 for 16-bit ones; > 0.5 for floats within [0, 1]). Whether a file is lossy is decided by "
+    "the format decoded, never by its name"
 )
-#: Largest value of a mask read as a label map (non-zero = object) whatever its number of values.
-LABEL_MAP_MAX = 16
+#: A mask with at most this many distinct values is a hard mask (object where non-zero): label
+#: maps of up to 63 classes (VOC's 21 with void, Cityscapes' 34) stay hard, while an antialiased
+#: or matted edge spreads over more values than that.
+HARD_MASK_MAX_VALUES = 64
+#: Below this share of non-zero pixels kept, reading a mask says what the rule discarded.
+DISCARD_WARNING = 0.5
 
 
-def mask_from_values(values: np.ndarray, full_range: float, lossy: bool = False) -> np.ndarray:
+def _top_of_range(values: np.ndarray, full_range: float) -> float:
+    """The range a mask's values use: 8-bit values in a 16-bit or 32-bit container are 8-bit."""
+    high = float(values.max(initial=0))
+    if values.dtype.kind == "f":
+        return 1.0 if high <= 1.0 else (255.0 if high <= 255 else max(full_range, high))
+    if high <= 255:
+        return 255.0
+    return full_range if high <= full_range else high
+
+
+def mask_from_values(values: np.ndarray, full_range: float, lossy: bool = False, name: str = "mask") -> np.ndarray:
     """One mask channel (``H x W``, any numeric dtype) -> ``H x W`` bool by :data:`MASK_RULE`.
 
     Args:
         full_range: the format's largest value (255 for 8 bits, 65535 for 16, 1.0 for floats).
-        lossy: the values came from a lossy file (JPEG): always above half the range, since
+        lossy: the values came from a lossy format (JPEG): always above half the range, since
             compression noise would make a hard mask's background non-zero.
+        name: the file, named in the warning when the rule discards most non-zero pixels.
     """
     if values.size == 0:
         return np.zeros(values.shape, bool)
-    if not lossy:
-        if values.dtype == np.uint8:
-            distinct = int(np.count_nonzero(np.bincount(values.ravel(), minlength=256)))
-        else:
-            distinct = len(np.unique(values))
-        if distinct <= 2 or (values.min() >= 0 and values.max() <= LABEL_MAP_MAX and
-                             np.array_equal(values, np.round(values))):
-            return values != 0
-    return values > full_range / 2
+    nonzero = values != 0
+    if values.dtype == np.uint8:
+        distinct = np.flatnonzero(np.bincount(values.ravel(), minlength=256))
+    else:
+        distinct = np.unique(values)
+    top = _top_of_range(values, full_range)
+    why = ""
+    if not lossy and len(distinct) <= HARD_MASK_MAX_VALUES:
+        mask = nonzero
+        labels = distinct[distinct != 0]
+        if len(labels) >= 2 and labels.max() in (255, 65535) and (labels[labels != labels.max()] < labels.max() / 2).all():
+            mask = nonzero & (values != labels.max())
+            why = f"{int(labels.max())} taken as void beside labels {', '.join(str(int(v)) for v in labels[:-1][:6])}"
+    else:
+        mask = values > top / 2
+        why = f"soft values above half of 0..{top:g}" + (" (a JPEG is always read as soft)" if lossy else "")
+    found = int(np.count_nonzero(nonzero))
+    if why and found and np.count_nonzero(mask) < DISCARD_WARNING * found:
+        _log.warning("%s: the mask rule keeps %.0f%% of its non-zero pixels (%s)", name,
+                     100.0 * np.count_nonzero(mask) / found, why)
+    return mask
 
 
-def mask_from_image(image: Image.Image, lossy: bool = False) -> np.ndarray:
-    """A decoded mask image, any PIL mode -> ``H x W`` bool by :data:`MASK_RULE`."""
-    if image.mode == "P" and "transparency" not in image.info:
-        return np.asarray(image) != 0
+def mask_from_image(image: Image.Image, name: str = "mask") -> np.ndarray:
+    """A decoded mask image, any PIL mode -> ``H x W`` bool by :data:`MASK_RULE`.
+
+    Whether it is lossy comes from the format PIL decoded (``image.format``), not from a name.
+    """
+    lossy = image.format in ("JPEG", "MPO")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         alpha = np.asarray(image.convert("RGBA").getchannel("A"))
         if (alpha < 255).any():
-            return mask_from_values(alpha, 255.0, lossy)
-    if image.mode.startswith("I;16"):
-        return mask_from_values(np.asarray(image), 65535.0, lossy)
-    if image.mode in ("I", "F"):
+            return mask_from_values(alpha, 255.0, lossy, name)
+    if image.mode == "P":  # indices, not intensities: hard whatever their number
         values = np.asarray(image)
-        top = 1.0 if image.mode == "F" and values.max(initial=0) <= 1.0 else (255.0 if values.max(initial=0) <= 255 else 65535.0)
-        return mask_from_values(values, top, lossy)
-    return mask_from_values(np.asarray(image.convert("RGB")).max(axis=2), 255.0, lossy)
+        return mask_from_values(values, 255.0, False, name) if len(np.unique(values)) <= HARD_MASK_MAX_VALUES else values != 0
+    if image.mode.startswith("I;16"):
+        return mask_from_values(np.asarray(image), 65535.0, lossy, name)
+    if image.mode in ("I", "F"):
+        return mask_from_values(np.asarray(image), 1.0 if image.mode == "F" else 65535.0, lossy, name)
+    return mask_from_values(np.asarray(image.convert("RGB")).max(axis=2), 255.0, lossy, name)
+
+
+def read_mask_file(path: Path) -> np.ndarray:
+    """A mask file -> ``H x W`` bool by :data:`MASK_RULE`: the one reader of mask files (``reference
+    --mask`` and ``eval``'s ground truth), turned by its EXIF orientation as its photo is.
+
+    Raises:
+        ImageReadError: missing, a folder, or not decodable; naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"no such mask file: {path}")
+    if path.is_dir():
+        raise ImageReadError(f"expected a mask file, got a directory: {path}")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            decoded = opened.format
+            image = ImageOps.exif_transpose(opened)
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"mask {path} is too large to decode safely ({exc})") from None
+    except Exception as exc:  # PIL raises many types for unreadable files
+        raise ImageReadError(f"could not read the mask {path}: {exc.__class__.__name__}: {exc}") from None
+    image.format = decoded  # exif_transpose returns a copy without it
+    return mask_from_image(image, str(path))
 
 
 def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -295,9 +353,9 @@ def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarra
         array = mask_from_pixels(mask) if mask.ndim == 3 else mask_from_values(
             mask, 1.0 if mask.dtype.kind == "f" else float(np.iinfo(mask.dtype).max) if mask.dtype.kind in "iu" else 1.0)
     elif isinstance(mask, (str, Path)):
-        array = mask_from_image(_open_pil(Path(mask)), lossy=Path(mask).suffix.lower() in (".jpg", ".jpeg"))
+        array = read_mask_file(Path(mask))
     elif isinstance(mask, Image.Image):
-        array = mask_from_image(mask, lossy=mask.format == "JPEG")
+        array = mask_from_image(mask)
     else:
         raise ImageReadError(f"expected a mask path, PIL image or numpy array, got {type(mask).__name__}")
     if array.ndim != 2:

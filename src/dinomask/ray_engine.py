@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 from tqdm import tqdm
 
 from dinomask.batch import BatchReport, OutputOptions, output_complete, process_item
@@ -95,8 +96,8 @@ class RemoveWorker:
             frames, error = 0, ""
             try:
                 frames = process_item(self.segmenter, item, self.options)
-            except (DinomaskError, OSError, ValueError) as exc:
-                error = str(exc) or exc.__class__.__name__
+            except (DinomaskError, OSError, ValueError, cv2.error) as exc:  # OpenCV's own errors fail one file too
+                error = str(exc).strip() or exc.__class__.__name__
             out["source"].append(str(source))
             out["output"].append(str(output))
             out["frames"].append(frames)
@@ -120,9 +121,17 @@ def init_ray(options: RayOptions) -> None:
         return
     import logging
 
+    import signal
+    import threading
+
     kwargs = {"address": options.address} if options.address else {"num_cpus": os.cpu_count() or 1}
+    in_main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING,
              **kwargs)
+    for sig, handler in handlers.items():  # Ray's own handlers dump its C++ stack on SIGTERM: ours end the run cleanly
+        if handler is not None:
+            signal.signal(sig, handler)
     quiet_ray_data()
 
 
@@ -157,7 +166,7 @@ def remove_batch_ray(
 ) -> BatchReport:
     """The Ray engine's counterpart of :func:`dinomask.batch.remove_batch` (same report)."""
     ray = _ray()
-    report = BatchReport()
+    report = BatchReport(planned=len(items))
     started = time.perf_counter()
     todo = []
     for item in items:
@@ -175,15 +184,19 @@ def remove_batch_ray(
             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus, num_gpus=gpus,
             batch_format="default",
         )
-        with tqdm(total=len(rows), desc=f"removing background (ray, {actors} actors)", unit="file",
-                  disable=not show_progress) as progress:
-            for row in dataset.iter_rows():
-                if row["error"]:
-                    report.failed[row["source"]] = row["error"]
-                else:
-                    report.written.append(Path(row["output"]))
-                    report.frames += int(row["frames"])
-                progress.update(1)
+        try:
+            with tqdm(total=len(rows), desc=f"removing background (ray, {actors} actors)", unit="file",
+                      disable=not show_progress) as progress:
+                for row in dataset.iter_rows():
+                    if row["error"]:
+                        report.failed[row["source"]] = row["error"]
+                    else:
+                        report.written.append(Path(row["output"]))
+                        report.frames += int(row["frames"])
+                    progress.update(1)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: stop the actors, then the caller prints the summary
+            report.interrupted = exc
+            ray.shutdown()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -16,6 +16,7 @@ saved reference serves every prototype mode.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -26,12 +27,14 @@ import cv2
 import numpy as np
 
 from dinomask._version import __version__
+from dinomask.atomic import temporary_beside
 from dinomask.backbones import Backbone, BackboneSpec
 from dinomask.errors import InvalidReferenceError, ReferenceMismatchError
 from dinomask.features import FrameFeatures, extract_features
-from dinomask.files import temporary_beside
 from dinomask.preprocess import DEFAULT_TOKENS, FrameLike, InputGeometry, load_image, load_mask, patch_coverage
 from dinomask.prototypes import kmeans_prototypes, l2_normalize, mean_prototype
+
+_log = logging.getLogger("dinomask")
 
 BackgroundKind = Literal["auto", "black", "white", "transparent"]
 PrototypeMode = Literal["cls", "patch-mean", "kmeans"]
@@ -44,6 +47,25 @@ MAX_REFERENCE_BYTES = 256 * 2**20
 #: The most its JSON metadata may take.
 MAX_META_CHARS = 1_000_000
 _FEATURE_ARRAYS = ("cls", "foreground", "background", "positives", "negatives")
+
+
+#: Below this share of background pixels, a reference photo is said to have none.
+NO_BACKGROUND_SHARE = 0.01
+
+
+def _warn_no_background(name: str, object_mask: np.ndarray, coverage: np.ndarray, kind: str | None) -> None:
+    """Say so when a reference photo has (almost) no background: a painted background that was not
+    found (``--background black`` on a photo with no black), or a mask that marks everything."""
+    background = 1.0 - float(object_mask.mean())
+    if kind is None and not (coverage == 0).any():
+        _log.warning("reference %s: its mask leaves %.1f%% of the photo as background and no patch wholly "
+                     "background, so the reference holds 0 scene-background patches (fg-vs-bg and --bg-source "
+                     "reference have nothing to compare with); is the mask inverted or all object?",
+                     name, 100 * background)
+    elif kind is not None and background < NO_BACKGROUND_SHARE:
+        _log.warning("reference %s: only %.1f%% of the photo is %s background, so nearly all of it is taken as the "
+                     "object; is --background %s right (auto, black, white, transparent), or does it need --mask?",
+                     name, 100 * background, kind, kind)
 
 
 @dataclass(frozen=True)
@@ -192,6 +214,12 @@ class Reference:
                 raise InvalidReferenceError(
                     f"the {name} features of reference {self.label!r} hold NaN or infinite values: the backbone "
                     f"{self.backbone.name!r} does not give usable features (damaged weights?)")
+            array = getattr(self, name)
+            zero = int(np.count_nonzero(np.linalg.norm(array, axis=1) < 1e-3)) if array.size else 0
+            if zero:
+                raise InvalidReferenceError(
+                    f"the {name} features of reference {self.label!r} hold {zero} zero vector(s) of {len(array)}: "
+                    "a backbone's features are unit vectors, so the file is damaged or was not written by dinomask")
 
     # ------------------------------------------------------------------ building
 
@@ -255,6 +283,7 @@ class Reference:
                     f"{backbone.spec.patch_size}px patches), {settings.min_coverage:.0%} needed. Use a closer "
                     "photo, crop it around the object, or raise the resolution."
                 )
+            _warn_no_background(name, object_mask, coverage, kind=None if real_scene else kind)
             (painted_features,) = extract_features(backbone, [painted], settings.geometry)
             cls_rows.append(painted_features.cls)
             fg_rows.append(painted_features.patches[fg_cells])

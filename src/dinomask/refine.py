@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dinomask.atomic import make_readable
 from dinomask.errors import ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,6 +169,29 @@ def _check_refiner_config(path: Path) -> None:
             raise ModelNotFoundError(f"{path}: vision_config.{name} must be a whole number in 1..{high}, got {value!r}")
 
 
+def _check_processor_config(path: Path, image_size: int) -> None:
+    """A refiner's ``preprocessor_config.json``: its sizes are what each frame is resized and padded
+    to (``longest_edge`` 60000 would make a 6 GB frame), so each must be a whole number within the
+    model's own input side ``image_size``, checked before transformers reads the file."""
+    from dinomask.backbones import read_config_json
+
+    data = read_config_json(path)
+    for field in ("size", "pad_size", "mask_size", "mask_pad_size"):
+        value = data.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not value:
+            raise ModelNotFoundError(f"{path}: {field} must be an object of sizes such as {{\"longest_edge\": "
+                                     f"{image_size}}}, got {value!r:.80}")
+        for key, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= image_size:
+                raise ModelNotFoundError(f"{path}: {field}.{key} must be a whole number in 1..{image_size} "
+                                         f"(the model's input side, vision_config.image_size), got {number!r:.80}")
+    if "longest_edge" not in (data.get("size") or {"longest_edge": 1}):
+        raise ModelNotFoundError(f"{path}: size must give longest_edge (SAM resizes a frame's longest side to it), "
+                                 f"got {data.get('size')!r:.80}")
+
+
 def _processor_class():
     """transformers' SAM image processor: the torchvision one where torchvision is installed, else
     the PIL one (transformers 5 warns when asked for the first without torchvision)."""
@@ -205,6 +229,9 @@ class SamRefiner:
         from dinomask.backbones import check_loaded, quiet_loading, resolve_device
 
         folder = Path(path)
+        if folder.is_file() and folder.name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+            raise ModelNotFoundError(f"refiner {str(path)!r} is a file of a SamModel folder; give the folder itself: "
+                                     f"--refiner {folder.parent}")
         config_file = folder / "config.json"
         if not folder.is_dir() or not config_file.is_file():
             raise ModelNotFoundError(
@@ -221,18 +248,32 @@ class SamRefiner:
             raise ModelNotFoundError(f"refiner {folder}: could not be loaded as a SamModel: {exc}") from None
         check_loaded(f"refiner {folder}", info.get("missing_keys", ()), info.get("unexpected_keys", ()),
                      info.get("mismatched_keys", ()))
+        _check_finite(model, folder)
         processor_class = _processor_class()
+        side = int(model.config.vision_config.image_size)
         if (folder / "preprocessor_config.json").is_file():
-            from dinomask.backbones import read_config_json
-
-            read_config_json(folder / "preprocessor_config.json")  # size and JSON checked before transformers reads it
-            processor = processor_class.from_pretrained(folder)
+            _check_processor_config(folder / "preprocessor_config.json", side)
+            try:
+                processor = processor_class.from_pretrained(folder)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise ModelNotFoundError(f"refiner {folder}: its preprocessor_config.json could not be read: "
+                                         f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
         else:  # SAM's own preprocessing (ImageNet mean/std, longest side resized and padded to the model's input)
-            side = int(model.config.vision_config.image_size)
             processor = processor_class(size={"longest_edge": side}, pad_size={"height": side, "width": side})
         target = resolve_device(device)
         model = model.to(target).eval()
         return cls(model, processor, target, str(folder))
+
+    def unfit(self, height: int, width: int) -> str | None:
+        """Why a ``height x width`` frame cannot be refined (None when it can): the processor
+        resizes the longest side to ``longest_edge``, and a frame thinner than that ratio would
+        come out 0 px wide."""
+        longest = int((getattr(self.processor, "size", None) or {}).get("longest_edge", 1024))
+        short = min(height, width) * longest / max(height, width, 1)
+        if min(height, width) < 1 or int(short + 0.5) < 1:
+            return (f"a {width}x{height} px frame is too thin for the refiner (its longest side is resized to "
+                    f"{longest} px, its short side to {short:.2f} px)")
+        return None
 
     def refine(self, image: np.ndarray, prompts: list[Prompts]) -> np.ndarray:
         """Masks of the objects in ``image``.
@@ -252,7 +293,11 @@ class SamRefiner:
         if len(counts) != 1 or any((p.box is None) != (prompts[0].box is None) for p in prompts):
             raise ValueError("every object's prompts must have the same number of points, and all or none a box")
         start = time.perf_counter()
-        inputs = self.processor(images=image, return_tensors="pt")
+        reason = self.unfit(*image.shape[:2])
+        if reason:
+            raise ValueError(reason)
+        # channels last, said explicitly: a frame 1 or 3 px high would otherwise be taken for channels first
+        inputs = self.processor(images=image, return_tensors="pt", input_data_format="channels_last")
         original = inputs["original_sizes"]
         reshaped = inputs["reshaped_input_sizes"]
         scale = float(reshaped[0][1]) / image.shape[1], float(reshaped[0][0]) / image.shape[0]
@@ -275,6 +320,17 @@ class SamRefiner:
             masks = self.processor.post_process_masks(outputs.pred_masks.float().cpu(), original, reshaped)[0]
         self.last_timings = {"encoder": encoded - start, "decoder": time.perf_counter() - encoded}
         return masks[:, 0].numpy().astype(bool)
+
+
+def _check_finite(model, folder: Path) -> None:
+    """Refuse weights holding NaN or infinite values: they give all-empty masks, silently."""
+    import torch
+
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelNotFoundError(f"refiner {folder}: weight {name} holds NaN or infinite values; "
+                                         "its masks would be empty, so it is not loaded")
 
 
 #: Shapes :func:`random_refiner_dir` can build: SAM ViT-B (``facebook/sam-vit-base``, the
@@ -315,4 +371,7 @@ def random_refiner_dir(directory: str | Path, shape: str = "tiny", seed: int = 0
     directory = Path(directory)
     with quiet_loading():
         model.save_pretrained(directory)
+    for written in directory.iterdir():  # transformers writes the weights 0600 beside a 0644 config.json
+        if written.is_file():
+            make_readable(written)
     return directory

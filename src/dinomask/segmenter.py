@@ -142,6 +142,8 @@ class SegmentationResult:
         keyframe: False when the backbone did not run on this frame and its maps were
             carried from the last keyframe by optical flow.
         refined: True when the refiner made ``mask`` and ``labels`` (prompted by ``score``).
+        refine_skipped: why a segmenter with a refiner kept the unrefined mask on this frame
+            (a frame the refiner cannot take, such as one a few pixels high), else None.
     """
 
     similarity: np.ndarray
@@ -157,6 +159,7 @@ class SegmentationResult:
     patches: int = 0
     keyframe: bool = True
     refined: bool = False
+    refine_skipped: str | None = None
 
     def __post_init__(self) -> None:
         grid = self.similarity.shape
@@ -441,7 +444,8 @@ class Segmenter:
             similarity = paste_grid(result.similarity, box, image.shape[:2], full_grid, -1.0)
             score = paste_grid(result.score, box, image.shape[:2], full_grid, -1.0)
             result = SegmentationResult(similarity, score, score > 0, mask, labels, result.threshold, result.rule,
-                                        result.object_names, result.scene_cut, box, features.patches.shape[0] * features.patches.shape[1])
+                                        result.object_names, result.scene_cut, box, features.patches.shape[0] * features.patches.shape[1],
+                                        refined=result.refined, refine_skipped=result.refine_skipped)
             self._since_full += 1
         else:
             result = dataclasses.replace(result, patches=full_grid[0] * full_grid[1])
@@ -516,6 +520,10 @@ class Segmenter:
         best = score_stack.max(axis=0)
         size = image.shape[:2]
         refined = self.refiner is not None
+        unfit = getattr(self.refiner, "unfit", None)  # a refiner may say which frames it cannot take
+        skipped = unfit(*size) if refined and unfit is not None else None
+        if skipped:  # a frame the refiner cannot take keeps the grid's mask, and the result says why
+            refined = False
         if refined:  # each object is where its refined mask is
             masks = self._refine(image, score_stack)
             mask = masks.any(axis=0)
@@ -548,6 +556,7 @@ class Segmenter:
             scene_cut=cut,
             patches=features.patches.shape[0] * features.patches.shape[1],
             refined=refined,
+            refine_skipped=skipped,
         )
 
     def _refine(self, image: np.ndarray, score_stack: np.ndarray) -> np.ndarray:

@@ -43,6 +43,10 @@ class Frame:
     captured_at: float = field(default_factory=time.monotonic)
 
 
+#: Frame rates a source may be given: 0.1 (a frame every 10 s, a time-lapse) to 1,000.
+MIN_FPS, MAX_FPS = 0.1, 1000.0
+
+
 @dataclass(frozen=True)
 class SourceSettings:
     """How a frame source delivers and behaves when it fails.
@@ -64,8 +68,8 @@ class SourceSettings:
     fps: float | None = None
 
     def __post_init__(self) -> None:
-        if self.fps is not None and not 0 < self.fps <= 1000:
-            raise ValueError(f"fps must be in (0, 1000], got {self.fps}")
+        if self.fps is not None and not MIN_FPS <= self.fps <= MAX_FPS:  # also refuses NaN
+            raise ValueError(f"fps must be in {MIN_FPS}..{MAX_FPS} (a frame every 10 s at the slowest), got {self.fps}")
 
 
 class SequenceCapture:
@@ -121,6 +125,9 @@ class FolderCapture(SequenceCapture):
         from dinomask.preprocess import IMAGE_SUFFIXES
 
         paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise SourceError(f"the folder {folder} holds no frames: expected image files "
+                              f"({', '.join(IMAGE_SUFFIXES)}), read in the order of their names")
         super().__init__(paths, fps, self._imread)
         self.paths = paths
 
@@ -382,6 +389,8 @@ def run_live(
                 counts["captured"] += 1
                 if backpressure:
                     frames_in.wait_empty(stop)
+                    if stop.is_set():  # the loop ended (max frames, q): this frame was never due, not dropped
+                        break
                 frames_in.put(frame)
                 last = time.perf_counter()
                 if stop.is_set():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,7 +66,11 @@ def load_backbone(
 
         if not Path(source).is_file():
             raise ModelNotFoundError(missing_model_message(source, None, f"no such file: {source}"))
-        return load_onnx_file(source, busy_wait)
+        onnx = load_onnx_file(source, busy_wait)
+        # a reference made with it records this file, not the folder it was exported from (which
+        # may not travel with the export): 'remove' without --model then loads this file again
+        onnx.spec = dataclasses.replace(onnx.spec, name=str(Path(source).resolve()))
+        return onnx
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     with quiet_loading():

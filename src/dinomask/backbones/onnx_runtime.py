@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from dinomask.atomic import make_readable
 from dinomask.backbones.meta_v2 import use_meta_position_embeddings
 from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
 from dinomask.backbones.torch_runtime import Backbone
@@ -169,6 +170,8 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
         minimum, mean = measure_fidelity(backbone, onnx_backbone)
         info = ExportInfo(asdict(backbone.spec), "int8" if int8 else "fp32", minimum, mean,
                           time.perf_counter() - started, config)
+        for written in (embeddings, final):  # files made in a 0700 temporary folder: readable as open() makes them
+            make_readable(written)
         os.replace(embeddings, _embeddings_path(path))
         os.replace(final, path)
     _write_info(path, info)
@@ -277,6 +280,34 @@ def _write_info(path: Path, info: ExportInfo) -> None:
     os.replace(tmp, sidecar)
 
 
+def check_spec(spec: dict, config: dict) -> None:
+    """A sidecar's spec within the bounds of any DINOv2/DINOv3 and consistent with its config:
+    ``patch_size`` 5000 would make a 2.4 GB position table, a negative ``std`` or a one-value
+    ``mean`` silently wrong inputs.
+
+    Raises:
+        ValueError: naming the field, what it must be and what it is.
+    """
+    from dinomask.backbones.weights import MAX_HIDDEN, MAX_PATCH, MAX_REGISTERS
+
+    for name, low, high in (("patch_size", 1, MAX_PATCH), ("feature_dim", 1, MAX_HIDDEN),
+                            ("num_register_tokens", 0, MAX_REGISTERS)):
+        if not low <= spec[name] <= high:
+            raise ValueError(f"spec.{name} must be in {low}..{high}, got {spec[name]}")
+    for name in ("mean", "std"):
+        values = spec[name]
+        if len(values) != 3 or not all(np.isfinite(v) and 0 <= v <= 1 for v in values):
+            raise ValueError(f"spec.{name} must be 3 numbers (R, G, B) in [0, 1], got {list(values)!r:.80}")
+    if min(spec["std"]) <= 0:
+        raise ValueError(f"spec.std must be above 0, got {list(spec['std'])}")
+    if spec.get("family", "dinov2") not in ("dinov2", "dinov3"):
+        raise ValueError(f"spec.family must be dinov2 or dinov3, got {spec.get('family')!r:.80}")
+    for field, key in (("patch_size", "patch_size"), ("feature_dim", "hidden_size"),
+                       ("num_register_tokens", "num_register_tokens")):
+        if key in config and config[key] != spec[field]:
+            raise ValueError(f"spec.{field} {spec[field]} differs from the config's {key} {config[key]!r:.80}")
+
+
 def read_info(path: str | Path) -> ExportInfo:
     sidecar = Path(path).with_suffix(".json")
     if not sidecar.is_file():
@@ -296,7 +327,8 @@ def read_info(path: str | Path) -> ExportInfo:
         check_config(SimpleNamespace(**info.config), str(sidecar))
         for name, kind in (("patch_size", int), ("feature_dim", int), ("num_register_tokens", int), ("fingerprint", str)):
             if not isinstance(spec[name], kind) or isinstance(spec[name], bool):
-                raise TypeError(f"spec.{name} must be {kind.__name__}, got {spec[name]!r}")
+                raise TypeError(f"spec.{name} must be {kind.__name__}, got {spec[name]!r:.80}")
+        check_spec(spec, info.config)
         if info.quantization not in ("fp32", "int8"):
             raise ValueError(f"quantization must be fp32 or int8, got {info.quantization!r}")
     except DinomaskError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dinomask.atomic import make_readable
 from dinomask.backbones.registry import architecture_config, model_class
 
 
@@ -51,4 +52,7 @@ def random_backbone_dir(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory))
+    for written in directory.iterdir():  # transformers writes the weights 0600 beside a 0644 config.json
+        if written.is_file():
+            make_readable(written)
     return directory

@@ -11,7 +11,13 @@ from dinomask.backbones.meta_v2 import hf_key_style, is_meta_state_dict, meta_to
 from dinomask.backbones.meta_v3 import is_meta_v3_state_dict, meta_v3_to_transformers
 from dinomask.backbones.registry import BACKBONES, model_class
 from dinomask.backbones.spec import IMAGENET_MEAN, IMAGENET_STD
-from dinomask.backbones.weights import check_config, check_config_file, check_loaded, check_zip_budget
+from dinomask.backbones.weights import (
+    check_config,
+    check_config_file,
+    check_declared_sizes,
+    check_loaded,
+    check_zip_budget,
+)
 from dinomask.errors import DinomaskError, ModelNotFoundError
 
 #: Files of a model folder that make up its weights and architecture (they key the fingerprint cache).
@@ -87,6 +93,7 @@ def _read_state(path: Path) -> dict:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ModelNotFoundError(f"{path} holds a {type(state).__name__}, not a state dict of named tensors")
+    check_declared_sizes(state, path, 2 * path.stat().st_size + 2**20)
     return state
 
 

@@ -32,6 +32,13 @@ MAX_PATCH = 64
 MAX_REGISTERS = 64
 MAX_MLP = 8 * MAX_HIDDEN
 
+#: The most elements a position table may hold (positions x width): 256 MiB of fp32. DINOv2
+#: ViT-g at 518 px holds 1,370 x 1,536 = 2.1 M; a 51,800 px ``image_size`` asks for billions.
+MAX_POSITION_ELEMENTS = 2**26
+#: The most parameters a config may describe, computed from its sizes before anything is built
+#: (DINOv3's 7B model has 6.7 billion).
+MAX_PARAMETERS = 8_000_000_000
+
 #: Bumped when what the fingerprint covers changes (old cached values are then not reused).
 FINGERPRINT_VERSION = 2
 
@@ -73,6 +80,33 @@ def check_config(config, where: str, partial: bool = False) -> None:
         raise ModelNotFoundError(f"{where}: mlp_ratio must be a number in (0, 8], got {ratio!r}")
     if hidden is not None and heads is not None and hidden % heads:
         raise ModelNotFoundError(f"{where}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    positions, parameters = config_products(config)
+    if positions > MAX_POSITION_ELEMENTS:
+        raise ModelNotFoundError(f"{where}: image_size, patch_size and hidden_size ask for a position table of "
+                                 f"{positions:,} values ({positions * 4 / 2**30:.1f} GiB); at most "
+                                 f"{MAX_POSITION_ELEMENTS:,} are accepted")
+    if parameters > MAX_PARAMETERS:
+        raise ModelNotFoundError(f"{where}: its sizes describe about {parameters / 1e9:.1f} billion parameters; "
+                                 f"at most {MAX_PARAMETERS / 1e9:.0f} billion are accepted")
+
+
+def config_products(config) -> tuple[int, int]:
+    """``(position table elements, approximate parameter count)`` from a config's sizes, with
+    transformers' defaults for absent fields: what building the model will allocate, known before
+    it is built (each field may be in bounds while their product is not)."""
+    def number(name: str, default: float) -> float:
+        value = getattr(config, name, None)
+        return default if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 else value
+
+    hidden = number("hidden_size", 768)
+    layers = number("num_hidden_layers", 12)
+    patch = number("patch_size", 16 if getattr(config, "model_type", "") == "dinov3_vit" else 14)
+    image = number("image_size", 224)
+    mlp = number("intermediate_size", number("mlp_ratio", 4) * hidden)
+    side = int(image // patch) if patch else 0
+    positions = int((side * side + 1) * hidden)
+    parameters = int(layers * (4 * hidden * hidden + 2 * hidden * mlp) + positions + 3 * patch * patch * hidden)
+    return positions, parameters
 
 
 #: A ``config.json`` larger than this is refused unread (DINOv2's are under 1 KB).
@@ -100,8 +134,14 @@ def check_config_file(path: Path) -> None:
     from types import SimpleNamespace
 
     data = read_config_json(path)
-    check_config(SimpleNamespace(**{k: v for k, v in data.items() if isinstance(k, str) and k.isidentifier()}),
-                 str(path), partial=True)
+    config = SimpleNamespace(**{k: v for k, v in data.items() if isinstance(k, str) and k.isidentifier()})
+    check_config(config, str(path), partial=True)
+    weights = [p for p in path.parent.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".pth", ".pt")]
+    stored = sum(p.stat().st_size for p in weights)
+    _, parameters = config_products(config)
+    if weights and parameters > stored:  # not even one byte a parameter: the model would be built for nothing
+        raise ModelNotFoundError(f"{path} describes about {parameters:,} parameters but the weight files beside it "
+                                 f"hold {stored:,} bytes; the config does not belong to these weights")
 
 
 def check_block_indices(indices: Iterable[int], where: str) -> int:
@@ -136,6 +176,23 @@ def check_zip_budget(path: Path, budget: int, what: str) -> None:
         raise ModelNotFoundError(
             f"{path} would inflate to {total / 2**20:.0f} MiB, over the {budget / 2**20:.0f} MiB a {what} may take"
         )
+
+
+def check_declared_sizes(state: dict, path: Path, budget: int) -> None:
+    """Refuse tensors that declare more elements than their storage holds (a stride-0 view, an
+    overlapping ``as_strided``) or more bytes in all than ``budget``: loading would copy what they
+    declare, not what the file stores (a 359 KB file declaring 12.75 M positions)."""
+    total = 0
+    for name, tensor in state.items():
+        declared = tensor.numel() * tensor.element_size()
+        stored = tensor.untyped_storage().nbytes()
+        if declared > stored:
+            raise ModelNotFoundError(f"{path}: tensor {name} declares {tuple(tensor.shape)} ({declared:,} bytes) over "
+                                     f"{stored:,} stored bytes (a strided view, not weights); it is not loaded")
+        total += declared
+    if total > budget:
+        raise ModelNotFoundError(f"{path}: its tensors declare {total / 2**20:.0f} MiB, over the {budget / 2**20:.0f} "
+                                 "MiB the file's size allows")
 
 
 def check_loaded(where: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from dinomask.errors import ImageReadError
-from dinomask.preprocess import IMAGE_SUFFIXES, load_image, mask_from_image
+from dinomask.preprocess import IMAGE_SUFFIXES, load_image, read_mask_file
 
 
 @dataclass(frozen=True)
@@ -77,20 +77,13 @@ class Dataset:
 
 
 def load_truth_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A ground-truth mask file -> ``H x W`` bool by :data:`~dinomask.preprocess.MASK_RULE`.
+    """A ground-truth mask file -> ``H x W`` bool by :data:`~dinomask.preprocess.MASK_RULE`
+    (the same reader as ``reference --mask``: :func:`~dinomask.preprocess.read_mask_file`).
 
     Raises:
         ImageReadError: unreadable, or not of ``size`` (``(height, width)``).
     """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened
-    except Exception as exc:  # PIL raises many types for unreadable files
-        raise ImageReadError(f"could not read the mask {path}: {exc.__class__.__name__}: {exc}") from None
-    array = mask_from_image(image, lossy=image.format == "JPEG")
+    array = read_mask_file(path)
     if size is not None and tuple(array.shape) != tuple(size):
         raise ImageReadError(f"mask {path} is {array.shape[0]}x{array.shape[1]} (h x w), its frame "
                              f"{size[0]}x{size[1]}: it does not match")

@@ -40,7 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from dinomask.composite import Background, composite, heatmap, render
-from dinomask.errors import ImageReadError, InvalidReferenceError
+from dinomask.errors import DinomaskError, ImageReadError, InvalidReferenceError
 from dinomask.postprocess import TemporalSettings, ThresholdRule
 from dinomask.reference import Reference, ReferenceSettings
 from dinomask.segmenter import Segmenter, SegmenterConfig
@@ -167,9 +167,17 @@ class PaintedBackground(str, Enum):
     transparent = "transparent"
 
 
+#: The longest threshold rule taken (``relative:0.85``, ``fg-vs-bg``): a longer one is refused
+#: without being echoed back.
+MAX_THRESHOLD_CHARS = 32
+
+
 def _threshold(value: str | None) -> str | None:
     if value is None or value == "":
         return None
+    if len(value) > MAX_THRESHOLD_CHARS:
+        raise ApiError(422, f"a threshold of {len(value)} characters; expected at most {MAX_THRESHOLD_CHARS}: "
+                            f"{PATTERN_WORDS['threshold']}", parameter="threshold")
     try:
         rule = ThresholdRule.parse(value) if value != "auto" else None
     except ValueError as exc:
@@ -411,18 +419,19 @@ def create_app(backbone, config: ServeConfig = ServeConfig(), refiner=None):
         data = await image.read(config.max_upload_bytes + 1)
         started = time.perf_counter()
 
-        def work() -> bytes:  # admitted: decoding runs here, on the inference thread, never on the event loop
+        def work() -> tuple[bytes, str | None]:  # admitted: decoding runs here, on the inference thread, never on the event loop
             frame = decode_upload(data, config, "image")
             result = engine.segmenter(reference, method.value, rule).predict(frame)
-            return encode(render(frame, result.mask, result.similarity, result.labels, output.value, fill))
+            return encode(render(frame, result.mask, result.similarity, result.labels, output.value, fill)), result.refine_skipped
 
         try:
-            png = await engine.run(work)
-        except ValueError as exc:
-            raise ApiError(422, str(exc), parameter="image") from None
+            png, skipped = await engine.run(work)
+        except (ValueError, DinomaskError) as exc:
+            raise ApiError(422, str(exc)[:500], parameter="image") from None
         engine.frames.labels("remove").inc()
         engine.latency.labels("remove").observe(time.perf_counter() - started)
-        return Response(png, media_type="image/png")
+        # a frame the refiner cannot take gets the unrefined mask, and the response says why
+        return Response(png, media_type="image/png", headers={"X-Dinomask-Refine-Skipped": skipped} if skipped else None)
 
     @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket, reference: str = "", threshold: str = "", method: str = "dinomask",
@@ -470,7 +479,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig(), refiner=None):
                         if "threshold" in data:
                             rule_text = _threshold(str(data["threshold"]))
                             segmenter = make(rule_text)
-                        await websocket.send_text(json.dumps({"ok": True, "threshold": str(data.get("threshold"))}))
+                        await websocket.send_text(json.dumps({"ok": True, "threshold": rule_text}))
                     except (ApiError, ValueError) as exc:
                         await websocket.send_text(json.dumps({"error": getattr(exc, "message", str(exc)), "status": 422}))
                     continue
@@ -491,6 +500,7 @@ def create_app(backbone, config: ServeConfig = ServeConfig(), refiner=None):
                     result = seg.predict(image)
                     ys, xs = np.nonzero(result.mask)
                     stats = {"frame": index, "mask_fraction": float(result.mask.mean()), "rule": result.rule,
+                             **({"refine_skipped": result.refine_skipped} if result.refine_skipped else {}),
                              "threshold": result.threshold, "width": image.shape[1], "height": image.shape[0],
                              "centroid": [float(xs.mean() / image.shape[1]), float(ys.mean() / image.shape[0])] if len(xs) else None}
                     return stats, encode(composite(image, result.mask, fill), "JPEG"), encode(heatmap(image, result.similarity), "JPEG")
@@ -501,6 +511,10 @@ def create_app(backbone, config: ServeConfig = ServeConfig(), refiner=None):
                     engine.errors.labels(str(exc.status)).inc()
                     await websocket.send_text(json.dumps({"error": exc.message, "status": exc.status,
                                                           **({"dropped": True} if isinstance(exc, QueueFull) else {})}))
+                    continue
+                except (ValueError, DinomaskError) as exc:  # a frame the pipeline cannot take: this frame fails, the stream stays
+                    engine.errors.labels("422").inc()
+                    await websocket.send_text(json.dumps({"error": str(exc)[:500], "status": 422}))
                     continue
                 latency = time.perf_counter() - started
                 engine.frames.labels("stream").inc()

@@ -214,8 +214,7 @@ def decode_upload(data: bytes, config: ServeConfig, what: str, keep_alpha: bool 
 def decode_mask(data: bytes, config: ServeConfig, what: str = "mask") -> np.ndarray:
     """A mask upload -> ``H x W`` bool by :data:`~dinomask.preprocess.MASK_RULE` (the same rule
     as ``dinomask reference --mask`` and ``eval``), with :func:`decode_upload`'s limits."""
-    image = _open_upload(data, config, what)
-    return mask_from_image(image, lossy=image.format == "JPEG")
+    return mask_from_image(_open_upload(data, config, what), what)
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", quality: int = 80) -> bytes:

@@ -11,7 +11,8 @@ In order, for HTTP requests and WebSocket handshakes alike:
    ever buffered or written to a temporary file.
 
 Refusals are JSON ``{"detail": "..."}`` like every other error of the API; a refused WebSocket
-handshake is answered with HTTP 403 by the server.
+handshake gets the same status and body as an HTTP request would (401, 403, 400), through ASGI's
+WebSocket denial-response extension, which uvicorn and Starlette's test client offer.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ class Guard:
             self._check(scope, headers)
         except Refused as refusal:
             self.on_refuse(refusal.status)
-            if scope["type"] == "websocket":  # closing before accept: the server answers the handshake with 403
+            if scope["type"] == "websocket":
+                if "websocket.http.response" in scope.get("extensions", {}):  # the same status as HTTP (uvicorn, Starlette)
+                    return await _respond(send, refusal, "websocket.http.response")
+                # a server without the denial extension answers a close before accept with 403
                 return await send({"type": "websocket.close", "code": 1008, "reason": refusal.detail[:120]})
             return await _respond(send, refusal)
         if scope["type"] == "websocket":
@@ -129,10 +133,12 @@ def _credentials(scope, headers: dict[str, bytes]) -> bytes | str | None:
     return None
 
 
-async def _respond(send, refusal: Refused) -> None:
+async def _respond(send, refusal: Refused, kind: str = "http.response") -> None:
+    """The refusal as a JSON response; ``kind`` ``websocket.http.response`` answers a WebSocket
+    handshake with it (ASGI's denial-response extension)."""
     body = json.dumps({"detail": refusal.detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"connection", b"close")]
     headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers.items()]
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.start", "status": refusal.status, "headers": headers})
+    await send({"type": f"{kind}.body", "body": body})
