@@ -98,6 +98,8 @@ def reference_cases(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
             "foreground.npy": _npy(np.ones((4, 7), np.float32))}), "expected N x 64"),
         "NaN features": (_reference_zip(folder / "nan.npz", _valid_members(good) | {
             "foreground.npy": _npy(np.full((4, 64), np.nan, np.float32))}), "NaN"),
+        "zero-vector features": (_reference_zip(folder / "zeros.npz", _valid_members(good) | {
+            "foreground.npy": _npy(np.zeros((4, 64), np.float32))}), "zero vector"),
         "text named .npz": (folder / "text.npz", "not a dinomask reference"),
     }
     (folder / "text.npz").write_text("hello")
@@ -144,6 +146,7 @@ def model_cases(folder: Path, tiny: Path) -> dict[str, tuple[Path, str]]:
     reshaped = state | {"blocks.0.attn.proj.weight": torch.randn(64, 32)}
     zero = _meta_state(dim=64) | {"cls_token": torch.zeros(1, 1, 0)}
     many = {**state, "blocks.200000.norm1.weight": torch.ones(64)}
+    strided = state | {"pos_embed": torch.randn(1, 1, 64).expand(1, 12_750_000, 64)}  # 359 KB declaring 12.75 M positions
     nan_state = state | {"blocks.0.mlp.fc1.weight": torch.full((256, 64), float("nan"))}
     with zipfile.ZipFile(folder / "bomb.pth", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         with archive.open("archive/data/0", "w", force_zip64=True) as handle:
@@ -166,6 +169,7 @@ def model_cases(folder: Path, tiny: Path) -> dict[str, tuple[Path, str]]:
         ".pth naming blocks.200000": (_save(many, folder / "many.pth"), "at most 64 blocks"),
         ".pth with NaN weights": (_save(nan_state, folder / "nan.pth"), "NaN"),
         ".pth zip bomb": (folder / "bomb.pth", "would inflate"),
+        ".pth with a stride-0 pos_embed": (_save(strided, folder / "strided.pth"), "strided view"),
         "garbage .safetensors": (folder / "garbage.safetensors", "garbage.safetensors"),
         ".safetensors with a 1 TB header": (folder / "header.safetensors", "header.safetensors"),
         "folder: 0 heads": (_folder_with_config(tiny, folder / "heads0", num_attention_heads=0), "num_attention_heads"),
@@ -173,6 +177,12 @@ def model_cases(folder: Path, tiny: Path) -> dict[str, tuple[Path, str]]:
         "folder: negative width": (_folder_with_config(tiny, folder / "negative", hidden_size=-64), "hidden_size"),
         "folder: sizes as text": (_folder_with_config(tiny, folder / "text", hidden_size="64"), "whole number"),
         "folder: 10,000 layers": (_folder_with_config(tiny, folder / "deep", num_hidden_layers=10_000), "num_hidden_layers"),
+        # each field in bounds, their product not (issue 26: 3.8 GB before the weights were refused)
+        "folder: image_size 51800": (_folder_with_config(tiny, folder / "wide", image_size=51_800), "position table"),
+        "folder: 64 layers 8192 wide": (_folder_with_config(tiny, folder / "huge", hidden_size=8192, num_hidden_layers=64,
+                                                            num_attention_heads=64), "billion parameters"),
+        "folder: config larger than its weights": (_folder_with_config(
+            tiny, folder / "big", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16), "does not belong"),
         "folder: weights of a layer missing": (incomplete, "missing"),
         "folder: config.json not JSON": (_broken_config(tiny, folder / "notjson"), "notjson"),
         "path too long": (folder / ("x" * 5000 + ".pth"), "not a usable path"),
@@ -207,6 +217,12 @@ def onnx_cases(folder: Path, export: Path) -> dict[str, tuple[Path, str]]:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])]))
     info = json.loads(sidecar.read_text())
     info["config"]["num_hidden_layers"] = 10_000
+
+    def spec(**changes) -> str:
+        changed = json.loads(sidecar.read_text())
+        changed["spec"].update(changes)
+        return json.dumps(changed)
+
     (folder / "nosidecar.onnx").write_bytes(export.read_bytes())
     return {
         "garbage .onnx": (beside("garbage", b"\x08\x01garbage" * 100), "garbage.onnx"),
@@ -215,6 +231,13 @@ def onnx_cases(folder: Path, export: Path) -> dict[str, tuple[Path, str]]:
         "sidecar not JSON": (beside("badjson", export.read_bytes(), "{nope"), "badjson.json"),
         "sidecar of 10,000 layers": (beside("deep", export.read_bytes(), json.dumps(info)), "num_hidden_layers"),
         "no sidecar": (folder / "nosidecar.onnx", "nosidecar.json"),
+        # the spec bounded, not only typed (issue 26: patch_size 5000 peaked at 2.4 GB)
+        "sidecar patch_size 5000": (beside("patch", export.read_bytes(), spec(patch_size=5000)), "spec.patch_size"),
+        "sidecar patch_size 20000": (beside("patch2", export.read_bytes(), spec(patch_size=20000)), "spec.patch_size"),
+        "sidecar negative std": (beside("std", export.read_bytes(), spec(std=[-0.2, 0.2, 0.2])), "spec.std"),
+        "sidecar one-value mean": (beside("mean", export.read_bytes(), spec(mean=[0.5])), "spec.mean"),
+        "sidecar unknown family": (beside("family", export.read_bytes(), spec(family="dinov9")), "spec.family"),
+        "sidecar width unlike its config": (beside("dim", export.read_bytes(), spec(feature_dim=128)), "spec.feature_dim"),
     }
 
 
@@ -342,3 +365,45 @@ def test_an_onnx_export_still_loads_and_a_valid_reference_still_works(corpus, tm
     mask = corpus["frame"].parents[3] / "Annotations/480p/dog/00000.png"
     assert main(["reference", str(corpus["frame"]), "--mask", str(mask), "-o", str(tmp_path / "r.npz"),
                  "--model", str(corpus["export"])]) == 0
+
+
+# ----------------------------------------------------------------------------- refiner folders
+
+
+def refiner_cases(folder: Path, good_refiner: Path) -> dict[str, tuple[Path, str]]:
+    """SAM folders: each in bounds field by field, or loadable, yet hostile (issue 26)."""
+    def copy(name: str, preprocessor: dict | None = None) -> Path:
+        target = shutil.copytree(good_refiner, folder / name)
+        if preprocessor is not None:
+            (target / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+        return target
+
+    from safetensors.torch import load_file, save_file
+
+    nan = copy("nan")
+    weights = load_file(str(nan / "model.safetensors"))
+    first = next(k for k, v in weights.items() if v.is_floating_point() and v.dim() > 1)
+    weights[first] = torch.full_like(weights[first], float("nan"))
+    save_file(weights, str(nan / "model.safetensors"), metadata={"format": "pt"})
+    base = {"size": {"longest_edge": 256}, "pad_size": {"height": 256, "width": 256}}
+    return {
+        "refiner weights holding NaN": (nan, "NaN"),
+        "preprocessor longest_edge 60000": (copy("edge", base | {"size": {"longest_edge": 60000}}), "longest_edge"),
+        "preprocessor longest_edge 0": (copy("edge0", base | {"size": {"longest_edge": 0}}), "longest_edge"),
+        "preprocessor pad 100000": (copy("pad", base | {"pad_size": {"height": 100000, "width": 256}}), "pad_size.height"),
+        "preprocessor size as text": (copy("text", base | {"size": "big"}), "size"),
+        "the folder's config.json given": (good_refiner / "config.json", "give the folder itself"),
+    }
+
+
+def test_hostile_refiner_folders_are_refused_naming_the_file_within_budgets(corpus, tmp_path_factory, tmp_path, capsys):
+    from dinomask.refine import random_refiner_dir
+
+    folder = tmp_path_factory.mktemp("refiners")
+    good = random_refiner_dir(folder / "good")
+    results = {}
+    for case, (path, phrase) in refiner_cases(folder, good).items():
+        argv = ["remove", str(corpus["frame"]), "--ref", str(corpus["good"]), "-o", str(tmp_path / "out"),
+                "--refiner", str(path), "--runtime", "torch"]
+        results[case] = _refused(argv, path, phrase, capsys)
+    _check_budgets(results)

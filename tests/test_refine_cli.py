@@ -117,3 +117,96 @@ def test_serve_with_the_refiner_returns_its_mask(tmp_path, davis, tiny_model_dir
     reference = Reference.from_images(backbone, [load_image(image)], [load_mask(truth)])
     expected = Segmenter(backbone, reference, refiner=refiner).predict(load_image(frame))
     assert expected.refined and np.array_equal(served, expected.mask)
+
+
+#: Frames the segmenter takes and the refiner's processor did not (issue 26): 1 and 3 px high were
+#: taken for channels-first, 1 x 5000 resized to 0 px.
+THIN = {"1x40": (1, 40), "3x40": (3, 40), "40x3": (40, 3), "1x5000": (1, 5000)}
+
+
+def _thin(height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(height * 7919 + width)
+    return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def test_the_refiner_takes_every_frame_the_segmenter_takes(tiny_model_dir, tiny_refiner_dir, dog_ref):
+    from dinomask.backbones import load_backbone
+    from dinomask.reference import Reference
+    from dinomask.refine import SamRefiner
+    from dinomask.segmenter import Segmenter
+
+    backbone = load_backbone(str(tiny_model_dir), device="cpu", runtime="torch", dtype="float32")
+    segmenter = Segmenter(backbone, Reference.load(dog_ref), refiner=SamRefiner.load(tiny_refiner_dir, device="cpu"))
+    plain = Segmenter(backbone, Reference.load(dog_ref))
+    for name, (height, width) in THIN.items():
+        result = segmenter.predict(_thin(height, width))
+        assert result.mask.shape == (height, width), name
+        if name == "1x5000":  # too thin for SAM's resize: the grid's own mask, and the reason
+            assert not result.refined and "too thin for the refiner" in result.refine_skipped
+            assert np.array_equal(result.mask, plain.predict(_thin(height, width)).mask)
+        else:
+            assert result.refined and result.refine_skipped is None, name
+
+
+def test_remove_and_live_on_thin_frames_with_the_refiner_name_the_file_and_go_on(tmp_path, dog_ref, tiny_refiner_dir,
+                                                                                capsys, caplog):
+    folder = tmp_path / "thin"
+    folder.mkdir()
+    for name, (height, width) in THIN.items():
+        Image.fromarray(_thin(height, width)).save(folder / f"{name}.png")
+    with caplog.at_level("WARNING", logger="dinomask"):
+        assert main(["remove", "-r", str(dog_ref), str(folder), "-o", str(tmp_path / "out"), "-q",
+                     "--refiner", str(tiny_refiner_dir)]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{n}.png" for n in THIN)
+    assert "1x5000.png: a 5000x1 px frame is too thin for the refiner" in caplog.text
+    assert "its unrefined mask is written" in caplog.text
+    # live on the same folder: every frame shown, the run ends well (it ended with rc 2)
+    assert main(["live", "-r", str(dog_ref), "--source", str(folder), "--no-window", "--refiner",
+                 str(tiny_refiner_dir)]) == 0, capsys.readouterr().err
+    assert f"{len(THIN)} frames processed" in capsys.readouterr().out
+
+
+def test_serve_with_the_refiner_takes_thin_frames_and_the_stream_stays_open(davis, tiny_model_dir, tiny_refiner_dir):
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    import httpx
+    import websockets
+
+    from dinomask.backbones import load_backbone
+    from dinomask.refine import SamRefiner
+    from dinomask.serve.app import ServeConfig, create_app
+    from tests.serve.conftest import running
+
+    backbone = load_backbone(str(tiny_model_dir), device="cpu", runtime="torch", dtype="float32")
+    refiner = SamRefiner.load(tiny_refiner_dir, device="cpu")
+    image, truth = davis / "JPEGImages/480p/dog/00000.jpg", davis / "Annotations/480p/dog/00000.png"
+
+    def png(height: int, width: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(_thin(height, width)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    with running(create_app(backbone, ServeConfig(), refiner)) as url:
+        created = httpx.post(f"{url}/v1/references", files={"image": ("d.jpg", image.read_bytes(), "image/jpeg"),
+                                                            "mask": ("m.png", truth.read_bytes(), "image/png")})
+        ref_id = created.json()["id"]
+        for name, (height, width) in THIN.items():
+            response = httpx.post(f"{url}/v1/remove", params={"reference": ref_id, "output": "mask"},
+                                  files={"image": (f"{name}.png", png(height, width), "image/png")}, timeout=60)
+            assert response.status_code == 200, (name, response.text)
+            assert np.asarray(Image.open(io.BytesIO(response.content))).shape[:2] == (height, width)
+            assert ("too thin" in response.headers.get("x-dinomask-refine-skipped", "")) == (name == "1x5000")
+
+        async def stream() -> list[dict]:
+            answers = []
+            async with websockets.connect(url.replace("http", "ws") + f"/v1/stream?reference={ref_id}") as ws:
+                for height, width in (THIN["1x5000"], THIN["1x40"], (48, 64)):
+                    await ws.send(png(height, width))
+                    answers.append(json.loads(await ws.recv()))
+                    await ws.recv(), await ws.recv()  # the result and the heatmap
+            return answers
+
+        answers = asyncio.run(stream())
+    assert [a["frame"] for a in answers] == [0, 1, 2]  # every frame answered, the stream still open
+    assert "too thin" in answers[0]["refine_skipped"] and "refine_skipped" not in answers[1]

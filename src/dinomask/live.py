@@ -255,6 +255,9 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         if options.output is not None:
             if "writer" not in state:
                 state["writer"] = AtomicVideoWriter(options.output, source.fps, (shown.shape[1], shown.shape[0]))
+            size = state["writer"].size
+            if (shown.shape[1], shown.shape[0]) != size:  # a source whose frames change size: one recording, scaled
+                shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)
             state["writer"].write(shown)
         if options.window:
             cv2.imshow(WINDOW, shown[:, :, ::-1])

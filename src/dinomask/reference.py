@@ -489,6 +489,10 @@ class Reference:
         for name, array in arrays.items():
             if not np.isfinite(array).all():
                 raise InvalidReferenceError(f"{path} is damaged: its {name} features hold NaN or infinite values")
+            if array.ndim == 2 and array.size and (np.linalg.norm(array, axis=1) < 1e-3).any():
+                zero = int(np.count_nonzero(np.linalg.norm(array, axis=1) < 1e-3))
+                raise InvalidReferenceError(f"{path} is damaged: its {name} features hold {zero} zero vector(s) of "
+                                            f"{len(array)} (a backbone's features are unit vectors)")
         spec_data = dict(meta["backbone"])
         spec_data["mean"] = tuple(float(v) for v in spec_data["mean"])
         spec_data["std"] = tuple(float(v) for v in spec_data["std"])

@@ -130,16 +130,20 @@ def test_bearer_token(serve_backbone):
             assert httpx.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(f"{url}/").status_code == 200  # the page itself asks for the token
 
-        async def ws_without_token():
+        async def ws(query: str = ""):
             import websockets
 
-            async with websockets.connect(url.replace("http", "ws") + "/v1/stream?reference=x") as ws:
-                await ws.recv()
+            async with websockets.connect(url.replace("http", "ws") + "/v1/stream?reference=x" + query) as sock:
+                return await sock.recv()
 
-        from websockets.exceptions import WebSocketException
+        from websockets.exceptions import InvalidStatus
 
-        with pytest.raises(WebSocketException):  # closed with 1008 (policy) or refused at the handshake
-            asyncio.run(ws_without_token())
+        for query in ("", "&token=wrong"):  # the same 401 and body as HTTP (it was 403, the docs said 401)
+            with pytest.raises(InvalidStatus) as refused:
+                asyncio.run(ws(query))
+            assert refused.value.response.status_code == 401
+            assert b"missing or wrong bearer token" in refused.value.response.body
+        assert "unknown reference" in asyncio.run(ws("&token=s3cret"))
 
 
 def test_queue_full_is_503_with_retry_after(serve_backbone, davis):
@@ -189,8 +193,11 @@ def test_websocket_stream(server, dog_ref, davis):
                 stats = json.loads(await ws.recv())
                 result, heat = await ws.recv(), await ws.recv()
                 got.append((stats, result, heat))
+            await ws.send(json.dumps({"threshold": "x" * 100_000}))  # 100 kB in: a short error out, not an echo
+            long = await ws.recv()
+            assert len(long) < 1000 and json.loads(long)["status"] == 422 and "100000 characters" in long
             await ws.send(json.dumps({"threshold": "0.4"}))
-            assert json.loads(await ws.recv())["ok"]
+            assert json.loads(await ws.recv()) == {"ok": True, "threshold": "0.4"}
             await ws.send(b"not a jpeg")
             error = json.loads(await ws.recv())
             await ws.send(frame)

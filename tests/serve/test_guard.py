@@ -150,6 +150,15 @@ def test_hosts_and_origins_outside_the_allow_list_are_refused(serve_backbone):
         assert refused.value.response.status_code == 403
         assert "unknown reference" in asyncio.run(ws(url))  # same origin gets through to the endpoint
 
+        async def ws_host(host):  # a rebinding page's WebSocket: 400, as HTTP
+            async with websockets.connect(url.replace("http", "ws") + "/v1/stream?reference=x",
+                                          additional_headers={"Host": host}) as sock:
+                return await sock.recv()
+
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(ws_host("attacker.example"))
+        assert refused.value.response.status_code == 400
+
     with running(create_app(serve_backbone, ServeConfig.for_bind("0.0.0.0", ("camera.lan",)))) as url:
         assert httpx.get(f"{url}/v1/health", headers={"Host": "camera.lan:8000"}).status_code == 200
         assert httpx.get(f"{url}/v1/health", headers={"Host": "other.lan"}).status_code == 400

@@ -1,0 +1,80 @@
+"""The async key stage: keys in a worker, flow on every frame; a failing worker never goes silent."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from dinomask.async_keys import AsyncKeyStage
+from dinomask.errors import DinomaskError
+from dinomask.video import Frame
+from tests.test_keyframes import colour_segmenter, scene
+
+
+def _run(stage: AsyncKeyStage, frames: int, size=(240, 320), pause: float = 0.02) -> list:
+    results = []
+    for index in range(frames):
+        results.append(stage(Frame(scene((2 * index, 2 * index), size=size)[0], index, index / 24)))
+        time.sleep(pause)  # the worker gets its turn, as between camera frames
+    return results
+
+
+def _failing(segmenter, fail_on):
+    """The segmenter's keys, except that keys on frames for which ``fail_on(index)`` raise."""
+    def make(image, index):
+        if fail_on(index):
+            raise RuntimeError(f"planted failure on frame {index}")
+        return segmenter.carry_maps(segmenter.key(image))
+
+    return make
+
+
+def test_keys_that_keep_failing_end_the_run_with_the_error(colour_backbone):
+    """An exception in the key thread killed it; the loop then carried the last key by flow for
+    ever and exited 0 (issue 26). Now failures are counted and, 3 in a row, end the run."""
+    segmenter = colour_segmenter(colour_backbone, "async")
+    stage = AsyncKeyStage(segmenter, key_maker=_failing(segmenter, lambda index: index > 0))
+    try:
+        with pytest.raises(DinomaskError, match="3 keys in a row failed .*RuntimeError: planted failure on frame"):
+            _run(stage, 200)
+        assert stage.stats["key_failures"] >= AsyncKeyStage.MAX_KEY_FAILURES
+        assert stage.stats["keys_landed"] == 1  # the first key, made in the loop's thread
+    finally:
+        stage.close()
+
+
+def test_a_passing_key_failure_is_retried_and_counted(colour_backbone):
+    segmenter = colour_segmenter(colour_backbone, "async")
+    failed: list[int] = []
+
+    def once(index: int) -> bool:
+        if index > 0 and not failed:
+            failed.append(index)
+            return True
+        return False
+
+    stage = AsyncKeyStage(segmenter, key_maker=_failing(segmenter, once))
+    try:
+        results = _run(stage, 30)
+        deadline = time.time() + 10
+        while stage.stats["keys_landed"] < 3 and time.time() < deadline:
+            results.append(stage(Frame(scene((60, 60))[0], len(results), 0.0)))
+            time.sleep(0.05)
+    finally:
+        stage.close()
+    assert stage.stats["key_failures"] == 1 and stage.stats["keys_landed"] >= 3
+    assert all(r.mask.any() for r in results)
+
+
+def test_frames_too_small_for_optical_flow_are_each_keyed(colour_backbone):
+    """DIS refuses images under 12 px ("width or height >= 12"): such frames get a key each."""
+    segmenter = colour_segmenter(colour_backbone, "async")
+    stage = AsyncKeyStage(segmenter)
+    try:
+        tiny = [stage(Frame(np.full((8, 8, 3), (230, 25, 25), np.uint8), i, i / 24)) for i in range(5)]
+    finally:
+        stage.close()
+    assert all(r.mask.shape == (8, 8) and r.mask.all() for r in tiny)
+    assert stage.stats["keys_landed"] >= 5 and stage.stats["key_failures"] == 0
