@@ -176,12 +176,12 @@ class LiveRun:
 class ServeRun:
     """``dinomask serve`` with streaming WebSocket clients and a teacher, in one asyncio thread."""
 
-    def __init__(self, model: Path, runtime: str, clients: int, frames: list[bytes]):
+    def __init__(self, model: Path, runtime: str, clients: int, frames: list[bytes], extra: tuple[str, ...] = ()):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = dinomask("serve", "--model", str(model), "--port", str(self.port), "--runtime", runtime,
-                                "--queue-size", str(2 * clients + 2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+                                "--queue-size", str(2 * clients + 2), *extra, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
         self.frames, self.clients = frames, clients
         self.latencies: list[tuple[float, float]] = []  # (monotonic time, ms)
         self.errors: list[str] = []
@@ -374,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="dinov2_vits14_reg", help="random-weight model shape, or 'tiny'")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--which", default="live,serve", help="live, serve or both")
+    parser.add_argument("--serve-args", default="", help="more options for serve, e.g. '--threads 1'")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "soak-out")
     args = parser.parse_args(argv)
     duration = args.seconds if args.seconds is not None else 60 * (args.minutes if args.minutes is not None else 30)
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         model, reference = prepare(work, args.arch, args.runtime)
         camera = Camera(frames)
         live = LiveRun(camera, reference, work, args.runtime, args.interval) if "live" in which else None
-        serve = ServeRun(model, args.runtime, args.clients, frames) if "serve" in which else None
+        serve = ServeRun(model, args.runtime, args.clients, frames, tuple(args.serve_args.split())) if "serve" in which else None
         samples: list[dict] = []
         started = time.monotonic()
         print(f"soak: {duration:.0f} s, sampling every {args.interval:.0f} s, warm-up {warmup:.0f} s, model {args.arch}, "
@@ -428,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             camera.close()
         verdicts = {key: judge(samples, key, warmup, duration) for key in ("live", "serve") if key in which}
         result = {"seconds": duration, "interval": args.interval, "warmup": warmup, "arch": args.arch,
-                  "runtime": args.runtime, "clients": args.clients, "frames_in_clip": len(frames),
+                  "runtime": args.runtime, "clients": args.clients, "serve_args": args.serve_args,
+                  "frames_in_clip": len(frames),
                   "live_exit": live_code, "serve_exit": serve_code,
                   "serve_client_errors": serve.errors[-20:] if serve is not None else [],
                   "taught_reference_saved": (work / "taught.npz").is_file() if live is not None else None,

@@ -78,3 +78,32 @@ def test_frames_too_small_for_optical_flow_are_each_keyed(colour_backbone):
         stage.close()
     assert all(r.mask.shape == (8, 8) and r.mask.all() for r in tiny)
     assert stage.stats["keys_landed"] >= 5 and stage.stats["key_failures"] == 0
+
+
+def test_live_on_a_camera_clock_does_not_wait_for_keys(colour_backbone, tmp_path):
+    """The loop took the key worker's lock on every frame (to apply teaching commands), so it
+    waited for every key: 'dinomask live' on a camera ran the backbone on 100% of frames at the
+    key's rate (6 FPS with ViT-S/14), from 0.2.0 on. With a 120 ms key on a 24 FPS clock the loop
+    must show most frames and key a minority of them."""
+    from PIL import Image
+
+    from dinomask.live import LiveOptions, run_live_command
+
+    for index in range(48):
+        Image.fromarray(scene((index, index))[0]).save(tmp_path / f"{index:05d}.png")
+    segmenter = colour_segmenter(colour_backbone, "async")
+    model = colour_backbone.model
+    forward = model.forward
+
+    def slow(pixel_values):
+        time.sleep(0.12)
+        return forward(pixel_values)
+
+    model.forward = slow
+    try:
+        stats = run_live_command(segmenter, LiveOptions(source=str(tmp_path), window=False, realtime=True, fps=24.0,
+                                                        key_budget_ms=0), commands=[])
+    finally:
+        model.forward = forward
+    assert stats.frames_processed >= 30, stats
+    assert stats.keyframe_fraction < 0.6, stats

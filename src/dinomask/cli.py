@@ -162,6 +162,19 @@ def _refiner(refiner: Path | None, device: str):
     return SamRefiner.load(refiner, device)
 
 
+def _limit_threads(threads: int) -> None:
+    """At most ``threads`` compute threads for ONNX Runtime (read from ``DINOMASK_THREADS`` when a
+    session is made), torch and OpenCV, set before any model loads."""
+    import os
+
+    import cv2
+    import torch
+
+    os.environ["DINOMASK_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
 def _runtime(fast: bool, runtime: str, dtype: str) -> tuple[str, str]:
     """``--no-fast`` means the plain path whatever --runtime and --dtype say."""
     return (runtime, dtype) if fast else ("torch", "float32")
@@ -428,6 +441,7 @@ def serve(
     fast: FastOpt = True,
     refine: RefineOpt = None,
     refiner: RefinerOpt = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=256, help="Threads the model and image work may use (ONNX Runtime, torch, OpenCV). Default: every core. Beside 'dinomask live' on the same machine, fewer leave it cores (see docs/speed.md).")] = None,
 ) -> None:
     """HTTP service and web page for live background removal (FastAPI under uvicorn)."""
     try:
@@ -448,6 +462,8 @@ def serve(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     refine_settings(refine, refiner)
+    if threads is not None:
+        _limit_threads(threads)
     loaded_refiner = _refiner(refiner, device)
     # request decoding and encoding run beside the model: its threads must not spin on their cores
     backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast, busy_wait=False)

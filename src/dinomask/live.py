@@ -136,6 +136,11 @@ class LiveTeaching:
         taught = self.teacher.current.teaching
         return f"views +{len(taught.views)}  thr {self.segmenter.config.threshold}  |  {KEYS_HELP}"
 
+    @property
+    def pending(self) -> bool:
+        """True when a command waits: only then must the loop hold the key worker's lock."""
+        return not self.commands.empty()
+
     def apply(self, image: np.ndarray, result) -> None:
         """Run every waiting command against this frame and its result."""
         while True:
@@ -230,8 +235,9 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
             state["said_unrefined"] = True  # once a run: the unrefined mask is shown from here on such frames
             _log.warning("frame %d: %s; its unrefined mask is shown", frame.index, result.refine_skipped)
         if stage is not None:
-            with stage.lock:  # a key in the worker must not see the reference change under it
-                teaching.apply(frame.image, result)
+            if teaching.pending:  # a key in the worker must not see the reference change under it; taking
+                with stage.lock:  # its lock on every frame made the loop wait for every key (6 FPS, keys on 100%)
+                    teaching.apply(frame.image, result)
         else:
             teaching.apply(frame.image, result)  # after the frame: "a" adds what the user saw
         if teaching.quit.is_set():

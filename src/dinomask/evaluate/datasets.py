@@ -49,10 +49,19 @@ class LabelledSequence:
     Attributes:
         name: sequence or class name.
         frames: frames that have a mask, sorted by name.
+        timeline: every frame of the sequence's folder in order, each with its mask file or None
+            (``eval live`` plays them all, as a camera would, and scores the annotated ones);
+            empty when the layout has no order (a class folder is the same as ``frames``).
     """
 
     name: str
     frames: tuple[LabelledFrame, ...]
+    timeline: tuple[tuple[Path, Path | None], ...] = ()
+
+    @property
+    def played(self) -> tuple[tuple[Path, Path | None], ...]:
+        """What a camera would deliver: the timeline, or the labelled frames where there is none."""
+        return self.timeline or tuple((f.image, f.mask) for f in self.frames)
 
 
 @dataclass
@@ -113,9 +122,10 @@ def _find_mask(folder: Path, stem: str) -> Path | None:
 
 
 def _pair(name: str, image_dir: Path, mask_dir: Path, problems: list[str]) -> LabelledSequence | None:
-    frames = []
+    frames, timeline = [], []
     for image in _images(image_dir):
         mask = _find_mask(mask_dir, image.stem) if mask_dir.is_dir() else None
+        timeline.append((image, mask))
         if mask is None:
             problems.append(f"{image}: no mask named {image.stem}.png in {mask_dir}; not scored")
             continue
@@ -123,7 +133,7 @@ def _pair(name: str, image_dir: Path, mask_dir: Path, problems: list[str]) -> La
     if not frames:
         problems.append(f"{image_dir}: no frame with a mask; sequence {name!r} skipped")
         return None
-    return LabelledSequence(name, tuple(frames))
+    return LabelledSequence(name, tuple(frames), tuple(timeline))
 
 
 def load_dataset(root: str | Path, resolution: str = "480p") -> Dataset:
