@@ -38,6 +38,51 @@ def segmenter_keys(segmenter: Segmenter) -> KeyMaker:
     return make
 
 
+class KeyRateController:
+    """Moves a segmenter's token budget so that one key costs about ``budget_ms``.
+
+    Each key's cost is fed to :meth:`update` (measured on the wall clock, or the simulated clock's
+    model in ``eval live``). When the running mean passes the budget by a quarter, the token budget
+    is lowered in proportion, and raised again when keys get cheap, never above the configured one
+    nor below :data:`MIN_TOKENS`. A key's cost grows a little faster than its token count: the
+    exponent :data:`COST_EXPONENT` was measured with ``benchmarks/backbone_speed.py``. A key carried
+    over fewer frames is worth more than a finer grid: see ``docs/speed.md``.
+
+    Args:
+        segmenter: whose ``config.geometry.tokens`` is moved (a fixed ``resolution`` is left alone).
+        budget_ms: the target, or None to keep the token budget fixed.
+        lock: held while the segmenter's config changes (the key worker's).
+    """
+
+    #: The smallest token budget: a 15 x 27 grid at 854 x 480, 32 source pixels a patch.
+    MIN_TOKENS = 400
+    #: Cost of a key ~ tokens ** COST_EXPONENT (ViT-S/14, 400 to 2,000 tokens, 2-core CPU).
+    COST_EXPONENT = 1.1
+
+    def __init__(self, segmenter: Segmenter, budget_ms: float | None, lock: threading.Lock | None = None):
+        self.segmenter, self.budget_ms = segmenter, budget_ms
+        self.max_tokens = segmenter.config.geometry.tokens
+        self.lock = lock or threading.Lock()
+        self._mean_ms: float | None = None
+
+    def update(self, spent_ms: float) -> int | None:
+        """One key cost ``spent_ms``; returns the new token budget when it changed, else None."""
+        if self.budget_ms is None or self.segmenter.config.geometry.resolution is not None:
+            return None
+        self._mean_ms = spent_ms if self._mean_ms is None else 0.6 * self._mean_ms + 0.4 * spent_ms
+        geometry = self.segmenter.config.geometry
+        ratio = self.budget_ms / max(self._mean_ms, 1e-6)
+        if 0.8 <= ratio <= 1.25:
+            return None
+        tokens = int(min(self.max_tokens, max(self.MIN_TOKENS, geometry.tokens * ratio ** (1 / self.COST_EXPONENT))))
+        if abs(tokens - geometry.tokens) < 50:
+            return None
+        with self.lock:
+            self.segmenter.config = self.segmenter.config.replace(geometry=replace(geometry, tokens=tokens))
+        self._mean_ms = None  # measure the new budget afresh
+        return tokens
+
+
 class AsyncKeyStage:
     """``process(frame, meter) -> SegmentationResult`` for :func:`~dinomask.video.run_live`, with
     the backbone in a worker thread. Call :meth:`close` when the loop ends.
@@ -46,12 +91,9 @@ class AsyncKeyStage:
         segmenter: gives the keys (unless ``key_maker``) and turns carried maps into results.
         key_maker: replaces the segmenter's keys (``eval live --oracle`` uses the ground truth).
         history: frames of flow kept to carry a late key forward (older keys are dropped).
-        key_budget_ms: the rate controller's target for one key, or None for a fixed token
-            budget. A key's cost is measured as it runs (beside the flow thread, on this
-            machine); when its running mean passes the budget the key's token budget is lowered
-            in proportion, and raised again (never above the configured one) when keys get
-            cheap. A key carried over fewer frames is worth more than a finer grid: see
-            ``docs/speed.md`` for the measurements.
+        key_budget_ms: the rate controller's target for one key (:class:`KeyRateController`),
+            or None for a fixed token budget. A key's cost is measured as it runs (beside the
+            flow thread, on this machine).
 
     Attributes:
         lock: held while a key is computed; hold it to change the segmenter's reference.
@@ -63,12 +105,11 @@ class AsyncKeyStage:
                  key_budget_ms: float | None = None):
         self.segmenter = segmenter
         self.key_budget_ms = key_budget_ms
-        self.max_tokens = segmenter.config.geometry.tokens
-        self._mean_ms: float | None = None
         settings = segmenter.config.keyframes
         # the tolerance is in px at 240 px (as for ScorePropagator): the same error on the frame
         self.carrier = FlowCarrier(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history)
         self.lock = threading.Lock()
+        self.controller = KeyRateController(segmenter, key_budget_ms, self.lock)
         self.key_maker = key_maker or segmenter_keys(segmenter)
         self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0, "key_failures": 0,
                       "tokens": segmenter.config.geometry.tokens}
@@ -116,24 +157,9 @@ class AsyncKeyStage:
             self._landed.put((index, maps))
             self._control(spent)
 
-    #: The smallest token budget the controller goes down to (a 15 x 27 grid at 16:9).
-    MIN_TOKENS = 400
-
     def _control(self, spent_ms: float) -> None:
-        """Move the keys' token budget towards ``key_budget_ms`` (cost grows a little faster than
-        the token count: the exponent 1.1 was measured with benchmarks/backbone_speed.py)."""
-        if self.key_budget_ms is None or self.segmenter.config.geometry.resolution is not None:
-            return
-        self._mean_ms = spent_ms if self._mean_ms is None else 0.6 * self._mean_ms + 0.4 * spent_ms
-        geometry = self.segmenter.config.geometry
-        ratio = self.key_budget_ms / self._mean_ms
-        if 0.8 <= ratio <= 1.25:
-            return
-        tokens = int(min(self.max_tokens, max(self.MIN_TOKENS, geometry.tokens * ratio ** (1 / 1.1))))
-        if abs(tokens - geometry.tokens) >= 50:
-            with self.lock:
-                self.segmenter.config = self.segmenter.config.replace(geometry=replace(geometry, tokens=tokens))
-            self._mean_ms = None  # measure the new budget afresh
+        tokens = self.controller.update(spent_ms)
+        if tokens is not None:
             self.stats["tokens"] = tokens
 
     def _check_worker(self) -> None:

@@ -133,7 +133,8 @@ def segmenter_config(
     if roi is None:  # a file frame by frame: the oracle's J rises (0.939 -> 0.948 with auto keys on davis-live);
         # on a camera's clock it falls (async 0.677 -> 0.665): the crop comes from a mask frames old
         roi = method != "paper" and changes["keyframes"].policy != "async"
-    changes["roi"] = RoiSettings(enabled=roi)
+    # on a camera's clock a crop is for a sooner key (the frame's scale, fewer patches); in a file, for a finer mask
+    changes["roi"] = RoiSettings(enabled=roi, crop_tokens="scale" if changes["keyframes"].policy == "async" else "budget")
     changes["refine"] = refine_settings(refine, refiner)
     return config.replace(**changes)
 
@@ -704,9 +705,9 @@ def eval_live(
     keyframes: Annotated[Optional[list[str]], typer.Option("--keyframes", help="Schedules to compare (repeat): async, auto, every:K, off. Default: async and auto.")] = None,
     oracle: Annotated[bool, typer.Option("--oracle", help="The ground truth on the grid is the patch classifier (the backbone still runs, so costs are real): each schedule against its own ceiling.")] = False,
     realtime: Annotated[bool, typer.Option("--realtime/--no-realtime", help="Deliver frames on the camera clock (the newest wins) or every frame.")] = True,
-    fps: Annotated[float, typer.Option(help="The camera's frame rate.")] = 24.0,
-    costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock with these costs instead of the wall clock (reproducible).")] = None,
-    key_budget_ms: Annotated[Optional[float], typer.Option(help="async: target ms of one key for the rate controller, as in live (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
+    fps: Annotated[float, typer.Option(min=0.1, max=1000, help="The camera's frame rate (0.1 to 1000).")] = 24.0,
+    costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock instead of the wall clock (reproducible): a key costs KEY_MS at the configured --tokens and grows with its own patch count (exponent 1.1, so a crop or coarser key costs less); each frame FLOW_MS.")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="async: target ms of one key for the rate controller, as in live (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
     tokens: TokensOpt = None,
     roi: RoiOpt = None,
     refine: RefineOpt = None,
@@ -732,6 +733,9 @@ def eval_live(
 
     model = model or DEFAULT_BACKBONE
     schedules = keyframes or ["async", "auto"]
+    for name, value in (("--fps", fps), ("--key-budget-ms", key_budget_ms)):
+        if value is not None and not math.isfinite(value):  # click's range lets NaN through
+            raise typer.BadParameter(f"expected a finite number, got {value}", param_hint=name)
     try:
         settings = LiveEvalSettings(fps=fps, realtime=realtime, oracle=oracle, costs=parse_costs(costs), max_frames=max_frames,
                                     key_budget_ms=key_budget_ms)
@@ -764,12 +768,19 @@ def eval_live(
                    "with the backbone's real cost")
     else:
         _say_random_weights(run)
+    for problem in result["problems"]:
+        typer.echo(f"  problem: {problem}", err=True)
+
+    def show(value, spec: str, width: int) -> str:
+        return ("-" if value is None else format(value, spec)).rjust(width)
+
     typer.echo(f"  {'schedule':10s} {'shown FPS':>9s} {'p50 ms':>7s} {'p95 ms':>7s} {'own J':>6s} {'own J&F':>7s} "
-               f"{'live J':>6s} {'keys':>5s} {'dropped':>7s}")
+               f"{'live J':>6s} {'late-1':>6s} {'keys':>5s} {'scale':>5s} {'dropped':>7s}")
     for name, d in result["schedules"].items():
-        typer.echo(f"  {name:10s} {d['shown_fps']:9.1f} {d['latency_ms_p50']:7.0f} {d['latency_ms_p95']:7.0f} "
-                   f"{d['own_frame_j']:6.3f} {d['own_frame_jf']:7.3f} {d['live_j']:6.3f} {d['keyframe_share']:5.0%} "
-                   f"{d['dropped']:7.1f}")
+        typer.echo(f"  {name:10s} {show(d['shown_fps'], '.1f', 9)} {show(d['latency_ms_p50'], '.0f', 7)} "
+                   f"{show(d['latency_ms_p95'], '.0f', 7)} {show(d['own_frame_j'], '.3f', 6)} "
+                   f"{show(d['own_frame_jf'], '.3f', 7)} {show(d['live_j'], '.3f', 6)} {show(d['late_by_one_j'], '.3f', 6)} "
+                   f"{show(d['keyframe_share'], '.0%', 5)} {show(d['key_scale_px_max'], '.0f', 5)} {show(d['dropped'], '.1f', 7)}")
 
 
 @eval_app.command("control")

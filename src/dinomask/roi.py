@@ -23,6 +23,9 @@ class RoiSettings:
             not trusted for a crop (the next frame is processed whole).
         refresh: process a whole frame at least every this many frames, to find the object
             again if it has moved away or a second view appears.
+        crop_tokens: ``budget``: the crop gets the whole token budget, so the object gets more
+            patches (finer masks, for files); ``scale``: the crop keeps the whole frame's scale, so
+            it gets fewer patches and the key costs less (sooner keys, for a camera's clock).
     """
 
     enabled: bool = False
@@ -30,10 +33,13 @@ class RoiSettings:
     min_area: float = 0.002
     max_area: float = 0.4
     refresh: int = 15
+    crop_tokens: str = "budget"
 
     def __post_init__(self) -> None:
         if self.margin < 0 or not 0 <= self.min_area < self.max_area <= 1 or self.refresh < 1:
             raise ValueError(f"invalid region-of-interest settings: {self}")
+        if self.crop_tokens not in ("budget", "scale"):
+            raise ValueError(f"crop_tokens must be budget or scale, got {self.crop_tokens!r}")
 
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 in frame pixels

@@ -119,6 +119,29 @@ class SegmenterConfig:
         return dataclasses.replace(self, **changes)
 
 
+#: The fewest patches a crop key is given (a 8 x 8 grid): below it an object has too few patches.
+MIN_CROP_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What one key cost and how fine it looked.
+
+    Attributes:
+        patches: patches the backbone processed (a crop's with a region of interest).
+        scale_px: source pixels per patch side (the larger of the two axes): 480 px rows on a
+            15-patch grid are 32 px a patch; a crop at the same grid is finer.
+    """
+
+    patches: int
+    scale_px: float
+
+    @classmethod
+    def of(cls, size: tuple[int, int], grid: tuple[int, int]) -> "KeyInfo":
+        """From the processed image's ``(H, W)`` and its patch grid ``(h, w)``."""
+        return cls(int(grid[0] * grid[1]), float(max(size[0] / grid[0], size[1] / grid[1])))
+
+
 @dataclass(frozen=True)
 class SegmentationResult:
     """What :meth:`Segmenter.predict` returns for one frame.
@@ -269,6 +292,8 @@ class Segmenter:
         self.last_refine_ms = 0.0
         self._roi_box: Box | None = None
         self._since_full = 0
+        #: what the last key (:meth:`key`) cost: patches and source pixels per patch side
+        self.last_key: KeyInfo | None = None
         #: frames, frames processed in a crop, patches processed, patches whole frames would have cost
         self.roi_stats = {"frames": 0, "roi_frames": 0, "patches": 0, "full_patches": 0}
         self.set_reference(reference)
@@ -380,6 +405,7 @@ class Segmenter:
         if self.config.roi.enabled:
             return self._roi_key(image, timings)
         (features,) = extract_features(self.backbone, [image], self.config.geometry, timings)
+        self.last_key = KeyInfo.of(image.shape[:2], features.patches.shape[:2])
         start = time.perf_counter()
         result = self.decide(image, features)
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
@@ -433,7 +459,13 @@ class Segmenter:
         full_grid = self.config.geometry.grid(*image.shape[:2], patch)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
         crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
-        (features,) = extract_features(self.backbone, [crop], self.config.geometry, timings)
+        geometry = self.config.geometry
+        if box is not None and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
+            # the crop at the whole frame's scale: fewer patches, a cheaper key (live on a camera's clock)
+            share = crop.shape[0] * crop.shape[1] / (image.shape[0] * image.shape[1])
+            geometry = dataclasses.replace(geometry, tokens=max(MIN_CROP_TOKENS, int(round(geometry.tokens * share))))
+        (features,) = extract_features(self.backbone, [crop], geometry, timings)
+        self.last_key = KeyInfo.of(crop.shape[:2], features.patches.shape[:2])
         start = time.perf_counter()
         result = self.decide(crop, features)
         if box is not None:

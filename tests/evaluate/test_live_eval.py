@@ -140,3 +140,136 @@ def test_eval_live_cli_writes_metrics_report_and_plots(tmp_path, tiny_model_dir)
         assert isinstance(metrics[key], float), key
     assert metrics["schedule"] == "async" and set(metrics["schedules"]) == {"async", "auto:4"}
     assert (out / "live_square.png").stat().st_size > 10_000 and "| async |" in (out / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- issue 25: a yardstick one can tune on
+
+
+def _shown(indices, fps=24.0, delay=0.001, mask=None):
+    from dinomask.evaluate.live import Shown
+
+    mask = np.zeros((4, 4), bool) if mask is None else mask
+    return [Shown(k, k / fps, k / fps + delay, k == 0, mask) for k in indices]
+
+
+def test_a_pipeline_that_drops_nothing_shows_the_camera_rate():
+    """10 frames, start-up under one frame: 24 of 24 FPS (it read 21.6: 9 frames over 10)."""
+    from dinomask.evaluate.live import score_replay
+
+    truths = [np.zeros((4, 4), bool)] * 10
+    assert score_replay(_shown(range(10)), truths, 24.0, True)["shown_fps"] == pytest.approx(24.0)
+    half = score_replay(_shown(range(0, 10, 2)), truths, 24.0, True)["shown_fps"]
+    assert half == pytest.approx(12.0)
+    slow_start = _shown(range(3, 10), delay=0.001)  # the first mask ready during frame 3: frames 3..9 all shown
+    slow_start[0].ready = 3 / 24 + 0.001
+    assert score_replay(slow_start, truths, 24.0, True)["shown_fps"] == pytest.approx(24.0)
+
+
+def test_a_clip_too_short_to_measure_gives_no_figure_and_stays_out_of_the_means(tmp_path, colour_backbone, colour_reference):
+    from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.live import evaluate_live, score_replay
+
+    one = score_replay(_shown([0]), [np.ones((4, 4), bool)], 24.0, True)
+    assert one["shown_fps"] is None and one["own_frame_j"] is None and one["live_j"] is None  # was 0.0, and 0.991
+    write_clip(tmp_path / "d", frames=12, step=2)
+    short = write_clip(tmp_path / "short", frames=1, step=0)
+    (tmp_path / "d/JPEGImages/480p/one").mkdir()
+    (tmp_path / "d/Annotations/480p/one").mkdir()
+    for kind in ("JPEGImages", "Annotations"):
+        (short / kind / "480p/square/00000.png").rename(tmp_path / "d" / kind / "480p/one/00000.png")
+    result = evaluate_live(load_dataset(tmp_path / "d"), lambda s, k: _segmenter(colour_backbone, colour_reference, "async"),
+                           ["async"], LiveEvalSettings(oracle=True, costs=(100, 20)))
+    figures = result["schedules"]["async"]
+    assert figures["sequences"]["one"]["shown_fps"] is None and figures["sequences"]["one"]["live_j"] is None
+    assert figures["shown_fps"] == pytest.approx(figures["sequences"]["square"]["shown_fps"])  # not averaged with 0
+    assert figures["live_j"] == pytest.approx(figures["sequences"]["square"]["live_j"])
+
+
+def test_a_clip_with_an_unannotated_frame_replays_every_frame(tmp_path, colour_backbone, colour_reference):
+    """A camera delivers every frame; only the annotated ones are scored (the unannotated ones were
+    cut out, so the camera played a faster clip)."""
+    from dinomask.evaluate.datasets import load_dataset
+
+    root = write_clip(tmp_path / "d", frames=12, step=4)
+    (root / "Annotations/480p/square/00005.png").unlink()
+    dataset = load_dataset(root)
+    assert any("00005" in problem for problem in dataset.problems)
+    sequence = dataset.sequences[0]
+    assert len(sequence.frames) == 11 and len(sequence.played) == 12
+    figures = replay_sequence(sequence, _segmenter(colour_backbone, colour_reference, "async"),
+                              KeyframeSettings.parse("async"), LiveEvalSettings(oracle=True, costs=(100, 20), realtime=False))
+    assert figures["frames"] == 12 and figures["dropped"] == 0
+    assert figures["scored_frames"] == 10  # the reference frame and the unannotated one are played, not scored
+
+
+def test_clips_that_cannot_be_replayed_are_named_and_the_rest_measured(tmp_path, colour_backbone, colour_reference):
+    """An empty first mask, or frames that change size, aborted the whole run."""
+    from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.live import evaluate_live
+
+    root = write_clip(tmp_path / "d", frames=8, step=2)
+    for name in ("empty", "resized"):
+        for kind in ("JPEGImages", "Annotations"):
+            folder = root / kind / "480p" / name
+            folder.mkdir()
+            for path in sorted((root / kind / "480p/square").glob("*.png")):
+                image = Image.open(path)
+                if name == "empty" and kind == "Annotations" and path.name == "00000.png":
+                    image = Image.fromarray(np.zeros((240, 320), np.uint8))
+                if name == "resized" and path.name == "00004.png":
+                    image = image.resize((160, 120))
+                image.save(folder / path.name)
+    result = evaluate_live(load_dataset(root), lambda s, k: _segmenter(colour_backbone, colour_reference, "async"),
+                           ["async"], LiveEvalSettings(oracle=True, costs=(100, 20)))
+    assert set(result["schedules"]["async"]["sequences"]) == {"square"}
+    said = " ".join(result["problems"])
+    assert "empty: its first mask (00000.png) marks no object pixel" in said and "resized: its frames change size" in said
+
+
+def test_the_one_frame_late_bound_and_the_key_scale_are_reported(tmp_path, colour_backbone, colour_reference):
+    from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.metrics import score_mask
+
+    sequence = load_dataset(write_clip(tmp_path / "d", frames=10, step=6)).sequences[0]
+    figures = replay_sequence(sequence, _segmenter(colour_backbone, colour_reference, "async"),
+                              KeyframeSettings.parse("async"), LiveEvalSettings(oracle=True, costs=(100, 20)))
+    truths = [np.asarray(Image.open(f.mask)) > 0 for f in sequence.frames]
+    expected = np.mean([score_mask(truths[k - 1], truths[k], boundary=False).iou for k in range(1, 10)])
+    assert figures["late_by_one_j"] == pytest.approx(expected)  # 60 px square, 6 px a frame: 0.818
+    grid = InputGeometry(tokens=300).grid(240, 320, 14)
+    assert figures["key_scale_px_max"] == pytest.approx(max(240 / grid[0], 320 / grid[1]))
+
+
+def test_the_simulated_clock_scales_a_key_with_its_patches_and_the_controller_acts():
+    """A key costs KEY_MS at the configured tokens and (patches / tokens) ** 1.1 of it otherwise, so
+    the rate controller lowers the tokens under the simulated clock as it does on the wall clock."""
+    from dinomask.async_keys import KeyRateController
+    from dinomask.evaluate.live import CostModel
+
+    model = CostModel(262, 22, 1400, 1.1)
+    assert model.key_s(1400) == pytest.approx(0.262)
+    assert model.key_s(700) == pytest.approx(0.262 * 0.5 ** 1.1)
+    assert model.key_s(350) < 0.262 / 4
+
+    class Fake:
+        config = SegmenterConfig.preset("dinomask")
+
+    segmenter = Fake()
+    controller = KeyRateController(segmenter, budget_ms=167)
+    for _ in range(6):
+        controller.update(1000 * model.key_s(segmenter.config.geometry.tokens))
+    tokens = segmenter.config.geometry.tokens
+    assert KeyRateController.MIN_TOKENS <= tokens < 1400
+    assert 0.8 * 167 <= 1000 * model.key_s(tokens) <= 1.25 * 167
+
+
+@pytest.mark.parametrize("args,phrase", [
+    (["--costs", "inf,1"], "--costs"), (["--costs", "nan,1"], "--costs"), (["--costs", "0,1"], "--costs"),
+    (["--key-budget-ms", "-5"], "--key-budget-ms"), (["--key-budget-ms", "nan"], "--key-budget-ms"),
+    (["--fps", "0"], "--fps"), (["--fps", "nan"], "--fps"),
+])
+def test_eval_live_checks_its_numbers_before_the_model_loads(tmp_path, args, phrase, capsys):
+    root = write_clip(tmp_path / "d", frames=3, step=1)
+    code = main(["eval", "live", "-d", str(root), "--model", "/nonexistent/never-loaded", "-o", str(tmp_path / "o"), *args])
+    said = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert code == 2 and phrase in said and "never-loaded" not in said, said

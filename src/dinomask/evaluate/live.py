@@ -38,16 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
-from dinomask.evaluate.datasets import Dataset, LabelledSequence, load_pair
+from dinomask.evaluate.datasets import Dataset, LabelledSequence
 from dinomask.evaluate.metrics import score_mask
 from dinomask.keyframes import FlowCarrier, KeyframeSettings, ScorePropagator
 from dinomask.preprocess import patch_coverage
 from dinomask.segmenter import SegmentationResult, Segmenter
 from dinomask.video import Frame, FrameSource, SequenceCapture, SourceSettings, run_live
 
-#: The figures every run gives, for the whole dataset and for each sequence.
+#: The figures every run gives, for the whole dataset and for each sequence (None where a clip is
+#: too short to measure one; such a clip stays out of that figure's mean).
 LIVE_METRICS = ("shown_fps", "latency_ms_p50", "latency_ms_p95", "own_frame_j", "own_frame_jf", "live_j",
-                "keyframe_share", "dropped", "startup_ms")
+                "late_by_one_j", "keyframe_share", "dropped", "startup_ms", "key_scale_px_max", "key_scale_px_mean")
+#: The largest key or flow cost, and key budget, taken (ms): a minute.
+MAX_COST_MS = 60_000.0
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,15 @@ class LiveEvalSettings:
         return budget or None
 
     def __post_init__(self) -> None:
-        if not 0 < self.fps <= 1000:
-            raise ValueError(f"fps must be in (0, 1000], got {self.fps}")
-        if self.costs is not None and (len(self.costs) != 2 or min(self.costs) <= 0):
-            raise ValueError(f"costs must be two positive numbers key_ms,flow_ms, got {self.costs}")
+        from dinomask.video import MAX_FPS, MIN_FPS
+
+        if not (math.isfinite(self.fps) and MIN_FPS <= self.fps <= MAX_FPS):
+            raise ValueError(f"fps must be in {MIN_FPS}..{MAX_FPS}, got {self.fps}")
+        if self.costs is not None and (len(self.costs) != 2 or not all(math.isfinite(c) and 0 < c <= MAX_COST_MS
+                                                                       for c in self.costs)):
+            raise ValueError(f"costs must be two numbers KEY_MS,FLOW_MS in (0, {MAX_COST_MS:g}] ms, got {self.costs}")
+        if self.key_budget_ms is not None and not (math.isfinite(self.key_budget_ms) and 0 <= self.key_budget_ms <= MAX_COST_MS):
+            raise ValueError(f"key_budget_ms must be in 0..{MAX_COST_MS:g} ms (0: a fixed token budget), got {self.key_budget_ms}")
 
 
 @dataclass
@@ -97,42 +105,84 @@ class Shown:
 
 
 def parse_costs(text: str | None) -> tuple[float, float] | None:
-    """``"262,22"`` -> ``(262.0, 22.0)`` (key ms, flow ms)."""
+    """``"262,22"`` -> ``(262.0, 22.0)`` (key ms, flow ms); both finite and in (0, 60000]."""
     if not text:
         return None
     try:
         key, flow = (float(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"expected --costs KEY_MS,FLOW_MS such as 262,22, got {text!r}") from None
+        raise ValueError(f"expected --costs KEY_MS,FLOW_MS such as 262,22, got {text[:40]!r}") from None
+    if not all(math.isfinite(c) and 0 < c <= MAX_COST_MS for c in (key, flow)):
+        raise ValueError(f"--costs KEY_MS,FLOW_MS must be two numbers in (0, {MAX_COST_MS:g}] ms, got {text[:40]!r}")
     return key, flow
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The simulated clock: a key costs ``key_ms`` at ``tokens`` patches and grows with its own
+    patch count as ``(patches / tokens) ** exponent`` (the exponent measured with
+    ``benchmarks/backbone_speed.py``; a crop key of fewer patches costs less); every frame pays
+    ``flow_ms`` plus the per-frame work measured on this machine beyond the flow."""
+
+    key_ms: float
+    flow_ms: float
+    tokens: int
+    exponent: float
+
+    def key_s(self, patches: int) -> float:
+        return self.key_ms / 1000.0 * (max(patches, 1) / self.tokens) ** self.exponent
+
+
 
 
 # ----------------------------------------------------------------------------- keys
 
 
-def key_maker(segmenter: Segmenter, truths: list[np.ndarray] | None):
+def nearest_truth(truths: list[np.ndarray | None], index: int) -> np.ndarray:
+    """The ground truth of frame ``index``, or of the nearest annotated frame (the earlier one first)
+    where ``index`` has none: the oracle's key on an unannotated frame."""
+    if truths[index] is not None:
+        return truths[index]
+    for distance in range(1, len(truths)):
+        for other in (index - distance, index + distance):
+            if 0 <= other < len(truths) and truths[other] is not None:
+                return truths[other]
+    raise ValueError("the clip has no annotated frame")
+
+
+def key_maker(segmenter: Segmenter, truths: list[np.ndarray | None] | None):
     """``(image, index) -> maps``: the segmenter's key, or with ``truths`` the oracle (the model
     runs first so its cost is paid, then the ground truth's patch coverage replaces its score;
     with a region of interest or a refiner, the oracle's mask on the key's own crop and grid,
-    refined, is carried, and the next crop follows it)."""
+    refined, is carried, and the next crop follows it). Frames without a ground truth take the
+    nearest annotated frame's.
+
+    The returned function's ``keys`` list gets each key's :class:`~dinomask.segmenter.KeyInfo`."""
 
     from dinomask.async_keys import segmenter_keys
     from dinomask.evaluate.oracle import oracle_frame
 
     real = segmenter_keys(segmenter)
-    if truths is None:
-        return real
     config, patch = segmenter.config, segmenter.backbone.spec.patch_size
+    keys: list = []
 
     def make(image: np.ndarray, index: int) -> list:
+        if truths is None:
+            maps = real(image, index)
+            keys.append(segmenter.last_key)
+            return maps
         result = segmenter.key(image)
-        if not (config.roi.enabled or segmenter.refiner is not None):
-            coverage = patch_coverage(truths[index], result.score.shape)
+        keys.append(segmenter.last_key)
+        truth = nearest_truth(truths, index)
+        if not (segmenter.config.roi.enabled or segmenter.refiner is not None):
+            coverage = patch_coverage(truth, result.score.shape)
             return [coverage - 0.5, coverage]
-        frame = oracle_frame(image, truths[index], config, patch, result.roi, segmenter.refiner)
+        frame = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner)
         segmenter.follow(frame.mask)
         return [np.where(frame.mask, 1.0, -1.0).astype(np.float32), frame.coverage]
 
+    make.keys = keys
+    del config
     return make
 
 
@@ -212,52 +262,78 @@ def replay_wall_clock(images: list[np.ndarray], stage, settings: LiveEvalSetting
 
 def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyframes: KeyframeSettings,
                      settings: LiveEvalSettings) -> list[Shown]:
-    """The same schedules on a simulated clock: a key costs ``key_ms``, a flow step ``flow_ms``
-    (the loop on one core, the async key worker on the other); the maps are computed for real."""
-    key_s, flow_s = (c / 1000.0 for c in settings.costs)
+    """The same schedules on a simulated clock (:class:`CostModel`): the loop on one core, the async
+    key worker on the other; the maps are computed for real. With ``async`` the rate controller
+    (:class:`~dinomask.async_keys.KeyRateController`) moves the token budget by the modelled costs, as
+    it does by measured ones on the wall clock, so cheaper (fewer-patch) keys come sooner."""
+    from dinomask.async_keys import KeyRateController
+
+    model = cost_model(segmenter, settings)
+    controller = KeyRateController(segmenter, settings.key_budget if keyframes.policy == "async" else None)
+    flow_s = model.flow_ms / 1000.0
     fps, count = settings.fps, len(images)
     shown: list[Shown] = []
     now, last = 0.0, -1
+
+    def key(index: int) -> tuple[list, float]:
+        maps = make(images[index], index)
+        info = segmenter.last_key
+        seconds = model.key_s(info.patches if info is not None else model.tokens)
+        controller.update(seconds * 1000.0)
+        return maps, seconds
 
     def next_frame(at: float) -> int:
         newest = int(math.floor(at * fps + 1e-9)) if settings.realtime else last + 1
         return max(newest, last + 1)
 
     if keyframes.policy != "async":
-        stage = SyncStage(segmenter, make, keyframes)
+        propagator = ScorePropagator(keyframes) if keyframes.enabled else None
         while (index := next_frame(now)) < count:
             now = max(now, index / fps)
-            result, key = stage(Frame(images[index], index, index / fps))
-            now += key_s if key else flow_s
-            shown.append(Shown(index, index / fps, now, key, result.mask))
+            maps = propagator.step(images[index]) if propagator is not None else None
+            cost = flow_s if propagator is not None else 0.0
+            was_key = maps is None
+            if was_key:
+                maps, seconds = key(index)
+                cost += seconds
+                if propagator is not None:
+                    propagator.seed(images[index], maps)
+            result = segmenter.carried_result(images[index], maps, keyframe=was_key)
+            now += cost
+            shown.append(Shown(index, index / fps, now, was_key, result.mask))
             last = index
         return shown
-    carrier = FlowCarrier(keyframes.flow_side, keyframes.fb_tolerance)
+    carrier = FlowCarrier(keyframes.flow_side, keyframes.fb_tolerance * keyframes.flow_side / 240)
     job: tuple[int, float, list] | None = None  # the worker's key: (frame, done at, maps)
     offered: list[tuple[int, float]] = []  # frames the loop offered: (index, at)
     keyed: set[int] = set()  # frames the worker ran the backbone on
     while (index := next_frame(now)) < count:
         now = max(now, index / fps)
         maps = carrier.step(index, images[index])
-        key = False
+        was_key = False
         if job is not None and job[1] <= now:
             carrier.land(job[0], job[2])
-            maps, key, free_at = carrier.maps, job[0] == index, job[1]
+            maps, was_key, free_at = carrier.maps, job[0] == index, job[1]
             job = None
             waiting = [o for o in offered if o[1] <= free_at]  # the worker takes the newest offer when it frees
             if waiting:
-                job = (waiting[-1][0], free_at + key_s, make(images[waiting[-1][0]], waiting[-1][0]))
-                keyed.add(waiting[-1][0])
+                taken = waiting[-1][0]
+                key_maps, seconds = key(taken)
+                job = (taken, free_at + seconds, key_maps)
+                keyed.add(taken)
             offered = [o for o in offered if o[1] > free_at]
         cost = flow_s
         if maps is None:
-            carrier.land(index, make(images[index], index))
-            maps, key, cost = carrier.maps, True, flow_s + key_s
-        result = segmenter.carried_result(images[index], maps, keyframe=key)
+            key_maps, seconds = key(index)
+            carrier.land(index, key_maps)
+            maps, was_key, cost = carrier.maps, True, flow_s + seconds
+        result = segmenter.carried_result(images[index], maps, keyframe=was_key)
+        segmenter.follow(result.mask)  # as the live loop does: the next crop key is around this mask
         now += cost
-        shown.append(Shown(index, index / fps, now, key, result.mask))
+        shown.append(Shown(index, index / fps, now, was_key, result.mask))
         if job is None:
-            job = (index, now + key_s, make(images[index], index))
+            key_maps, seconds = key(index)
+            job = (index, now + seconds, key_maps)
             keyed.add(index)
             offered = []
         else:
@@ -268,13 +344,44 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
     return shown
 
 
+def cost_model(segmenter: Segmenter, settings: LiveEvalSettings) -> CostModel:
+    """The simulated clock's model for this segmenter: ``--costs`` at its configured token budget."""
+    from dinomask.async_keys import KeyRateController
+
+    key_ms, flow_ms = settings.costs
+    return CostModel(key_ms, flow_ms, segmenter.config.geometry.tokens, KeyRateController.COST_EXPONENT)
+
+
 # ----------------------------------------------------------------------------- scores
 
 
-def score_replay(shown: list[Shown], truths: list[np.ndarray], fps: float, realtime: bool) -> dict:
-    """The live metrics of one replay (see the module docstring), with per-frame curves."""
+#: A clip with fewer camera frames than this after start-up (or fewer scored frames) gives no figure.
+MIN_MEASURED_FRAMES = 2
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def score_replay(shown: list[Shown], truths: list[np.ndarray | None], fps: float, realtime: bool,
+                 first_scored: int = 1, keys=()) -> dict:
+    """The live metrics of one replay (see the module docstring), with per-frame curves.
+
+    Args:
+        shown: the masks the loop showed, in order.
+        truths: per camera frame, its ground truth, or None for a frame without one (it is
+            delivered and may be shown, but not scored).
+        first_scored: frames before this one (the reference frame the clip was taught on) are
+            played but never scored.
+        keys: :class:`~dinomask.segmenter.KeyInfo` of each key made.
+
+    Figures a clip is too short to give are None: ``shown_fps`` with fewer than
+    :data:`MIN_MEASURED_FRAMES` camera frames after start-up, the J figures without a scored frame.
+    """
     count = len(truths)
-    own = [score_mask(s.mask, truths[s.index]) for s in shown]
+    scored = [k for k in range(first_scored, count) if truths[k] is not None]
+    own = [score_mask(s.mask, truths[s.index]) for s in shown if s.index >= first_scored and truths[s.index] is not None]
     latency = np.array([(s.ready - s.captured) * 1e3 for s in shown])
     live, curve = [], []
     if realtime and shown:
@@ -284,64 +391,133 @@ def score_replay(shown: list[Shown], truths: list[np.ndarray], fps: float, realt
             at = k / fps
             while pointer + 1 < len(by_ready) and by_ready[pointer + 1].ready <= at + 1e-9:
                 pointer += 1
-            if pointer >= 0:
+            if pointer >= 0 and k >= first_scored and truths[k] is not None:
                 j = score_mask(by_ready[pointer].mask, truths[k], boundary=False).iou
                 live.append(j)
                 curve.append((k, j))
     else:
-        live = [o.iou for o in own]
-        curve = [(s.index, o.iou) for s, o in zip(shown, own)]
+        pairs = [(s, o) for s, o in zip((s for s in shown if s.index >= first_scored and truths[s.index] is not None), own)]
+        live = [o.iou for _, o in pairs]
+        curve = [(s.index, o.iou) for s, o in pairs]
+    late = [score_mask(truths[k - 1], truths[k], boundary=False).iou for k in scored if truths[k - 1] is not None]
     duration = count / fps
     first = min((s.ready for s in shown), default=duration)
+    shown_fps = None
     if realtime:  # of the camera frames from the end of start-up on (the newest then included), the share shown
-        available = count - int(math.floor(first * fps + 1e-9))
-        shown_fps = min(fps, fps * (len(shown) - 1) / available) if available > 0 else 0.0
+        start = int(math.floor(first * fps + 1e-9))
+        available = count - start
+        if available >= MIN_MEASURED_FRAMES:
+            shown_fps = fps * sum(1 for item in shown if item.index >= start) / available
     else:
         span = max((s.ready for s in shown), default=first) - first
-        shown_fps = (len(shown) - 1) / span if span > 0 else 0.0
+        if len(shown) >= MIN_MEASURED_FRAMES and span > 0:
+            shown_fps = (len(shown) - 1) / span
+    scales = [k.scale_px for k in keys if k is not None]
     return {
         "shown_fps": shown_fps,
         "startup_ms": first * 1e3,
-        "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else float("nan"),
-        "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else float("nan"),
-        "own_frame_j": float(np.mean([o.iou for o in own])) if own else 0.0,
-        "own_frame_jf": float(np.mean([o.jf for o in own])) if own else 0.0,
-        "live_j": float(np.mean(live)) if live else 0.0,
-        "keyframe_share": sum(s.key for s in shown) / len(shown) if shown else 0.0,
+        "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else None,
+        "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else None,
+        "own_frame_j": _mean(o.iou for o in own),
+        "own_frame_jf": _mean(o.jf for o in own),
+        "live_j": _mean(live),
+        "late_by_one_j": _mean(late),
+        "keyframe_share": sum(s.key for s in shown) / len(shown) if shown else None,
         "dropped": count - len(shown),
         "frames": count,
+        "scored_frames": len(scored),
+        "key_scale_px_max": max(scales) if scales else None,
+        "key_scale_px_mean": float(np.mean(scales)) if scales else None,
         "curves": {"live_j": curve, "latency_ms": [(s.index, float(l)) for s, l in zip(shown, latency)]},
     }
+
+
+class ClipProblem(ValueError):
+    """A clip that cannot be replayed as it is (named in the report's problems, skipped)."""
 
 
 def evaluate_live(dataset: Dataset, segmenter_for, schedules: list[str], settings: LiveEvalSettings,
                   progress=None) -> dict:
     """Replay every sequence with every schedule; returns ``{"schedules": {name: {dataset
-    figures..., "sequences": {seq: figures}}}}``.
+    figures..., "sequences": {seq: figures}}}, "problems": [...]}``.
+
+    A clip whose first mask is empty, whose frames change size, or whose files cannot be read is
+    skipped and named in ``problems``; the others are measured. Dataset figures are means over the
+    clips that give them (a clip too short for a figure stays out of that mean).
 
     Args:
         segmenter_for: ``(sequence, KeyframeSettings) -> Segmenter`` (a fresh one per replay).
         schedules: ``--keyframes`` values (``async``, ``auto``, ``every:4``, ``off``).
     """
-    out: dict = {"schedules": {}}
+    from dinomask.errors import DinomaskError
+
+    out: dict = {"schedules": {}, "problems": []}
+    clips: dict[str, tuple] = {}
+    for sequence in dataset.sequences:
+        try:
+            clips[sequence.name] = load_clip(sequence, settings.max_frames)
+        except (ClipProblem, DinomaskError, OSError) as exc:
+            out["problems"].append(f"{sequence.name}: {exc}; not replayed")
     for text in schedules:
         keyframes = KeyframeSettings.parse(text)
         per_sequence: dict[str, dict] = {}
         for sequence in dataset.sequences:
-            per_sequence[sequence.name] = replay_sequence(sequence, segmenter_for(sequence, keyframes), keyframes, settings)
+            if sequence.name in clips:
+                try:
+                    per_sequence[sequence.name] = replay_clip(clips[sequence.name], segmenter_for(sequence, keyframes),
+                                                              keyframes, settings)
+                except DinomaskError as exc:
+                    problem = f"{sequence.name}: {exc}; not replayed"
+                    if problem not in out["problems"]:
+                        out["problems"].append(problem)
             if progress is not None:
                 progress.update(1)
-        means = {m: float(np.mean([s[m] for s in per_sequence.values()])) for m in LIVE_METRICS if per_sequence}
+        means = {m: _mean(s[m] for s in per_sequence.values()) for m in LIVE_METRICS}
         out["schedules"][keyframes.describe()] = means | {"sequences": per_sequence}
+    if settings.costs is not None:
+        out["cost_model"] = describe_costs(settings.costs)
     return out
 
 
-def replay_sequence(sequence: LabelledSequence, segmenter: Segmenter, keyframes: KeyframeSettings,
-                    settings: LiveEvalSettings) -> dict:
-    """One clip through one schedule: its live metrics and curves."""
-    frames = sequence.frames[: settings.max_frames] if settings.max_frames else sequence.frames
-    pairs = [load_pair(frame) for frame in frames]
-    images, truths = [p[0] for p in pairs], [p[1] for p in pairs]
+def describe_costs(costs: tuple[float, float]) -> str:
+    """The simulated clock's model in words, for the report."""
+    from dinomask.async_keys import KeyRateController
+
+    return (f"simulated clock: a key costs {costs[0]:g} ms at the configured --tokens, times (its own patches / "
+            f"those tokens) ** {KeyRateController.COST_EXPONENT:g} (a crop or a coarser key costs less); every frame "
+            f"costs {costs[1]:g} ms of flow and carrying; the rate controller sees these costs as it sees measured ones")
+
+
+def load_clip(sequence: LabelledSequence, max_frames: int | None = None) -> tuple[list, list, int]:
+    """A sequence as a camera delivers it: ``(images, truths, first_scored)``. Every frame of its
+    timeline is an image; frames without a mask have truth None; frames up to and including the
+    reference frame (its first annotated one) are not scored.
+
+    Raises:
+        ClipProblem: its first mask marks nothing, or its frames change size.
+    """
+    from dinomask.evaluate.datasets import load_truth_mask
+    from dinomask.preprocess import load_image
+
+    played = sequence.played[:max_frames] if max_frames else sequence.played
+    images = [load_image(image) for image, _ in played]
+    sizes = {image.shape[:2] for image in images}
+    if len(sizes) > 1:
+        raise ClipProblem(f"its frames change size ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); a camera's do not")
+    truths = [load_truth_mask(mask, size=image.shape[:2]) if mask is not None else None
+              for image, (_, mask) in zip(images, played)]
+    reference = next((i for i, t in enumerate(truths) if t is not None), None)
+    if reference is None:
+        raise ClipProblem("no annotated frame")
+    if not truths[reference].any():
+        raise ClipProblem(f"its first mask ({played[reference][1].name}) marks no object pixel, so there is nothing to teach")
+    return images, truths, reference + 1
+
+
+def replay_clip(clip: tuple[list, list, int], segmenter: Segmenter, keyframes: KeyframeSettings,
+                settings: LiveEvalSettings) -> dict:
+    """One clip (:func:`load_clip`) through one schedule: its live metrics and curves."""
+    images, truths, first_scored = clip
     make = key_maker(segmenter, truths if settings.oracle else None)
     segmenter.reset()
     if settings.costs is not None:
@@ -350,7 +526,13 @@ def replay_sequence(sequence: LabelledSequence, segmenter: Segmenter, keyframes:
         stage = (AsyncStage(segmenter, make, settings.key_budget) if keyframes.policy == "async"
                  else SyncStage(segmenter, make, keyframes))
         shown = replay_wall_clock(images, stage, settings)
-    return score_replay(shown, truths, settings.fps, settings.realtime)
+    return score_replay(shown, truths, settings.fps, settings.realtime, first_scored, make.keys)
+
+
+def replay_sequence(sequence: LabelledSequence, segmenter: Segmenter, keyframes: KeyframeSettings,
+                    settings: LiveEvalSettings) -> dict:
+    """One sequence through one schedule (see :func:`load_clip` and :func:`replay_clip`)."""
+    return replay_clip(load_clip(sequence, settings.max_frames), segmenter, keyframes, settings)
 
 
 def plot_sequence(result: dict, sequence: str, path: Path) -> Path:
@@ -362,6 +544,8 @@ def plot_sequence(result: dict, sequence: str, path: Path) -> Path:
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     for name, figures in result["schedules"].items():
+        if sequence not in figures["sequences"]:
+            continue
         curves = figures["sequences"][sequence]["curves"]
         if curves["live_j"]:
             top.plot(*zip(*curves["live_j"]), label=f"{name} (live J {figures['sequences'][sequence]['live_j']:.3f})")

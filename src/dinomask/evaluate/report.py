@@ -238,6 +238,11 @@ def write_control_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     return files + [out_dir / "report.md"]
 
 
+def _figure(value, spec: str) -> str:
+    """A figure for a table, or a dash where the clip gave none (too short to measure)."""
+    return "–" if value is None else format(value, spec)
+
+
 def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     """metrics.json (the first schedule's figures at its top level, every schedule under
     ``schedules``), report.md, and one ``live_<sequence>.png`` per sequence."""
@@ -247,10 +252,10 @@ def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     first = result["schedules"][names[0]]
     top = {metric: first[metric] for metric in LIVE_METRICS} | {"schedule": names[0]}
     _write_json(out_dir / "metrics.json", _header("live", run) | top | result)
-    sequences = list(first["sequences"])
+    sequences = list(dict.fromkeys(seq for d in result["schedules"].values() for seq in d["sequences"]))
     files = [out_dir / "metrics.json"] + [plot_sequence(result, seq, out_dir / f"live_{_slug(seq)}.png") for seq in sequences]
     live = run["live"]
-    clock = (f"a simulated clock (key {live['costs_ms'][0]:.0f} ms, flow {live['costs_ms'][1]:.0f} ms)"
+    clock = (result.get("cost_model") or f"a simulated clock (key {live['costs_ms'][0]:.0f} ms, flow {live['costs_ms'][1]:.0f} ms)"
              if live["costs_ms"] else "the wall clock of this machine")
     lines = ["# dinomask eval live", "", *_run_lines(run),
              f"Dataset: `{run['dataset']}`. Camera: {live['fps']:g} FPS, "
@@ -258,20 +263,33 @@ def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
              "**Oracle: the ground truth on the grid was the patch classifier; the figures are each schedule's "
              "ceiling, with the backbone's real cost.**" if live["oracle"] else "", "",
              "Own-frame J: each shown mask against its own frame. Live J: at each camera frame, the newest mask shown "
-             "by then against that frame (what the screen shows), from the first mask on.", "",
-             "| schedule | shown FPS | latency p50 (ms) | p95 (ms) | own-frame J | own-frame J&F | live J | keyframes | dropped |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "by then against that frame (what the screen shows), from the first mask on. One frame late: the ground "
+             "truth of the frame before against each frame, the live J of a pipeline showing every frame's own mask "
+             "one frame late (the best live J can read). The reference frame is played, never scored; frames without "
+             "a mask are played and not scored. Key scale: source pixels per patch side of the keys (on the crop "
+             "for a crop key). A dash: the clip is too short for that figure.", "",
+             "| schedule | shown FPS | latency p50 (ms) | p95 (ms) | own-frame J | own-frame J&F | live J | one frame late "
+             "| keyframes | key scale max / mean (px) | dropped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in result["schedules"].items():
-        lines.append(f"| {name} | {d['shown_fps']:.1f} | {d['latency_ms_p50']:.0f} | {d['latency_ms_p95']:.0f} | "
-                     f"{d['own_frame_j']:.3f} | {d['own_frame_jf']:.3f} | {d['live_j']:.3f} | {d['keyframe_share']:.0%} | "
-                     f"{d['dropped']:.1f} |")
-    lines += ["", "## Per sequence", "", "| sequence | schedule | shown FPS | p95 (ms) | own-frame J | live J | frames |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(f"| {name} | {_figure(d['shown_fps'], '.1f')} | {_figure(d['latency_ms_p50'], '.0f')} | "
+                     f"{_figure(d['latency_ms_p95'], '.0f')} | {_figure(d['own_frame_j'], '.3f')} | "
+                     f"{_figure(d['own_frame_jf'], '.3f')} | {_figure(d['live_j'], '.3f')} | "
+                     f"{_figure(d['late_by_one_j'], '.3f')} | {_figure(d['keyframe_share'], '.0%')} | "
+                     f"{_figure(d['key_scale_px_max'], '.1f')} / {_figure(d['key_scale_px_mean'], '.1f')} | "
+                     f"{_figure(d['dropped'], '.1f')} |")
+    lines += ["", "## Per sequence", "", "| sequence | schedule | shown FPS | p95 (ms) | own-frame J | live J | one frame late "
+              "| frames (scored) |", "|---|---|---|---|---|---|---|---|"]
     for seq in sequences:
         for name, d in result["schedules"].items():
-            s = d["sequences"][seq]
-            lines.append(f"| {seq} | {name} | {s['shown_fps']:.1f} | {s['latency_ms_p95']:.0f} | {s['own_frame_j']:.3f} | "
-                         f"{s['live_j']:.3f} | {s['frames']} |")
+            if seq not in d["sequences"]:
+                continue
+            f = d["sequences"][seq]
+            lines.append(f"| {seq} | {name} | {_figure(f['shown_fps'], '.1f')} | {_figure(f['latency_ms_p95'], '.0f')} | "
+                         f"{_figure(f['own_frame_j'], '.3f')} | {_figure(f['live_j'], '.3f')} | "
+                         f"{_figure(f['late_by_one_j'], '.3f')} | {f['frames']} ({f['scored_frames']}) |")
+    if result.get("problems"):
+        lines += ["", "## Problems", "", *[f"- {problem}" for problem in result["problems"]]]
     lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in files[1:])]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return files + [out_dir / "report.md"]
