@@ -80,10 +80,13 @@ def peak_rss_growth(work) -> float:
     return field("VmHWM") - before
 
 
-def textured(height: int, width: int, seed: int, tint=(0.2, 0.3, 0.9)) -> np.ndarray:
-    """Smooth random texture (flow needs texture), tinted towards one colour."""
+def textured(height: int, width: int, seed: int, tint=(0.2, 0.3, 0.9), scales=(2.0,)) -> np.ndarray:
+    """Smooth random texture (flow needs texture), tinted towards one colour. ``scales``: blur
+    sigmas (px) of the noise octaves summed; a texture with coarse octaves too (as real objects
+    have) lets a flow pyramid follow motions larger than the finest octave's grain."""
     rng = np.random.default_rng(seed)
-    noise = cv2.GaussianBlur(rng.uniform(0, 1, (height, width)).astype(np.float32), (0, 0), 2.0)
+    noise = sum(cv2.GaussianBlur(rng.uniform(0, 1, (height, width)).astype(np.float32), (0, 0), sigma) * sigma ** 0.5
+                for sigma in scales)
     noise = (noise - noise.min()) / (noise.max() - noise.min())
     image = np.stack([0.35 * noise + 0.65 * t for t in tint], axis=2)
     return (image * 255).astype(np.uint8)

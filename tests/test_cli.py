@@ -221,24 +221,25 @@ def test_sigterm_on_live_keeps_the_recording_and_the_taught_reference(tmp_path, 
     assert Reference.load(taught).label == "dog"
 
 
-@pytest.mark.parametrize("method,keyframes,roi,expected", [
-    ("dinomask", None, None, True),        # files frame by frame: the region of interest is on
-    ("dinomask", "async", None, False),    # a camera's clock: off
-    ("dinomask", "off", None, True),
-    ("dinomask", None, False, False),      # --no-roi
-    ("dinomask", "async", True, True),     # --roi
-    ("paper", None, None, False),          # the method as written never crops
+@pytest.mark.parametrize("method,keyframes,roi,expected,crop", [
+    ("dinomask", None, None, True, "budget"),    # files frame by frame: the crop gets the whole budget (finer)
+    ("dinomask", "async", None, True, "scale"),  # a camera's clock: the crop keeps the frame's scale (sooner keys)
+    ("dinomask", "off", None, True, "budget"),
+    ("dinomask", None, False, False, "budget"),  # --no-roi
+    ("dinomask", "async", False, False, "scale"),
+    ("paper", None, None, False, "budget"),      # the method as written never crops
 ])
-def test_the_region_of_interest_default_follows_how_frames_arrive(method, keyframes, roi, expected):
+def test_the_region_of_interest_default_follows_how_frames_arrive(method, keyframes, roi, expected, crop):
     from dinomask.cli import segmenter_config
 
     config = segmenter_config(method, keyframes=keyframes, roi=roi)
-    assert config.roi.enabled is expected
+    assert config.roi.enabled is expected and config.roi.crop_tokens == crop
     assert config.upsample == ("nearest" if method == "paper" else "bicubic")
 
 
-def test_live_on_a_camera_keeps_the_region_of_interest_off_unless_asked(monkeypatch, dog_ref):
-    """live decides async for a camera before the region of interest's default is taken."""
+def test_live_on_a_camera_crops_at_the_frames_scale(monkeypatch, dog_ref):
+    """live decides async for a camera before the region of interest's default is taken: crop keys
+    at the whole frame's scale (issue 25: davis-motion live J 0.502 -> 0.513 under the oracle)."""
     import dinomask.cli as cli
 
     seen = {}
@@ -251,4 +252,6 @@ def test_live_on_a_camera_keeps_the_region_of_interest_off_unless_asked(monkeypa
     with pytest.raises(SystemExit):
         cli.app(["live", "--ref", str(dog_ref), "--source", "rtsp://camera.invalid/stream", "--no-window"],
                 standalone_mode=False)
-    assert seen["config"].keyframes.policy == "async" and not seen["config"].roi.enabled
+    config = seen["config"]
+    assert config.keyframes.policy == "async" and config.keyframes.flow_side == 160
+    assert config.roi.enabled and config.roi.crop_tokens == "scale"

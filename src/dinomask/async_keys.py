@@ -38,6 +38,19 @@ def segmenter_keys(segmenter: Segmenter) -> KeyMaker:
     return make
 
 
+#: The default key budget in camera frames: a key should land within one frame of the frame it
+#: was made for (a later one is carried through more flows, which lose a moving object); the
+#: controller's floor (:attr:`KeyRateController.MIN_TOKENS`, 32 px a patch) bounds how coarse keys
+#: get to meet it. Measured with ``eval live --oracle --costs 262,22`` on davis-motion and davis-live
+#: (docs/speed.md): live J 0.48 -> 0.51 and 0.80 -> 0.82 against 2 frames' budget.
+KEY_BUDGET_FRAMES = 1.0
+
+
+def default_key_budget_ms(fps: float) -> float:
+    """The rate controller's default target for one key on a ``fps`` camera (:data:`KEY_BUDGET_FRAMES`)."""
+    return KEY_BUDGET_FRAMES * 1000.0 / fps
+
+
 class KeyRateController:
     """Moves a segmenter's token budget so that one key costs about ``budget_ms``.
 
@@ -54,8 +67,9 @@ class KeyRateController:
         lock: held while the segmenter's config changes (the key worker's).
     """
 
-    #: The smallest token budget: a 15 x 27 grid at 854 x 480, 32 source pixels a patch.
-    MIN_TOKENS = 400
+    #: The smallest token budget: a 15 x 27 grid at 854 x 480, 32 source pixels a patch (400 gives
+    #: 15 x 26, 32.8 px).
+    MIN_TOKENS = 405
     #: Cost of a key ~ tokens ** COST_EXPONENT (ViT-S/14, 400 to 2,000 tokens, 2-core CPU).
     COST_EXPONENT = 1.1
 

@@ -69,7 +69,7 @@ PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or km
 KOpt = Annotated[Optional[int], typer.Option("--k", help="k-means object prototypes.")]
 BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Background prototypes from: none, reference, frame, both.")]
 UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest (the paper's blocks), bilinear, bicubic (the soft score; default) or bilateral (bicubic, then a joint bilateral filter on the edge band, guided by the frame's colours; about 7 ms at 854x480 on 2 cores, 23 ms at worst).")]
-RoiOpt = Annotated[Optional[bool], typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object (more patches on it, fewer in all). Default: on for files processed frame by frame, off on a camera's clock (async keyframes) and for paper.")]
+RoiOpt = Annotated[Optional[bool], typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object: in a file frame by frame it gets the whole token budget (more patches on the object); on a camera's clock (async keyframes) it keeps the frame's scale (fewer patches, sooner keys). Default: on, except for paper.")]
 AdaptOpt = Annotated[float, typer.Option(help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
 KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure), every:K, or async (live on a camera's clock: the backbone in its own worker, flow on every frame). Default: async for live on a camera, stream or --realtime; auto for files; off for paper.")]
 TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
@@ -130,9 +130,10 @@ def segmenter_config(
         changes["keyframes"] = KeyframeSettings.parse(keyframes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--keyframes") from None
-    if roi is None:  # a file frame by frame: the oracle's J rises (0.939 -> 0.948 with auto keys on davis-live);
-        # on a camera's clock it falls (async 0.677 -> 0.665): the crop comes from a mask frames old
-        roi = method != "paper" and changes["keyframes"].policy != "async"
+    if roi is None:  # a file frame by frame: the crop gives the object more patches (oracle J with auto keys on
+        # davis-live 0.939 -> 0.948); on a camera's clock it keeps the frame's scale for cheaper, sooner keys
+        # (async, oracle, simulated clock: davis-motion live J 0.502 -> 0.513, davis-live 0.805 -> 0.824)
+        roi = method != "paper"
     # on a camera's clock a crop is for a sooner key (the frame's scale, fewer patches); in a file, for a finer mask
     changes["roi"] = RoiSettings(enabled=roi, crop_tokens="scale" if changes["keyframes"].policy == "async" else "budget")
     changes["refine"] = refine_settings(refine, refiner)
@@ -360,7 +361,7 @@ def live(
     stats_every: Annotated[Optional[float], typer.Option("--stats-every", min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds, and one for the last, partial interval at the end (0: only that one).")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Play a video file or frame folder on its own clock, as a camera would (the newest frame wins); without it every frame is processed.")] = False,
     fps: Annotated[Optional[float], typer.Option(min=0.1, max=1000, help="Frame rate of a folder of frames (default 24), or one that replaces a file's own (0.1 to 1000).")] = None,
-    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than 32 px a patch; 0: keep --tokens fixed).")] = None,
 ) -> None:
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
@@ -707,7 +708,7 @@ def eval_live(
     realtime: Annotated[bool, typer.Option("--realtime/--no-realtime", help="Deliver frames on the camera clock (the newest wins) or every frame.")] = True,
     fps: Annotated[float, typer.Option(min=0.1, max=1000, help="The camera's frame rate (0.1 to 1000).")] = 24.0,
     costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock instead of the wall clock (reproducible): a key costs KEY_MS at the configured --tokens and grows with its own patch count (exponent 1.1, so a crop or coarser key costs less); each frame FLOW_MS.")] = None,
-    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="async: target ms of one key for the rate controller, as in live (default: 4 camera frames; 0: keep --tokens fixed).")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="async: target ms of one key for the rate controller, as in live (default: one camera frame, keys no coarser than 32 px a patch; 0: keep --tokens fixed).")] = None,
     tokens: TokensOpt = None,
     roi: RoiOpt = None,
     refine: RefineOpt = None,

@@ -28,10 +28,12 @@ import cv2
 import numpy as np
 
 KEYFRAME_POLICIES = ("off", "every", "auto", "async")
-#: Short side (px) of ``async``'s flow: every camera frame pays for it, and at 120 px a flow
-#: step is a third of its cost at 240 while still finer than the patch grid (a 28 x 50 grid's
-#: patch is 4 px there). Measured with ``eval live --oracle`` on davis-live (docs/speed.md).
-ASYNC_FLOW_SIDE = 120
+#: Short side (px) of ``async``'s flow. Every camera frame pays for it, growing with its area
+#: (``benchmarks/flow_cost.py``, 854 x 480: 5.1 ms at 120, 8.7 at 160, 10.9 at 180, 18.9 at 240);
+#: a finer flow follows limbs better (``eval live --oracle``, simulated clock with that cost:
+#: davis-motion live J 0.494 at 120, 0.513 at 160, 0.521 at 200). 160 keeps a frame's work (26 ms
+#: in the issue's cost model) within a 30 FPS camera's 33 ms with room to spare; 200 would not.
+ASYNC_FLOW_SIDE = 160
 
 
 @dataclass(frozen=True)

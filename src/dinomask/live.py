@@ -52,7 +52,7 @@ class LiveOptions:
             :class:`~dinomask.video.SourceSettings`); cameras and streams always are.
         fps: the rate of a folder of frames, or one that replaces a file's own.
         key_budget_ms: ``--keyframes async``: the target cost of one key for the rate
-            controller (:class:`~dinomask.async_keys.AsyncKeyStage`); None: 4 camera frames;
+            controller (:class:`~dinomask.async_keys.AsyncKeyStage`); None: one camera frame;
             0: a fixed token budget.
         stats_every: print one JSON line of statistics to stdout every this many seconds
             (frames shown, FPS, capture-to-output latency p50/p95, keyframe share):
@@ -223,9 +223,9 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     stop = threading.Event()
     stage = None
     if segmenter.config.keyframes.policy == "async" and source.realtime:  # the camera does not wait
-        from dinomask.async_keys import AsyncKeyStage
+        from dinomask.async_keys import AsyncKeyStage, default_key_budget_ms
 
-        budget = options.key_budget_ms if options.key_budget_ms is not None else 4000.0 / source.fps
+        budget = options.key_budget_ms if options.key_budget_ms is not None else default_key_budget_ms(source.fps)
         stage = AsyncKeyStage(segmenter, key_budget_ms=budget or None)
     segment = stage if stage is not None else segment_frames(segmenter)
 

@@ -13,6 +13,7 @@ own background where it has one, and bicubic upsampling of the soft score.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
@@ -462,8 +463,9 @@ class Segmenter:
         geometry = self.config.geometry
         if box is not None and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
             # the crop at the whole frame's scale: fewer patches, a cheaper key (live on a camera's clock)
-            share = crop.shape[0] * crop.shape[1] / (image.shape[0] * image.shape[1])
-            geometry = dataclasses.replace(geometry, tokens=max(MIN_CROP_TOKENS, int(round(geometry.tokens * share))))
+            scale = KeyInfo.of(image.shape[:2], full_grid).scale_px
+            tokens = math.ceil(crop.shape[0] / scale) * math.ceil(crop.shape[1] / scale)
+            geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, max(MIN_CROP_TOKENS, tokens)))
         (features,) = extract_features(self.backbone, [crop], geometry, timings)
         self.last_key = KeyInfo.of(crop.shape[:2], features.patches.shape[:2])
         start = time.perf_counter()

@@ -64,7 +64,7 @@ class LiveEvalSettings:
         costs: ``(key_ms, flow_ms)`` for a simulated clock, or None for the wall clock.
         max_frames: at most this many frames of each clip.
         key_budget_ms: ``async`` on the wall clock: the rate controller's target for one key, as
-            in ``live`` (None: 4 camera frames; 0: the token budget stays fixed).
+            in ``live`` (None: one camera frame; 0: the token budget stays fixed).
     """
 
     fps: float = 24.0
@@ -77,7 +77,9 @@ class LiveEvalSettings:
     @property
     def key_budget(self) -> float | None:
         """The controller's target in ms, or None for a fixed token budget."""
-        budget = 4000.0 / self.fps if self.key_budget_ms is None else self.key_budget_ms
+        from dinomask.async_keys import default_key_budget_ms
+
+        budget = default_key_budget_ms(self.fps) if self.key_budget_ms is None else self.key_budget_ms
         return budget or None
 
     def __post_init__(self) -> None:
@@ -117,20 +119,34 @@ def parse_costs(text: str | None) -> tuple[float, float] | None:
     return key, flow
 
 
+#: One flow step (two DIS flows, warping, uncovered background) at the default 120 px short side,
+#: 854 x 480 frames, measured on the 2-core build machine with ``benchmarks/flow_cost.py``
+#: (5.1 ms; 10.9 at 180 px, 18.9 at 240: it grows with the flow image's area).
+FLOW_STEP_MS_AT_120 = 5.1
+
+
 @dataclass(frozen=True)
 class CostModel:
     """The simulated clock: a key costs ``key_ms`` at ``tokens`` patches and grows with its own
     patch count as ``(patches / tokens) ** exponent`` (the exponent measured with
     ``benchmarks/backbone_speed.py``; a crop key of fewer patches costs less); every frame pays
-    ``flow_ms`` plus the per-frame work measured on this machine beyond the flow."""
+    ``flow_ms`` (all of a frame's work with flow at 120 px) and, with a finer flow, the extra a
+    flow step costs at ``flow_side`` (:data:`FLOW_STEP_MS_AT_120` times the growth of its area)."""
 
     key_ms: float
     flow_ms: float
     tokens: int
     exponent: float
+    flow_side: int = 120
 
     def key_s(self, patches: int) -> float:
         return self.key_ms / 1000.0 * (max(patches, 1) / self.tokens) ** self.exponent
+
+    @property
+    def frame_s(self) -> float:
+        """A frame's work in the loop: flow and carrying."""
+        extra = FLOW_STEP_MS_AT_120 * ((self.flow_side / 120.0) ** 2 - 1.0)
+        return (self.flow_ms + extra) / 1000.0
 
 
 
@@ -268,9 +284,9 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
     it does by measured ones on the wall clock, so cheaper (fewer-patch) keys come sooner."""
     from dinomask.async_keys import KeyRateController
 
-    model = cost_model(segmenter, settings)
+    model = cost_model(segmenter, settings, keyframes)
     controller = KeyRateController(segmenter, settings.key_budget if keyframes.policy == "async" else None)
-    flow_s = model.flow_ms / 1000.0
+    flow_s = model.frame_s
     fps, count = settings.fps, len(images)
     shown: list[Shown] = []
     now, last = 0.0, -1
@@ -344,12 +360,14 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
     return shown
 
 
-def cost_model(segmenter: Segmenter, settings: LiveEvalSettings) -> CostModel:
-    """The simulated clock's model for this segmenter: ``--costs`` at its configured token budget."""
+def cost_model(segmenter: Segmenter, settings: LiveEvalSettings, keyframes: KeyframeSettings) -> CostModel:
+    """The simulated clock's model for this segmenter: ``--costs`` at its configured token budget
+    and flow side."""
     from dinomask.async_keys import KeyRateController
 
     key_ms, flow_ms = settings.costs
-    return CostModel(key_ms, flow_ms, segmenter.config.geometry.tokens, KeyRateController.COST_EXPONENT)
+    return CostModel(key_ms, flow_ms, segmenter.config.geometry.tokens, KeyRateController.COST_EXPONENT,
+                     keyframes.flow_side if keyframes.enabled else 120)
 
 
 # ----------------------------------------------------------------------------- scores
@@ -485,7 +503,9 @@ def describe_costs(costs: tuple[float, float]) -> str:
 
     return (f"simulated clock: a key costs {costs[0]:g} ms at the configured --tokens, times (its own patches / "
             f"those tokens) ** {KeyRateController.COST_EXPONENT:g} (a crop or a coarser key costs less); every frame "
-            f"costs {costs[1]:g} ms of flow and carrying; the rate controller sees these costs as it sees measured ones")
+            f"costs {costs[1]:g} ms of flow and carrying with flow at 120 px, plus a finer flow's measured extra "
+            f"({FLOW_STEP_MS_AT_120:g} ms times the growth of the flow image's area); the rate controller sees these "
+            "costs as it sees measured ones")
 
 
 def load_clip(sequence: LabelledSequence, max_frames: int | None = None) -> tuple[list, list, int]:
@@ -518,6 +538,8 @@ def replay_clip(clip: tuple[list, list, int], segmenter: Segmenter, keyframes: K
                 settings: LiveEvalSettings) -> dict:
     """One clip (:func:`load_clip`) through one schedule: its live metrics and curves."""
     images, truths, first_scored = clip
+    if segmenter.config.keyframes.policy == keyframes.policy:  # the segmenter's own settings (flow side, tolerances)
+        keyframes = segmenter.config.keyframes
     make = key_maker(segmenter, truths if settings.oracle else None)
     segmenter.reset()
     if settings.costs is not None:
