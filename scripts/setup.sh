@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
-pip install -q -e ".[test,onnx,serve,ray,docs,dev]"
+pip install -q -e ".[test,onnx,serve,ray,robotics,docs,dev]"
 # Debian's Chromium and ChromeDriver for the end-to-end browser test (skipped where they cannot be installed)
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -213,3 +213,55 @@ def remove_batch(
         report.interrupted = exc
     report.seconds = time.perf_counter() - started
     return report
+
+
+def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: OutputOptions, *, topic: str | None = None,
+               extras: Sequence[str] = (), show_progress: bool = True) -> BatchReport:
+    """One ROS bag's image topic in, a ROS 2 bag (MCAP) of masks out (see :mod:`dinomask.bags`).
+
+    A message that cannot be decoded is skipped and named in ``report.failed``; a bag that cannot
+    be read on (truncated, corrupt) ends the read there, named, with the frames before it written.
+    Ctrl-C or SIGTERM finalises the frames written (``report.interrupted`` is set).
+
+    Raises:
+        SourceError: the bag cannot be opened, or the topic is missing or must be chosen.
+        OutputError: ``output`` exists and ``options.overwrite`` is not set.
+    """
+    from dinomask.bags import BagReader, BagWriter
+
+    report = BatchReport(planned=1)
+    started = time.perf_counter()
+    with BagReader(source, topic) as reader:
+        writer = BagWriter(output, reader.topic, extras, overwrite=options.overwrite)
+        keep = True
+        try:
+            segmenter.reset()
+            with tqdm(total=reader.count, desc=f"removing background ({reader.topic})", unit="frame",
+                      disable=not show_progress) as progress:
+                for item in reader:
+                    progress.update(1)
+                    if isinstance(item, Exception):
+                        report.failed[str(item).split(": ", 1)[0]] = str(item).split(": ", 1)[-1]
+                        continue
+                    result = segmenter.predict(item.image)
+                    removed = (render(item.image, result.mask, result.similarity, result.labels, "composite",
+                                      options.background) if "removed" in writer.topics else None)
+                    if removed is not None and removed.shape[-1] == 4:  # transparent: the alpha is the mask topic
+                        removed = removed[:, :, :3]
+                    writer.write(item, result.labels, removed, result.similarity)
+                    report.frames += 1
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the frames written are kept, finalised
+            report.interrupted = exc
+        except DinomaskError as exc:  # the bag cannot be read on: what came before is kept
+            report.failed[str(source)] = str(exc)
+        except BaseException:
+            keep = False
+            raise
+        finally:
+            path = writer.close(keep=keep)
+    if path is not None:
+        report.written.append(path)
+    elif not report.failed and report.interrupted is None:
+        report.failed[str(source)] = f"no frame of topic {reader.topic} could be processed; no bag written"
+    report.seconds = time.perf_counter() - started
+    return report

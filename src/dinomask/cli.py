@@ -80,6 +80,7 @@ BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, w
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TopicOpt = Annotated[Optional[str], typer.Option(help="A ROS bag's image topic (sensor_msgs Image or CompressedImage); needed where the bag has several.")]
 class Engine(str, Enum):
     """Where batch work runs."""
 
@@ -291,8 +292,11 @@ def remove(
     address: AddressOpt = None,
     actors: ActorsOpt = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ray: work items per batch (default 4).")] = None,
+    topic: TopicOpt = None,
+    bag_outputs: Annotated[Optional[str], typer.Option("--bag-outputs", help="A bag input: besides TOPIC/mask, also write removed (the composited frame) and/or similarity (32FC1 on the patch grid), comma-separated.")] = None,
 ) -> None:
-    """Remove the background of images, folders and videos; one output per input."""
+    """Remove the background of images, folders, videos, or a ROS bag's image topic; one output per input
+    (for a bag: a ROS 2 bag of masks at OUT)."""
     from dinomask.batch import OutputOptions, remove_batch
     from dinomask.composite import OUTPUT_KINDS, Background
     from dinomask.files import check_writable, plan_outputs
@@ -300,6 +304,18 @@ def remove(
     if output_kind not in OUTPUT_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(OUTPUT_KINDS)}, got {output_kind!r}", param_hint="--output-kind")
     options = OutputOptions(kind=output_kind, background=Background.parse(background), overwrite=overwrite)
+    from dinomask.bags import is_bag
+
+    if any(is_bag(path) for path in inputs):
+        _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, ref=ref, model=model, device=device,
+                    dtype=dtype, runtime=runtime, fast=fast, refiner=refiner,
+                    config=segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold,
+                                            prototype=prototype, k=k, bg_source=bg_source, upsample=upsample,
+                                            temporal=temporal, adapt=adapt, roi=roi, keyframes=keyframes,
+                                            refine=refine, refiner=refiner))
+        return
+    if topic is not None or bag_outputs is not None:
+        raise typer.BadParameter("--topic and --bag-outputs are for a ROS bag input", param_hint="--topic")
     suffix = "" if output_kind == "composite" else f"_{output_kind}"
     items, problems = plan_outputs(inputs, output, transparent=options.transparent, suffix=suffix)
     if not items:
@@ -328,10 +344,44 @@ def remove(
         raise typer.Exit(1)
 
 
+def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet: bool, *, config, **load) -> None:
+    """``remove`` on one ROS bag: its image topic in, a ROS 2 bag (MCAP) of masks out at ``output``."""
+    from dinomask.bags import EXTRA_OUTPUTS, BagReader
+    from dinomask.batch import remove_bag
+
+    if len(inputs) != 1:
+        raise typer.BadParameter("a ROS bag is processed alone: give one bag per run", param_hint="INPUTS")
+    if engine is Engine.ray:
+        raise typer.BadParameter("--engine ray takes images and videos; a bag runs in this process", param_hint="--engine")
+    extras = [part.strip() for part in (bag_outputs or "").split(",") if part.strip()]
+    unknown = sorted(set(extras) - set(EXTRA_OUTPUTS))
+    if unknown:
+        raise typer.BadParameter(f"expected any of {', '.join(EXTRA_OUTPUTS)}, got {', '.join(unknown)}", param_hint="--bag-outputs")
+    source = Path(inputs[0])
+    if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
+        raise typer.BadParameter(f"the output bag {output} would be written inside or over the input {source}",
+                                 param_hint="--output")
+    if output.exists() and not options.overwrite:
+        raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
+    with BagReader(source, topic) as reader:  # the bag and its topic, checked before the model loads
+        topic = reader.topic
+    from dinomask.files import check_writable
+
+    check_writable(output.parent, "the output bag")
+    segmenter = _load_segmenter(load["ref"], load["model"], load["device"], load["dtype"], load["runtime"], load["fast"],
+                                config, refiner=load["refiner"])
+    report = remove_bag(segmenter, source, output, options, topic=topic, extras=extras, show_progress=not quiet)
+    typer.echo(report.summary().replace("(output exists)", "").replace(" frames in", " messages in"), err=not report.ok)
+    if report.interrupted is not None:
+        raise report.interrupted
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 @app.command()
 def live(
     ref: RefOpt = [],  # noqa: B006
-    source: Annotated[str, typer.Option(help="Camera index (0), stream URL, video file, or folder of frames.")] = "0",
+    source: Annotated[str, typer.Option(help="Camera index (0), stream URL, video file, folder of frames, or ROS bag (ROS 2 folder, .mcap, ROS 1 .bag; --topic).")] = "0",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Record to this .mp4 (headless).")] = None,
     window: Annotated[bool, typer.Option(help="Show a window (needs an OpenCV build with GUI).")] = True,
     max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
@@ -362,6 +412,7 @@ def live(
     realtime: Annotated[bool, typer.Option("--realtime", help="Play a video file or frame folder on its own clock, as a camera would (the newest frame wins); without it every frame is processed.")] = False,
     fps: Annotated[Optional[float], typer.Option(min=0.1, max=1000, help="Frame rate of a folder of frames (default 24), or one that replaces a file's own (0.1 to 1000).")] = None,
     key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than 32 px a patch; 0: keep --tokens fixed).")] = None,
+    topic: TopicOpt = None,
 ) -> None:
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
@@ -385,7 +436,7 @@ def live(
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,
-        stats_every=stats_every, realtime=realtime, fps=fps, key_budget_ms=key_budget_ms,
+        stats_every=stats_every, realtime=realtime, fps=fps, key_budget_ms=key_budget_ms, topic=topic,
     )
     from dinomask.files import check_writable
 

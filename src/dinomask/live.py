@@ -51,6 +51,7 @@ class LiveOptions:
         realtime: deliver a file or folder on its own clock, as a camera would (see
             :class:`~dinomask.video.SourceSettings`); cameras and streams always are.
         fps: the rate of a folder of frames, or one that replaces a file's own.
+        topic: a ROS bag source's image topic.
         key_budget_ms: ``--keyframes async``: the target cost of one key for the rate
             controller (:class:`~dinomask.async_keys.AsyncKeyStage`); None: one camera frame;
             0: a fixed token budget.
@@ -71,6 +72,7 @@ class LiveOptions:
     realtime: bool = False
     fps: float | None = None
     key_budget_ms: float | None = None
+    topic: str | None = None
     stats_every: float | None = None
 
 
@@ -212,7 +214,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         if path is not None and path.exists() and not options.overwrite:
             raise DinomaskError(f"{path} exists; pass --overwrite to replace it")
     source = FrameSource(parse_source(options.source), SourceSettings(
-        retry_seconds=options.retry_seconds, realtime=options.realtime, fps=options.fps))
+        retry_seconds=options.retry_seconds, realtime=options.realtime, fps=options.fps, topic=options.topic))
     segmenter.reset()
     teaching = LiveTeaching(segmenter, save_ref)
     if commands is not None:

@@ -60,12 +60,14 @@ class SourceSettings:
             the newest, dropping what it was too busy to take. Off: every frame, as fast as
             the loop goes (cameras and streams are always real time).
         fps: the rate of a folder of frames, or a rate that replaces a file's own.
+        topic: a ROS bag's image topic (see :class:`~dinomask.bags.BagCapture`).
     """
 
     retry_seconds: float = 10.0
     retry_interval: float = 0.5
     realtime: bool = False
     fps: float | None = None
+    topic: str | None = None
 
     def __post_init__(self) -> None:
         if self.fps is not None and not MIN_FPS <= self.fps <= MAX_FPS:  # also refuses NaN
@@ -178,6 +180,13 @@ class FrameSource:
     def _open_bounded(self, source: int | str) -> "cv2.VideoCapture":
         """Open with OpenCV's own open and read timeouts set to ``retry_seconds`` (at least 1 s):
         its defaults (30 s each) would hold a dead stream far past what the user allowed."""
+        from dinomask.bags import BagCapture, is_bag
+
+        if isinstance(source, str) and is_bag(source):  # played on its own clock: its messages' log times
+            return BagCapture(source, self.settings.topic)
+        if self.settings.topic is not None:
+            raise SourceError(f"--topic is for a ROS bag source; {source!r} is not a bag (a ROS 2 folder with "
+                              "metadata.yaml, an .mcap or a ROS 1 .bag)")
         if isinstance(source, str) and Path(source).is_dir():
             return FolderCapture(source, self.settings.fps or 24.0)
         if not (isinstance(source, str) and "://" in source):
@@ -237,8 +246,9 @@ class FrameSource:
                     continue
                 if live:
                     stamp = time.monotonic() - start
-                elif paced:  # the camera clock: frame i is ready i / fps after the first, not sooner
-                    stamp = index / self.fps
+                elif paced:  # the camera clock: frame i is ready i / fps after the first (a bag: at its log time)
+                    own = getattr(self._capture, "position_s", None)
+                    stamp = own if own is not None and self.settings.fps is None else index / self.fps
                     time.sleep(max(0.0, start + stamp - time.monotonic()))
                 else:
                     stamp = float(self._capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0 or index / self.fps
