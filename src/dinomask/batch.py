@@ -103,23 +103,27 @@ def _say_unrefined(item: WorkItem, result, said: set) -> None:
         _log.warning("%s: %s; its unrefined mask is written", item.source, result.refine_skipped)
 
 
-def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions) -> int:
+def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions, view=None) -> int:
     image = load_image(item.source)
     segmenter.reset()  # separate images are not a video: no smoothing across them
     result = segmenter.predict(image)
     _say_unrefined(item, result, set())
+    if view is not None:
+        view.log(view.frames, image, result)
     output = render(image, result.mask, result.similarity, result.labels, options.kind, options.background)
     write_image_atomic(item.output, output)
     return 1
 
 
 def _rendered_frames(segmenter: Segmenter, source: FrameSource, item: WorkItem, options: OutputOptions,
-                     progress: tqdm | None) -> Iterator[tuple[Frame, np.ndarray]]:
+                     progress: tqdm | None, view=None) -> Iterator[tuple[Frame, np.ndarray]]:
     """Each frame of a video in order, with its rendered output."""
     said: set = set()
     for count, frame in enumerate(source, start=1):
         result = segmenter.predict(frame.image)
         _say_unrefined(item, result, said)
+        if view is not None:
+            view.log(view.frames, frame.image, result)
         yield frame, render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
         if progress is not None:
             progress.set_postfix_str(f"{item.source.name} frame {count}")
@@ -135,10 +139,11 @@ def _check_complete(item: WorkItem, source: FrameSource, frames: int) -> None:
         )
 
 
-def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
+def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None,
+                   view=None) -> int:
     source = FrameSource(str(item.source))
     segmenter.reset()
-    frames = _rendered_frames(segmenter, source, item, options, progress)
+    frames = _rendered_frames(segmenter, source, item, options, progress, view)
     if options.transparent:  # written in a folder beside, then swapped in whole: no old frame survives a rerun
         folder = temporary_folder(item.output)
         try:
@@ -175,19 +180,21 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
     return writer.frames
 
 
-def process_item(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None) -> int:
+def process_item(segmenter: Segmenter, item: WorkItem, options: OutputOptions, progress: tqdm | None = None,
+                 view=None) -> int:
     """Write one item's output; returns frames processed. Raises on unreadable input.
 
-    Temporary files left by an interrupted earlier write of this output are removed first.
+    Temporary files left by an interrupted earlier write of this output are removed first. With
+    ``view`` (a :class:`~dinomask.rerun_view.RerunView`), every frame is logged to it too.
     """
     remove_stale_parts(item.output)
     if item.kind == "image":
-        return _process_image(segmenter, item, options)
-    return _process_video(segmenter, item, options, progress)
+        return _process_image(segmenter, item, options, view)
+    return _process_video(segmenter, item, options, progress, view)
 
 
 def remove_batch(
-    segmenter: Segmenter, items: Sequence[WorkItem], options: OutputOptions, *, show_progress: bool = True
+    segmenter: Segmenter, items: Sequence[WorkItem], options: OutputOptions, *, show_progress: bool = True, view=None
 ) -> BatchReport:
     """Run every work item; never stop on one failure.
 
@@ -205,7 +212,7 @@ def remove_batch(
                     report.skipped.append(item.output)
                     continue
                 try:
-                    report.frames += process_item(segmenter, item, options, progress)
+                    report.frames += process_item(segmenter, item, options, progress, view)
                     report.written.append(item.output)
                 except (DinomaskError, OSError, ValueError, cv2.error) as exc:  # OpenCV's own errors fail one file too
                     report.failed[str(item.source)] = str(exc).strip() or exc.__class__.__name__
@@ -216,7 +223,7 @@ def remove_batch(
 
 
 def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: OutputOptions, *, topic: str | None = None,
-               extras: Sequence[str] = (), show_progress: bool = True) -> BatchReport:
+               extras: Sequence[str] = (), show_progress: bool = True, view=None) -> BatchReport:
     """One ROS bag's image topic in, a ROS 2 bag (MCAP) of masks out (see :mod:`dinomask.bags`).
 
     A message that cannot be decoded is skipped and named in ``report.failed``; a bag that cannot
@@ -249,6 +256,8 @@ def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: Output
                     if removed is not None and removed.shape[-1] == 4:  # transparent: the alpha is the mask topic
                         removed = removed[:, :, :3]
                     writer.write(item, result.labels, removed, result.similarity)
+                    if view is not None:
+                        view.log(item.index, item.image, result, item.stamp[0] + item.stamp[1] / 1e9)
                     report.frames += 1
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the frames written are kept, finalised
             report.interrupted = exc

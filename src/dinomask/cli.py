@@ -80,6 +80,7 @@ BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, w
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+RerunOpt = Annotated[Optional[str], typer.Option(help="Log every frame, its mask, the similarity and the loop's figures to Rerun: --rerun alone spawns a viewer, --rerun FILE.rrd saves a recording, --rerun HOST:PORT connects to a running viewer (pip install 'dinomask[robotics]').")]
 TopicOpt = Annotated[Optional[str], typer.Option(help="A ROS bag's image topic (sensor_msgs Image or CompressedImage); needed where the bag has several.")]
 class Engine(str, Enum):
     """Where batch work runs."""
@@ -292,6 +293,7 @@ def remove(
     address: AddressOpt = None,
     actors: ActorsOpt = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ray: work items per batch (default 4).")] = None,
+    rerun: RerunOpt = None,
     topic: TopicOpt = None,
     bag_outputs: Annotated[Optional[str], typer.Option("--bag-outputs", help="A bag input: besides TOPIC/mask, also write removed (the composited frame) and/or similarity (32FC1 on the patch grid), comma-separated.")] = None,
 ) -> None:
@@ -304,10 +306,13 @@ def remove(
     if output_kind not in OUTPUT_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(OUTPUT_KINDS)}, got {output_kind!r}", param_hint="--output-kind")
     options = OutputOptions(kind=output_kind, background=Background.parse(background), overwrite=overwrite)
+    _check_rerun(rerun)
+    if rerun is not None and engine is Engine.ray:
+        raise typer.BadParameter("--rerun logs from this process; it does not combine with --engine ray", param_hint="--rerun")
     from dinomask.bags import is_bag
 
     if any(is_bag(path) for path in inputs):
-        _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, ref=ref, model=model, device=device,
+        _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, rerun, ref=ref, model=model, device=device,
                     dtype=dtype, runtime=runtime, fast=fast, refiner=refiner,
                     config=segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold,
                                             prototype=prototype, k=k, bg_source=bg_source, upsample=upsample,
@@ -335,7 +340,12 @@ def remove(
         report = remove_batch_ray(spec, items, RayOptions(address=address, actors=actors, batch_size=batch_size),
                                   show_progress=not quiet)
     else:
-        report = remove_batch(segmenter, items, options, show_progress=not quiet)
+        view = _rerun_view(rerun, segmenter, "remove")
+        try:
+            report = remove_batch(segmenter, items, options, show_progress=not quiet, view=view)
+        finally:
+            if view is not None:
+                view.close()
     report.ignored = problems
     typer.echo(report.summary(), err=not report.ok)
     if report.interrupted is not None:  # after the summary: exit 130 (Ctrl-C) or 143 (SIGTERM)
@@ -344,7 +354,29 @@ def remove(
         raise typer.Exit(1)
 
 
-def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet: bool, *, config, **load) -> None:
+def _check_rerun(target: str | None) -> None:
+    """``--rerun``'s target, checked before the model loads."""
+    if target is None:
+        return
+    from dinomask.rerun_view import parse_target
+
+    try:
+        parse_target(target)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rerun") from None
+
+
+def _rerun_view(target: str | None, segmenter, name: str):
+    """The Rerun recording for ``--rerun``, or None."""
+    if target is None:
+        return None
+    from dinomask.rerun_view import RerunView
+
+    return RerunView(target, segmenter.object_names, name=name)
+
+
+def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet: bool, rerun: str | None, *, config,
+                **load) -> None:
     """``remove`` on one ROS bag: its image topic in, a ROS 2 bag (MCAP) of masks out at ``output``."""
     from dinomask.bags import EXTRA_OUTPUTS, BagReader
     from dinomask.batch import remove_bag
@@ -370,7 +402,13 @@ def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet
     check_writable(output.parent, "the output bag")
     segmenter = _load_segmenter(load["ref"], load["model"], load["device"], load["dtype"], load["runtime"], load["fast"],
                                 config, refiner=load["refiner"])
-    report = remove_bag(segmenter, source, output, options, topic=topic, extras=extras, show_progress=not quiet)
+    view = _rerun_view(rerun, segmenter, f"remove {source}")
+    try:
+        report = remove_bag(segmenter, source, output, options, topic=topic, extras=extras, show_progress=not quiet,
+                            view=view)
+    finally:
+        if view is not None:
+            view.close()
     typer.echo(report.summary().replace("(output exists)", "").replace(" frames in", " messages in"), err=not report.ok)
     if report.interrupted is not None:
         raise report.interrupted
@@ -413,6 +451,7 @@ def live(
     fps: Annotated[Optional[float], typer.Option(min=0.1, max=1000, help="Frame rate of a folder of frames (default 24), or one that replaces a file's own (0.1 to 1000).")] = None,
     key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than 32 px a patch; 0: keep --tokens fixed).")] = None,
     topic: TopicOpt = None,
+    rerun: RerunOpt = None,
 ) -> None:
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
@@ -436,8 +475,9 @@ def live(
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,
-        stats_every=stats_every, realtime=realtime, fps=fps, key_budget_ms=key_budget_ms, topic=topic,
+        stats_every=stats_every, realtime=realtime, fps=fps, key_budget_ms=key_budget_ms, topic=topic, rerun=rerun,
     )
+    _check_rerun(rerun)
     from dinomask.files import check_writable
 
     if output is not None:
@@ -906,7 +946,19 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _expand_bare_rerun(argv: list[str]) -> list[str]:
+    """``--rerun`` with no value (last, or before another option) means ``--rerun spawn``: click's
+    options take a value or none, not either."""
+    out = []
+    for index, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--rerun" and (index + 1 == len(argv) or argv[index + 1].startswith("-")):
+            out.append("spawn")
+    return out
+
+
 def _run(argv: list[str] | None) -> int:
+    argv = _expand_bare_rerun(list(sys.argv[1:] if argv is None else argv))
     try:
         code = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
         if isinstance(code, int):

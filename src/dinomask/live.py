@@ -52,6 +52,8 @@ class LiveOptions:
             :class:`~dinomask.video.SourceSettings`); cameras and streams always are.
         fps: the rate of a folder of frames, or one that replaces a file's own.
         topic: a ROS bag source's image topic.
+        rerun: log every shown frame to Rerun: ``spawn``, ``FILE.rrd`` or ``HOST:PORT``
+            (:class:`~dinomask.rerun_view.RerunView`).
         key_budget_ms: ``--keyframes async``: the target cost of one key for the rate
             controller (:class:`~dinomask.async_keys.AsyncKeyStage`); None: one camera frame;
             0: a fixed token budget.
@@ -73,6 +75,7 @@ class LiveOptions:
     fps: float | None = None
     key_budget_ms: float | None = None
     topic: str | None = None
+    rerun: str | None = None
     stats_every: float | None = None
 
 
@@ -253,9 +256,17 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         return segmenter.keyframe_stats
 
     report = IntervalReport(options.stats_every, key_counts) if options.stats_every is not None else None
+    view = None
+    if options.rerun is not None:
+        from dinomask.rerun_view import RerunView
+
+        view = RerunView(options.rerun, segmenter.object_names, name=f"live {options.source}")
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:
         state["grid"] = result.grid
+        if view is not None:
+            view.log(frame.index, frame.image, result, frame.capture_time, meter.fps,
+                     (time.monotonic() - frame.captured_at) * 1e3)
         if report is not None:
             report.add(frame)
         shown = _draw_fps(composite(frame.image, result.mask, background), meter, _keyframe_text(segmenter),
@@ -281,6 +292,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     try:
         stats = run_live(source, process, output, max_frames=options.max_frames, stop=stop)
     finally:
+        if view is not None:
+            view.close()
         if report is not None:
             report.finish()
         if stage is not None:

@@ -35,12 +35,15 @@ class Frame:
         index: position in the source (0, 1, ...).
         timestamp: seconds; the video position for files, capture time for cameras.
         captured_at: ``time.monotonic()`` when it was read (capture-to-output latency starts here).
+        capture_time: when it was taken, in seconds since the epoch: a bag message's header stamp,
+            a camera's or stream's clock at capture; None for a file's frames.
     """
 
     image: np.ndarray
     index: int
     timestamp: float
     captured_at: float = field(default_factory=time.monotonic)
+    capture_time: float | None = None
 
 
 #: Frame rates a source may be given: 0.1 (a frame every 10 s, a time-lapse) to 1,000.
@@ -253,7 +256,9 @@ class FrameSource:
                 else:
                     stamp = float(self._capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0 or index / self.fps
                 frame = np.ascontiguousarray(bgr[:, :, ::-1])
-                yield Frame(frame, index, stamp, captured_at=start + stamp if paced else time.monotonic())
+                last = getattr(self._capture, "last", None)  # a bag's message: its header stamp
+                wall = (last.stamp[0] + last.stamp[1] / 1e9) if last is not None else (time.time() if live else None)
+                yield Frame(frame, index, stamp, captured_at=start + stamp if paced else time.monotonic(), capture_time=wall)
                 index += 1
         finally:
             self._capture.release()

@@ -1,0 +1,100 @@
+"""A Rerun view of what dinomask does to each frame (optional: ``pip install 'dinomask[robotics]'``).
+
+``--rerun`` on ``live`` and ``remove`` logs, per frame, the frame (``camera/image``), its mask as
+a segmentation image (``camera/mask``: 0 background, ``i + 1`` object ``i``, named and coloured by
+an annotation context), the similarity on the patch grid as a heatmap (``camera/similarity``),
+and the loop's FPS and latency (``loop/fps``, ``loop/latency_ms``). Time lines: ``frame`` (the
+frame index) and, for bags and cameras, ``capture_time`` (a bag's header stamp, a camera's clock).
+
+Targets: ``spawn`` starts a viewer, ``FILE.rrd`` saves a recording, ``HOST:PORT`` connects to a
+viewer already running (``rerun`` listens on 9876).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dinomask.errors import OutputError
+
+#: Colours of the objects in the segmentation image (RGB), then repeated.
+OBJECT_COLOURS = ((255, 64, 64), (64, 200, 255), (255, 200, 40), (160, 90, 255), (80, 230, 120))
+
+
+def _rerun():
+    try:
+        import rerun
+    except ImportError:
+        raise OutputError("--rerun needs the robotics extra: pip install 'dinomask[robotics]' (rerun-sdk)") from None
+    return rerun
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """``spawn``, ``FILE.rrd`` or ``HOST:PORT`` -> ``(kind, value)``.
+
+    Raises:
+        ValueError: anything else, saying what is expected.
+    """
+    if target == "spawn":
+        return "spawn", ""
+    if target.lower().endswith(".rrd"):
+        return "save", target
+    host, _, port = target.rpartition(":")
+    if host and port.isdigit() and 0 < int(port) < 65536:
+        return "connect", f"rerun+http://{host}:{int(port)}/proxy"
+    raise ValueError(f"expected --rerun alone (spawn a viewer), --rerun FILE.rrd or --rerun HOST:PORT, got {target!r}")
+
+
+class RerunView:
+    """One Rerun recording of a run.
+
+    Args:
+        target: see :func:`parse_target`.
+        object_names: the objects' names, in label order.
+        name: the recording's name (the source).
+    """
+
+    def __init__(self, target: str, object_names: tuple[str, ...] = ("object",), name: str = "dinomask"):
+        rr = _rerun()
+        kind, value = parse_target(target)
+        self.rr = rr
+        self.stream = rr.RecordingStream("dinomask")
+        if kind == "save":
+            path = Path(value)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.stream.save(str(path))
+        elif kind == "connect":
+            self.stream.connect_grpc(value)
+        else:
+            self.stream.spawn()
+        self.stream.send_recording_name(str(name)[:200])
+        labels = [rr.AnnotationInfo(id=0, label="background", color=(0, 0, 0))]
+        labels += [rr.AnnotationInfo(id=i + 1, label=label, color=OBJECT_COLOURS[i % len(OBJECT_COLOURS)])
+                   for i, label in enumerate(object_names)]
+        self.stream.log("camera/mask", rr.AnnotationContext(labels), static=True)
+        self.frames = 0
+
+    def log(self, index: int, image: np.ndarray, result, capture_time_s: float | None = None,
+            fps: float | None = None, latency_ms: float | None = None) -> None:
+        """One frame: ``image`` (``H x W x 3`` uint8 RGB) and its :class:`~dinomask.segmenter.SegmentationResult`."""
+        rr, stream = self.rr, self.stream
+        stream.set_time("frame", sequence=int(index))
+        if capture_time_s is not None:
+            stream.set_time("capture_time", timestamp=float(capture_time_s))
+        stream.log("camera/image", rr.Image(np.ascontiguousarray(image[:, :, :3])))
+        stream.log("camera/mask", rr.SegmentationImage(np.ascontiguousarray(result.labels)))
+        similarity = np.clip((np.asarray(result.similarity, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+        colours = cv2.applyColorMap(similarity, cv2.COLORMAP_INFERNO)[:, :, ::-1]
+        stream.log("camera/similarity", rr.Image(np.ascontiguousarray(colours)))
+        if fps is not None:
+            stream.log("loop/fps", rr.Scalars(float(fps)))
+        if latency_ms is not None:
+            stream.log("loop/latency_ms", rr.Scalars(float(latency_ms)))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush and end the recording (a saved ``.rrd`` is complete after this)."""
+        self.stream.flush()
+        self.stream.disconnect()
