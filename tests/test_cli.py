@@ -241,6 +241,7 @@ def test_live_on_a_camera_crops_at_the_frames_scale(monkeypatch, dog_ref):
     """live decides async for a camera before the region of interest's default is taken: crop keys
     at the whole frame's scale (issue 25: davis-motion live J 0.502 -> 0.513 under the oracle)."""
     import dinomask.cli as cli
+    import dinomask.cli.live as live_command
 
     seen = {}
 
@@ -248,7 +249,7 @@ def test_live_on_a_camera_crops_at_the_frames_scale(monkeypatch, dog_ref):
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli, "_load_segmenter", stop)
+    monkeypatch.setattr(live_command, "_load_segmenter", stop)
     with pytest.raises(SystemExit):
         cli.app(["live", "--ref", str(dog_ref), "--source", "rtsp://camera.invalid/stream", "--no-window"],
                 standalone_mode=False)

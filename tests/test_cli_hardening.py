@@ -95,11 +95,11 @@ def test_ctrl_c_in_a_batch_prints_what_was_done(tmp_path, dog_ref, davis, capsys
 
     real, calls = batch._process_image, []
 
-    def interrupted(segmenter, item, options):
+    def interrupted(segmenter, item, options, view=None):
         calls.append(item)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(segmenter, item, options)
+        return real(segmenter, item, options, view)
 
     monkeypatch.setattr(batch, "_process_image", interrupted)
     frames = sorted((davis / "JPEGImages/480p/dog").glob("*.jpg"))[:3]

@@ -152,11 +152,11 @@ def _unwritable(tmp_path):
 
 
 def test_an_unwritable_output_is_refused_before_any_work(tmp_path, tiny_model_dir, dog_ref, davis, capsys, monkeypatch):
-    import dinomask.cli as cli
+    import dinomask.backbones as backbones
 
     loaded = []
-    real = cli._backbone
-    monkeypatch.setattr(cli, "_backbone", lambda *a, **k: loaded.append(1) or real(*a, **k))
+    real = backbones.load_backbone
+    monkeypatch.setattr(backbones, "load_backbone", lambda *a, **k: loaded.append(1) or real(*a, **k))
     target = _unwritable(tmp_path)
     frame = str(davis / "JPEGImages/480p/dog/00008.jpg")
     assert main(["reference", frame, "-o", str(target / "ref.npz"), "--model", str(tiny_model_dir)]) == 2
