@@ -40,7 +40,7 @@ def segmenter_keys(segmenter: Segmenter) -> KeyMaker:
 
 #: The default key budget in camera frames: a key should land within one frame of the frame it
 #: was made for (a later one is carried through more flows, which lose a moving object); the
-#: controller's floor (:attr:`KeyRateController.MIN_TOKENS`, 32 px a patch) bounds how coarse keys
+#: controller's floor (:attr:`KeyRateController.MIN_TOKENS`: a 405-token whole frame) bounds how coarse keys
 #: get to meet it. Measured with ``eval live --oracle --costs 262,22`` on davis-motion and davis-live
 #: (docs/speed.md): live J 0.48 -> 0.51 and 0.80 -> 0.82 against 2 frames' budget.
 KEY_BUDGET_FRAMES = 1.0

@@ -212,7 +212,7 @@ def eval_live(
     realtime: Annotated[bool, typer.Option("--realtime/--no-realtime", help="Deliver frames on the camera clock (the newest wins) or every frame.")] = True,
     fps: Annotated[float, typer.Option(min=0.1, max=1000, help="The camera's frame rate (0.1 to 1000).")] = 24.0,
     costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock instead of the wall clock (reproducible): a key costs KEY_MS at the configured --tokens and grows with its own patch count (exponent 1.1, so a crop or coarser key costs less); each frame FLOW_MS.")] = None,
-    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="async: target ms of one key for the rate controller, as in live (default: one camera frame, keys no coarser than 32 px a patch; 0: keep --tokens fixed).")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="async: target ms of one key for the rate controller, as in live (default: one camera frame, keys no coarser than a 405-token whole frame, 32 px a patch at 854x480; 0: keep --tokens fixed).")] = None,
     tokens: TokensOpt = None,
     roi: RoiOpt = None,
     refine: RefineOpt = None,

@@ -73,7 +73,7 @@ def live(
     stats_every: Annotated[Optional[float], typer.Option("--stats-every", min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds, and one for the last, partial interval at the end (0: only that one).")] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Play a video file or frame folder on its own clock, as a camera would (the newest frame wins); without it every frame is processed.")] = False,
     fps: Annotated[Optional[float], typer.Option(min=0.1, max=1000, help="Frame rate of a folder of frames (default 24), or one that replaces a file's own (0.1 to 1000).")] = None,
-    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than 32 px a patch; 0: keep --tokens fixed).")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than a 405-token whole frame, 32 px a patch at 854x480; 0: keep --tokens fixed).")] = None,
     topic: TopicOpt = None,
     rerun: RerunOpt = None,
 ) -> None:
