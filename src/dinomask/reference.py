@@ -49,6 +49,18 @@ MAX_META_CHARS = 1_000_000
 _FEATURE_ARRAYS = ("cls", "foreground", "background", "positives", "negatives")
 
 
+def _unusable_features(array: np.ndarray) -> str | None:
+    """Why an ``N x C`` feature array cannot be a reference's (NaN or infinite values, zero
+    vectors where a backbone gives unit vectors), or None when it can."""
+    if not np.isfinite(array).all():
+        return "hold NaN or infinite values"
+    if array.ndim == 2 and array.size:
+        zero = int(np.count_nonzero(np.linalg.norm(array, axis=1) < 1e-3))
+        if zero:
+            return f"hold {zero} zero vector(s) of {len(array)} (a backbone's features are unit vectors)"
+    return None
+
+
 #: Below this share of background pixels, a reference photo is said to have none.
 NO_BACKGROUND_SHARE = 0.01
 
@@ -210,16 +222,11 @@ class Reference:
         if len(self.foreground) == 0 or len(self.cls) == 0:
             raise InvalidReferenceError("a reference needs at least one object patch and one CLS vector")
         for name in _FEATURE_ARRAYS:
-            if not np.isfinite(getattr(self, name)).all():
+            why = _unusable_features(getattr(self, name))
+            if why:
                 raise InvalidReferenceError(
-                    f"the {name} features of reference {self.label!r} hold NaN or infinite values: the backbone "
-                    f"{self.backbone.name!r} does not give usable features (damaged weights?)")
-            array = getattr(self, name)
-            zero = int(np.count_nonzero(np.linalg.norm(array, axis=1) < 1e-3)) if array.size else 0
-            if zero:
-                raise InvalidReferenceError(
-                    f"the {name} features of reference {self.label!r} hold {zero} zero vector(s) of {len(array)}: "
-                    "a backbone's features are unit vectors, so the file is damaged or was not written by dinomask")
+                    f"the {name} features of reference {self.label!r} {why}: the backbone {self.backbone.name!r} "
+                    "does not give usable features (damaged weights?), or the file is damaged")
 
     # ------------------------------------------------------------------ building
 
@@ -487,12 +494,9 @@ class Reference:
                 f"{path} has reference format {meta.get('format')!r}, this dinomask reads format {FORMAT_VERSION}"
             )
         for name, array in arrays.items():
-            if not np.isfinite(array).all():
-                raise InvalidReferenceError(f"{path} is damaged: its {name} features hold NaN or infinite values")
-            if array.ndim == 2 and array.size and (np.linalg.norm(array, axis=1) < 1e-3).any():
-                zero = int(np.count_nonzero(np.linalg.norm(array, axis=1) < 1e-3))
-                raise InvalidReferenceError(f"{path} is damaged: its {name} features hold {zero} zero vector(s) of "
-                                            f"{len(array)} (a backbone's features are unit vectors)")
+            why = _unusable_features(array)
+            if why:
+                raise InvalidReferenceError(f"{path} is damaged: its {name} features {why}")
         spec_data = dict(meta["backbone"])
         spec_data["mean"] = tuple(float(v) for v in spec_data["mean"])
         spec_data["std"] = tuple(float(v) for v in spec_data["std"])
