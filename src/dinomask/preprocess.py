@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal, Union
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from dinomask.errors import ImageReadError
 
@@ -147,19 +147,29 @@ def _from_array(array: np.ndarray, color: ColorOrder, keep_alpha: bool) -> np.nd
     return np.ascontiguousarray(array)
 
 
-def _open_pil(path: Path) -> Image.Image:
+def _open_pil(path: Path, noun: str = "image") -> Image.Image:
+    """Decode ``path`` (turned by its EXIF orientation), keeping the format PIL decoded in
+    ``.format`` (``exif_transpose`` returns a copy without it): a mask's lossiness is decided by it.
+
+    Raises:
+        ImageReadError: missing, a folder, too large, or not decodable; naming the file and ``noun``.
+    """
+    article = "an" if noun[0] in "aeiou" else "a"
     if not path.exists():
-        raise ImageReadError(f"no such image file: {path}")
+        raise ImageReadError(f"no such {noun} file: {path}")
     if path.is_dir():
-        raise ImageReadError(f"expected an image file, got a directory: {path}")
+        raise ImageReadError(f"expected {article} {noun} file, got a directory: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
+        with Image.open(path) as opened:
+            opened.load()
+            decoded = opened.format
+            image = ImageOps.exif_transpose(opened)
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path} is too large to decode safely ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"could not decode {path} as an image ({exc.__class__.__name__}: {exc})") from None
+        raise ImageReadError(f"{noun} {path} is too large to decode safely ({exc})") from None
+    except Exception as exc:  # PIL raises many types for damaged files (UnidentifiedImageError, OSError, struct.error, ...)
+        raise ImageReadError(f"could not decode {path} as {article} {noun} ({exc.__class__.__name__}: {exc})") from None
+    image.format = decoded
+    return image
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -317,22 +327,7 @@ def read_mask_file(path: Path) -> np.ndarray:
     Raises:
         ImageReadError: missing, a folder, or not decodable; naming the file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"no such mask file: {path}")
-    if path.is_dir():
-        raise ImageReadError(f"expected a mask file, got a directory: {path}")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            decoded = opened.format
-            image = ImageOps.exif_transpose(opened)
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"mask {path} is too large to decode safely ({exc})") from None
-    except Exception as exc:  # PIL raises many types for unreadable files
-        raise ImageReadError(f"could not read the mask {path}: {exc.__class__.__name__}: {exc}") from None
-    image.format = decoded  # exif_transpose returns a copy without it
-    return mask_from_image(image, str(path))
+    return mask_from_image(_open_pil(Path(path), "mask"), str(path))
 
 
 def load_mask(mask: FrameLike, size: tuple[int, int] | None = None) -> np.ndarray:
