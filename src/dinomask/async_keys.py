@@ -118,10 +118,7 @@ class AsyncKeyStage:
     def __init__(self, segmenter: Segmenter, key_maker: KeyMaker | None = None, history: int = 32,
                  key_budget_ms: float | None = None):
         self.segmenter = segmenter
-        self.key_budget_ms = key_budget_ms
-        settings = segmenter.config.keyframes
-        # the tolerance is in px at 240 px (as for ScorePropagator): the same error on the frame
-        self.carrier = FlowCarrier(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history)
+        self.carrier = FlowCarrier.for_settings(segmenter.config.keyframes, history)
         self.lock = threading.Lock()
         self.controller = KeyRateController(segmenter, key_budget_ms, self.lock)
         self.key_maker = key_maker or segmenter_keys(segmenter)

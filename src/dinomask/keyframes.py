@@ -297,6 +297,12 @@ class FlowCarrier:
         self.index: int | None = None
         self.maps: np.ndarray | None = None
 
+    @classmethod
+    def for_settings(cls, settings: KeyframeSettings, history: int = 32) -> "FlowCarrier":
+        """The carrier of ``settings``: its flow side, and its forward-backward tolerance, given in px
+        at 240 as for :class:`ScorePropagator`, scaled to that side (the same error on the frame)."""
+        return cls(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history)
+
     def reset(self) -> None:
         """Forget the maps, the frames and their flows (a new scene or reference)."""
         self._steps.clear()

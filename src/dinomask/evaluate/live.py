@@ -179,7 +179,7 @@ def key_maker(segmenter: Segmenter, truths: list[np.ndarray | None] | None):
     from dinomask.evaluate.oracle import oracle_frame
 
     real = segmenter_keys(segmenter)
-    config, patch = segmenter.config, segmenter.backbone.spec.patch_size
+    patch = segmenter.backbone.spec.patch_size
     keys: list = []
 
     def make(image: np.ndarray, index: int) -> list:
@@ -198,7 +198,6 @@ def key_maker(segmenter: Segmenter, truths: list[np.ndarray | None] | None):
         return [np.where(frame.mask, 1.0, -1.0).astype(np.float32), frame.coverage]
 
     make.keys = keys
-    del config
     return make
 
 
@@ -291,35 +290,29 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
     shown: list[Shown] = []
     now, last = 0.0, -1
 
+    key_seconds = [0.0]  # the cost of the last key made
+
     def key(index: int) -> tuple[list, float]:
         maps = make(images[index], index)
         info = segmenter.last_key
-        seconds = model.key_s(info.patches if info is not None else model.tokens)
-        controller.update(seconds * 1000.0)
-        return maps, seconds
+        key_seconds[0] = model.key_s(info.patches if info is not None else model.tokens)
+        controller.update(key_seconds[0] * 1000.0)
+        return maps, key_seconds[0]
 
     def next_frame(at: float) -> int:
         newest = int(math.floor(at * fps + 1e-9)) if settings.realtime else last + 1
         return max(newest, last + 1)
 
-    if keyframes.policy != "async":
-        propagator = ScorePropagator(keyframes) if keyframes.enabled else None
+    if keyframes.policy != "async":  # the loop's own schedule: a frame pays its flow step, and its key when keyed
+        stage = SyncStage(segmenter, lambda image, index: key(index)[0], keyframes)
         while (index := next_frame(now)) < count:
             now = max(now, index / fps)
-            maps = propagator.step(images[index]) if propagator is not None else None
-            cost = flow_s if propagator is not None else 0.0
-            was_key = maps is None
-            if was_key:
-                maps, seconds = key(index)
-                cost += seconds
-                if propagator is not None:
-                    propagator.seed(images[index], maps)
-            result = segmenter.carried_result(images[index], maps, keyframe=was_key)
-            now += cost
+            result, was_key = stage(Frame(images[index], index, index / fps))
+            now += (flow_s if stage.propagator is not None else 0.0) + (key_seconds[0] if was_key else 0.0)
             shown.append(Shown(index, index / fps, now, was_key, result.mask))
             last = index
         return shown
-    carrier = FlowCarrier(keyframes.flow_side, keyframes.fb_tolerance * keyframes.flow_side / 240)
+    carrier = FlowCarrier.for_settings(keyframes)
     job: tuple[int, float, list] | None = None  # the worker's key: (frame, done at, maps)
     offered: list[tuple[int, float]] = []  # frames the loop offered: (index, at)
     keyed: set[int] = set()  # frames the worker ran the backbone on
