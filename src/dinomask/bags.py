@@ -75,6 +75,11 @@ class BagFrame:
     stamp: tuple[int, int]
     frame_id: str
 
+    @property
+    def stamp_s(self) -> float:
+        """The header stamp in seconds since the epoch."""
+        return self.stamp[0] + self.stamp[1] / 1e9
+
 
 class BagReader:
     """The frames of one image topic of a bag, in log-time order.

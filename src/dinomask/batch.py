@@ -247,8 +247,9 @@ def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: Output
                       disable=not show_progress) as progress:
                 for item in reader:
                     progress.update(1)
-                    if isinstance(item, Exception):
-                        report.failed[str(item).split(": ", 1)[0]] = str(item).split(": ", 1)[-1]
+                    if isinstance(item, Exception):  # "bag B, topic T, message N: why"
+                        where, _, why = str(item).partition(": ")
+                        report.failed[where] = why
                         continue
                     result = segmenter.predict(item.image)
                     removed = (render(item.image, result.mask, result.similarity, result.labels, "composite",
@@ -257,7 +258,7 @@ def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: Output
                         removed = removed[:, :, :3]
                     writer.write(item, result.labels, removed, result.similarity)
                     if view is not None:
-                        view.log(item.index, item.image, result, item.stamp[0] + item.stamp[1] / 1e9)
+                        view.log(item.index, item.image, result, item.stamp_s)
                     report.frames += 1
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the frames written are kept, finalised
             report.interrupted = exc

@@ -236,7 +236,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
 
     def process(frame: Frame, meter: StageMeter):
         result = segment(frame, meter)
-        if getattr(result, "refine_skipped", None) and not state.get("said_unrefined"):
+        if result.refine_skipped and not state.get("said_unrefined"):
             state["said_unrefined"] = True  # once a run: the unrefined mask is shown from here on such frames
             _log.warning("frame %d: %s; its unrefined mask is shown", frame.index, result.refine_skipped)
         if stage is not None:

@@ -257,7 +257,7 @@ class FrameSource:
                     stamp = float(self._capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0 or index / self.fps
                 frame = np.ascontiguousarray(bgr[:, :, ::-1])
                 last = getattr(self._capture, "last", None)  # a bag's message: its header stamp
-                wall = (last.stamp[0] + last.stamp[1] / 1e9) if last is not None else (time.time() if live else None)
+                wall = last.stamp_s if last is not None else (time.time() if live else None)
                 yield Frame(frame, index, stamp, captured_at=start + stamp if paced else time.monotonic(), capture_time=wall)
                 index += 1
         finally:

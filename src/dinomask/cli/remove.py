@@ -96,13 +96,12 @@ def remove(
         raise typer.BadParameter("--rerun logs from this process; it does not combine with --engine ray", param_hint="--rerun")
     from dinomask.bags import is_bag
 
+    config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
+                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
+                              keyframes=keyframes, refine=refine, refiner=refiner)
     if any(is_bag(path) for path in inputs):
-        _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, rerun, ref=ref, model=model, device=device,
-                    dtype=dtype, runtime=runtime, fast=fast, refiner=refiner,
-                    config=segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold,
-                                            prototype=prototype, k=k, bg_source=bg_source, upsample=upsample,
-                                            temporal=temporal, adapt=adapt, roi=roi, keyframes=keyframes,
-                                            refine=refine, refiner=refiner))
+        _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, rerun,
+                    lambda: _load_segmenter(ref, model, device, dtype, runtime, fast, config, refiner=refiner))
         return
     if topic is not None or bag_outputs is not None:
         raise typer.BadParameter("--topic and --bag-outputs are for a ROS bag input", param_hint="--topic")
@@ -111,9 +110,6 @@ def remove(
     if not items:
         raise DinomaskError("no image or video files to process among the inputs:\n  " + "\n  ".join(problems))
     check_writable(output)
-    config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
-                              bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
-                              keyframes=keyframes, refine=refine, refiner=refiner)
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config, refiner=refiner)
     if engine is Engine.ray:
         from dinomask.ray_engine import RayOptions, WorkerSpec, remove_batch_ray
@@ -139,9 +135,10 @@ def remove(
         raise typer.Exit(1)
 
 
-def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet: bool, rerun: str | None, *, config,
-                **load) -> None:
-    """``remove`` on one ROS bag: its image topic in, a ROS 2 bag (MCAP) of masks out at ``output``."""
+def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet: bool, rerun: str | None,
+                load_segmenter) -> None:
+    """``remove`` on one ROS bag: its image topic in, a ROS 2 bag (MCAP) of masks out at ``output``;
+    ``load_segmenter()`` loads the model once the bag, its topic and the output are checked."""
     from dinomask.bags import EXTRA_OUTPUTS, BagReader
     from dinomask.batch import remove_bag
 
@@ -164,8 +161,7 @@ def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet
     from dinomask.files import check_writable
 
     check_writable(output.parent, "the output bag")
-    segmenter = _load_segmenter(load["ref"], load["model"], load["device"], load["dtype"], load["runtime"], load["fast"],
-                                config, refiner=load["refiner"])
+    segmenter = load_segmenter()
     view = _rerun_view(rerun, segmenter, f"remove {source}")
     try:
         report = remove_bag(segmenter, source, output, options, topic=topic, extras=extras, show_progress=not quiet,
