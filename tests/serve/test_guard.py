@@ -205,3 +205,36 @@ def test_openapi_documents_the_real_error_bodies_and_auth_only_when_set(serve_ba
         secured = httpx.get(f"{url}/openapi.json").json()
         assert "security" in secured["paths"]["/v1/remove"]["post"]
         assert "401" in secured["paths"]["/v1/remove"]["post"]["responses"]
+
+
+def test_origin_null_is_refused_on_every_endpoint_unless_named(serve_backbone):
+    """A sandboxed iframe on any web site sends ``Origin: null``: a tokenless local server must refuse
+    it on every route (HTTP and WebSocket alike), with or without '*', unless ``null`` is named."""
+    from dinomask.serve.app import ServeConfig, create_app
+
+    app = create_app(serve_backbone, ServeConfig())
+    routes = sorted({(method, route.path) for route in app.routes for method in getattr(route, "methods", None) or ()
+                     if method in ("GET", "POST", "DELETE", "PUT")})
+    assert len(routes) >= 8, routes
+    import websockets
+    from websockets.exceptions import InvalidStatus
+
+    with running(app) as url:
+        for method, path in routes:
+            concrete = path.replace("{reference_id}", "x").replace("{", "").replace("}", "")
+            answer = httpx.request(method, f"{url}{concrete}", headers={"Origin": "null"})
+            assert answer.status_code == 403, (method, path, answer.status_code)
+            assert "--allow-host null" in answer.json()["detail"]
+        assert httpx.get(f"{url}/v1/references", headers={"Origin": "NULL"}).status_code == 403
+
+        async def ws():
+            async with websockets.connect(url.replace("http", "ws") + "/v1/stream?reference=x", origin="null") as sock:
+                return await sock.recv()
+
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(ws())
+        assert refused.value.response.status_code == 403
+    with running(create_app(serve_backbone, ServeConfig(allowed_hosts=("*",)))) as url:  # '*' is any host, not null
+        assert httpx.get(f"{url}/v1/references", headers={"Origin": "null"}).status_code == 403
+    with running(create_app(serve_backbone, ServeConfig.for_bind("127.0.0.1", ("null",)))) as url:
+        assert httpx.get(f"{url}/v1/references", headers={"Origin": "null"}).status_code == 200

@@ -35,7 +35,8 @@ def serve(
     max_feature_mb: Annotated[float, typer.Option(help="Reference features held in memory (teaching history included) before 409.")] = 1024.0,
     allow_host: Annotated[Optional[list[str]], typer.Option(
         "--allow-host", help="A host name clients use to reach the server (repeatable; '*' for any). Loopback "
-                             "names are always allowed; other Host and Origin headers are refused.")] = None,
+                             "names are always allowed; other Host and Origin headers are refused. 'null' allows "
+                             "Origin: null (sandboxed frames, local files), refused by default.")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     runtime: RuntimeOpt = "auto",

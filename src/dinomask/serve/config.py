@@ -30,7 +30,7 @@ class ServeConfig:
         max_streams: WebSocket streams open at once; one more is closed with 1013 (try later).
         allowed_hosts: the names a request's ``Host`` (and a browser's ``Origin``) may carry; others get
             400 / 403. This stops a DNS-rebinding page from driving a server that has no token.
-            ``("*",)`` allows any name.
+            ``("*",)`` allows any name; ``null`` allows ``Origin: null`` (never allowed otherwise).
     """
 
     token: str | None = None
@@ -68,6 +68,12 @@ class ServeConfig:
     def max_body_bytes(self) -> int:
         """The largest request body: every file of one request at its limit, plus the form around them."""
         return FILES_PER_REQUEST * self.max_upload_bytes + FORM_OVERHEAD_BYTES
+
+    @property
+    def null_origin_allowed(self) -> bool:
+        """``Origin: null`` is allowed only when ``null`` is named (``--allow-host null``): a sandboxed
+        iframe on any web site sends it, so ``'*'`` does not include it."""
+        return "null" in self.allowed_hosts
 
     def host_allowed(self, host: str) -> bool:
         """``host`` without its port (``name``, ``1.2.3.4``, ``[::1]``) is one of ``allowed_hosts``."""

@@ -4,6 +4,8 @@ In order, for HTTP requests and WebSocket handshakes alike:
 
 1. ``Host`` must name an allowed host (400), and a browser's ``Origin``, when sent, too (403):
    a DNS-rebinding page or another site cannot drive a server that listens on localhost.
+   ``Origin: null`` (what a sandboxed iframe on any site, or a local file, sends) is refused
+   too unless ``null`` is named among the allowed hosts: ``'*'`` does not include it.
 2. The bearer token, when one is set, on ``/v1`` and ``/metrics`` (401). WebSockets may carry it
    as ``?token=`` because browsers cannot set headers on them.
 3. ``Content-Length`` over the body budget is refused at once (413); a body without a length is
@@ -71,7 +73,11 @@ class Guard:
         if not config.host_allowed(host):
             raise Refused(400, f"Host {host!r} is not one this server answers to; start it with --allow-host {host or 'NAME'}")
         origin = headers.get("origin")
-        if origin is not None and origin != b"null":
+        if origin is not None and origin.strip().lower() == b"null":  # a sandboxed iframe or file page of any site
+            if not config.null_origin_allowed:
+                raise Refused(403, "requests from pages with Origin 'null' (sandboxed frames, local files) are not "
+                                   "allowed; start the server with --allow-host null to allow them")
+        elif origin is not None:
             origin_host = urlsplit(origin.decode("latin-1")).hostname or ""
             if not config.host_allowed(origin_host):
                 raise Refused(403, f"requests from pages at {origin_host!r} are not allowed; start the server with "
