@@ -96,10 +96,11 @@ def remove_paths(paths: list[Path]) -> None:
 
 
 def replace_folder(new: Path, final: Path) -> None:
-    """Put the finished folder ``new`` at ``final``, replacing what was there as one rename: the
-    old folder is moved aside first and deleted after, so no old file survives beside new ones."""
+    """Put the finished folder (or file) ``new`` at ``final``, replacing what was there as one
+    rename: the old folder or file is moved aside first and deleted after, so no old file survives
+    beside new ones and nothing is left under a temporary name."""
     final = Path(final)
-    if final.exists():
+    if final.exists() or final.is_symlink():
         aside = temporary_folder(final)
         aside.rmdir()
         os.replace(final, aside)
@@ -108,6 +109,6 @@ def replace_folder(new: Path, final: Path) -> None:
         except BaseException:
             os.replace(aside, final)
             raise
-        shutil.rmtree(aside, ignore_errors=True)
+        remove_paths([aside])  # a file moved aside too: rmtree alone left it as a stray .part
     else:
         os.replace(new, final)

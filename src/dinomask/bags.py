@@ -19,6 +19,8 @@ Data flow: ``bag -> BagReader -> BagFrame (RGB, stamp) -> Segmenter -> BagWriter
 from __future__ import annotations
 
 import io
+import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +38,34 @@ COMPRESSED_TYPES = ("sensor_msgs/msg/CompressedImage", "sensor_msgs/CompressedIm
 ENCODINGS = {"rgb8": (3, "rgb"), "bgr8": (3, "bgr"), "rgba8": (4, "rgba"), "bgra8": (4, "bgra"), "mono8": (1, "mono")}
 #: What may be written beside each mask.
 EXTRA_OUTPUTS = ("removed", "similarity")
+#: Damaged bags already said (path, break), so a bag opened twice by one command is named once.
+_SAID: set[tuple[str, str]] = set()
 #: The pixel budget of one bag frame: Pillow's own decompression-bomb limit, as for image files.
 MAX_FRAME_PIXELS = 89_478_485
 
 
 def is_bag(path: str | Path) -> bool:
-    """A ROS 2 bag folder (with ``metadata.yaml``), an ``.mcap`` file, or a ROS 1 ``.bag`` file."""
+    """A ROS 2 bag folder (with ``metadata.yaml``), an ``.mcap`` file, or a ROS 1 ``.bag`` file (any case)."""
     path = Path(path)
     if path.is_dir():
         return (path / "metadata.yaml").is_file()
     return path.is_file() and path.suffix.lower() in (".mcap", ".bag")
+
+
+def bag_without_metadata(path: str | Path) -> str | None:
+    """What to do with a folder that holds a ROS 2 bag's storage but no ``metadata.yaml`` (what a
+    recorder that crashed leaves), or None for any other path."""
+    path = Path(path)
+    if not path.is_dir() or (path / "metadata.yaml").exists():
+        return None
+    storage = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".mcap", ".db3"))
+    if not storage:
+        return None
+    mcaps = [name for name in storage if name.lower().endswith(".mcap")]
+    hint = (f"pass the file inside instead ({path / mcaps[0]}): an MCAP is read without its summary, up to where "
+            "it breaks; or " if len(mcaps) == 1 else "")
+    return (f"{path} holds a ROS 2 bag's storage ({', '.join(storage[:4])}) but no metadata.yaml, as a recorder "
+            f"that stopped mid-write leaves it: {hint}rebuild the metadata with 'ros2 bag reindex {path}'")
 
 
 def _rosbags():
@@ -97,16 +117,17 @@ class BagReader:
     def __init__(self, path: str | Path, topic: str | None = None):
         any_reader, self.typestore = _rosbags()
         self.path = Path(path)
-        try:
-            self._reader = any_reader([self.path], default_typestore=self.typestore)
-            self._reader.open()
-        except Exception as exc:  # rosbags raises its own and OS errors for damaged bags
-            raise SourceError(f"bag {self.path}: cannot be read: {exc.__class__.__name__}: {str(exc)[:300]}") from None
-        images = {c.topic: c.msgtype for c in self._reader.connections if c.msgtype in RAW_TYPES + COMPRESSED_TYPES}
+        self.salvaged: str | None = None  # what a bag without its summary or index said of its break
+        self._link_dir = None
+        self._reader = self._open(any_reader)
+        connections = list(self._reader.connections)
+        images = {c.topic: c.msgtype for c in connections if c.msgtype in RAW_TYPES + COMPRESSED_TYPES}
         if not images:
-            found = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in self._reader.connections)[:10]) or "none"
+            found = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in connections)[:10]) or "none"
+            broken = f" (read up to where it breaks: {self.salvaged})" if self.salvaged else ""
             self.close()
-            raise SourceError(f"bag {self.path} holds no image topic (sensor_msgs Image or CompressedImage); its topics: {found}")
+            raise SourceError(f"bag {self.path} holds no image topic (sensor_msgs Image or CompressedImage){broken}; "
+                              f"its topics: {found}")
         if topic is None and len(images) > 1:
             self.close()
             raise SourceError(f"bag {self.path} has {len(images)} image topics; choose one with --topic: "
@@ -116,8 +137,57 @@ class BagReader:
             self.close()
             raise SourceError(f"bag {self.path} has no image topic {topic!r}; its image topics: " + ", ".join(sorted(images)))
         self.topic, self.msgtype = topic, images[topic]
-        self.connections = [c for c in self._reader.connections if c.topic == topic]
+        on_topic = [c for c in connections if c.topic == topic]
+        # only the image-typed connections are read; another type on the same topic is counted, not decoded
+        self.connections = [c for c in on_topic if c.msgtype in RAW_TYPES + COMPRESSED_TYPES]
+        self.foreign = {c.msgtype: c.msgcount for c in on_topic if c not in self.connections}
         self.count = sum(c.msgcount for c in self.connections)
+        self._fps: float | None = None
+
+    def _open(self, any_reader):
+        """rosbags' reader; for a bag whose summary or index is missing (a recorder killed
+        mid-write), a :class:`~dinomask.bag_salvage.SalvageReader` that reads it up to its break."""
+        from dinomask.bag_salvage import SalvageReader, can_salvage
+
+        if not self.path.exists():
+            raise SourceError(f"bag {self.path}: no such file or folder")
+        hint = bag_without_metadata(self.path)
+        if hint is not None:
+            raise SourceError(hint)
+        opened = self.path
+        if self.path.is_file() and self.path.suffix.lower() in (".mcap", ".bag") and self.path.suffix not in (".mcap", ".bag"):
+            import tempfile  # rosbags tells storage by the suffix in lower case: CAM.MCAP is read through a link
+
+            self._link_dir = tempfile.TemporaryDirectory(prefix="dinomask-bag-")
+            opened = Path(self._link_dir.name) / (self.path.stem + self.path.suffix.lower())
+            opened.symlink_to(self.path.resolve())
+        try:
+            reader = any_reader([opened], default_typestore=self.typestore)
+            reader.open()
+            return reader
+        except Exception as exc:  # rosbags raises its own and OS errors for damaged bags
+            refused = f"{exc.__class__.__name__}: {str(exc)[:300]}"
+        if can_salvage(self.path):
+            try:
+                reader = SalvageReader(self.path)
+            except (OSError, ImportError) as exc:
+                raise SourceError(f"bag {self.path}: cannot be read ({refused}; read from the start: "
+                                  f"{exc.__class__.__name__}: {str(exc)[:200]})") from None
+            broken = reader.broken or "it holds no summary or index"
+            self.salvaged = str(broken)
+            if (str(self.path), self.salvaged) not in _SAID:  # once, though the command line opens it twice
+                _SAID.add((str(self.path), self.salvaged))
+                logging.getLogger("dinomask").warning(
+                    "bag %s: its summary or index is missing (%s), as a recorder stopped mid-write leaves it; read from "
+                    "the start up to where it breaks: %s", self.path, refused, broken)
+            return reader
+        self._cleanup_link()
+        raise SourceError(f"bag {self.path}: cannot be read: {refused}")
+
+    def _cleanup_link(self) -> None:
+        if self._link_dir is not None:
+            self._link_dir.cleanup()
+            self._link_dir = None
 
     def close(self) -> None:
         """Close the bag (safe to call twice)."""
@@ -128,6 +198,7 @@ class BagReader:
             except Exception:  # a reader that failed to open has nothing to close
                 pass
             self._reader = None
+        self._cleanup_link()
 
     def __enter__(self) -> "BagReader":
         return self
@@ -138,10 +209,24 @@ class BagReader:
     def _where(self, index: int) -> str:
         return f"bag {self.path}, topic {self.topic}, message {index}"
 
-    def fps(self) -> float:
-        """The topic's rate from its log times (median gap), or 30 where it cannot be told."""
-        duration = (self._reader.end_time - self._reader.start_time) / 1e9 if self._reader else 0.0
-        return float(np.clip((self.count - 1) / duration, 0.1, 1000.0)) if self.count > 1 and duration > 0 else 30.0
+    def fps(self, gaps: int = 48) -> float:
+        """The topic's own rate: the median gap between its first ``gaps + 1`` log times (not the
+        whole bag's span: a camera beside ``/tf`` or a slow status topic keeps its rate), within
+        0.1 to 1000; 30 where it cannot be told (one message, or all at one time)."""
+        if self._fps is None:
+            times = []
+            if self._reader is not None and self.count > 1:
+                try:
+                    for _, log_time, _ in self._reader.messages(connections=self.connections):
+                        times.append(log_time)
+                        if len(times) > gaps:
+                            break
+                except Exception:  # a bag that breaks early: the times read so far
+                    pass
+            steps = np.diff(np.asarray(times, np.int64))
+            steps = steps[steps > 0]
+            self._fps = float(np.clip(1e9 / np.median(steps), 0.1, 1000.0)) if steps.size else 30.0
+        return self._fps
 
     def __iter__(self) -> Iterator[BagFrame | SourceError]:
         """Each message as a :class:`BagFrame`, or as a :class:`SourceError` (naming the bag, topic
@@ -204,40 +289,126 @@ def decode_image(message, msgtype: str, where: str) -> np.ndarray:
 
 
 def _decode_compressed(message, where: str) -> np.ndarray:
+    """A CompressedImage's bytes decoded by what they are (JPEG or PNG, whatever ``format`` says:
+    recorders leave it empty or write ``bgr8; jpeg compressed bgr8``); depth images are refused by
+    name, as raw ``16UC1`` is."""
     from PIL import Image, UnidentifiedImageError
 
     from dinomask.preprocess import pil_to_array
 
     kind = str(message.format).lower()
-    if not any(name in kind for name in ("jpeg", "jpg", "png")):
-        raise SourceError(f"{where}: compressed format {message.format!r} is not read; expected jpeg or png")
+    if "compresseddepth" in kind or kind.startswith(("16uc1", "32fc1")):
+        raise SourceError(f"{where}: compressed format {message.format!r} is a depth image; dinomask reads 8-bit "
+                          "colour or mono images (rgb8, bgr8, mono8, JPEG, PNG)")
     try:
         image = Image.open(io.BytesIO(bytes(message.data)), formats=["JPEG", "PNG"])
         if image.width * image.height > MAX_FRAME_PIXELS:
             raise SourceError(f"{where}: declares a {image.width}x{image.height} image; at most "
                               f"{MAX_FRAME_PIXELS:,} pixels are decoded")
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            raise SourceError(f"{where}: its {message.format or 'PNG'} data is a {image.mode} (16-bit or depth) "
+                              "image; dinomask reads 8-bit colour or mono images")
         image.load()
     except SourceError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise SourceError(f"{where}: its {message.format} data does not decode: {exc.__class__.__name__}: "
-                          f"{str(exc)[:200]}") from None
+    except UnidentifiedImageError:
+        raise SourceError(f"{where}: its {message.format or 'compressed'} data does not decode: it is neither a "
+                          f"JPEG nor a PNG (format {message.format!r})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise SourceError(f"{where}: its {message.format or 'compressed'} data does not decode: "
+                          f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
     return pil_to_array(image)
+
+
+#: The key of this tool's record in a written bag's ``custom_data`` (metadata.yaml, and the MCAP's
+#: ``rosbag2`` metadata record): what wrote it, from which input, and whether it is whole.
+MARK_KEY = "dinomask"
+
+
+def read_mark(path: str | Path) -> dict | None:
+    """This tool's record in a bag it wrote (``{"complete": bool, "written": n, "total": m, ...}``),
+    or None for anything else: another tool's bag, a file, a folder of the user's."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            import yaml
+
+            info = yaml.safe_load((path / "metadata.yaml").read_text("utf-8"))["rosbag2_bagfile_information"]
+        elif path.is_file() and path.suffix.lower() == ".mcap":
+            import yaml
+            from mcap.reader import make_reader
+
+            with path.open("rb") as handle:
+                records = [m for m in make_reader(handle).iter_metadata() if m.name == "rosbag2"]
+            info = yaml.safe_load(records[0].metadata["serialized_metadata"])
+        else:
+            return None
+        mark = json.loads((info.get("custom_data") or {})[MARK_KEY])
+        return mark if isinstance(mark, dict) and isinstance(mark.get("complete"), bool) else None
+    except Exception:  # not a bag, not ours, unreadable: in every case not a bag this tool wrote
+        return None
+
+
+def check_output(source: str | Path | None, output: str | Path, overwrite: bool) -> str | None:
+    """The rules for a bag output, checked before any work: nothing the user owns is replaced.
+
+    * the output is never the input, inside it, or a folder that holds it (``-o .``);
+    * ``.bag`` is refused: the output is a ROS 2 bag folder, or a bare MCAP file for ``*.mcap``;
+    * an existing output is replaced only when it is a bag this tool wrote (its record in the
+      bag's metadata): a partial one (an interrupted run) without ``--overwrite``, a whole one
+      with it; an empty folder with ``--overwrite``; anything else never.
+
+    Returns:
+        A note to print when a partial bag is replaced, else None.
+
+    Raises:
+        OutputError: saying which rule and what to do.
+    """
+    output = Path(output)
+    inside, outside = (None if source is None else Path(source).resolve()), output.resolve()
+    if inside is not None and (outside == inside or inside in outside.parents or outside in inside.parents):
+        relation = "is" if outside == inside else "is inside" if inside in outside.parents else "holds"
+        raise OutputError(f"the output {output} {relation} the input bag {source}: choose an output outside it "
+                          "(the input is never replaced, --overwrite or not)")
+    if output.suffix.lower() == ".bag":
+        raise OutputError(f"{output}: outputs are ROS 2 bags (MCAP): name a folder, or a file ending in .mcap")
+    if not (output.exists() or output.is_symlink()):
+        return None
+    mark = read_mark(output)
+    if mark is None:
+        if output.is_dir() and not output.is_symlink() and not any(output.iterdir()):
+            if overwrite:
+                return None
+            raise OutputError(f"{output} exists; pass --overwrite to replace it")
+        raise OutputError(f"{output} exists and is not a bag dinomask wrote; --overwrite replaces only this tool's "
+                          "bags, so choose another --output (or move it away yourself)")
+    if not mark["complete"]:
+        return (f"replacing the partial bag {output} ({mark.get('written', '?')} of {mark.get('total', '?')} "
+                "messages) that an interrupted run left")
+    if not overwrite:
+        raise OutputError(f"{output} exists (a whole bag dinomask wrote); pass --overwrite to replace it")
+    return None
 
 
 class BagWriter:
     """A ROS 2 bag (MCAP storage) of masks for one input topic, written beside ``path`` and moved
-    into place by :meth:`close` (also after Ctrl-C: the frames written are kept, finalised).
+    into place by :meth:`close` (also after Ctrl-C: the frames written are kept, finalised and
+    marked partial, so a rerun knows it).
 
     Args:
-        path: the output bag folder; must not exist unless ``overwrite``.
+        path: the output: a bag folder, or a bare MCAP file when it ends in ``.mcap``. See
+            :func:`check_output` for what may already be there.
         topic: the input topic; outputs are ``{topic}/mask`` and, as asked, ``{topic}/removed``
             and ``{topic}/similarity``.
         extras: any of :data:`EXTRA_OUTPUTS`.
-        overwrite: replace an existing bag at ``path``.
+        overwrite: replace a whole bag this tool wrote at ``path``.
+        source: the input bag (named in the bag's record; checked against ``path``).
+        objects: how many objects are segmented: one writes the mask 0/255, several a label map
+            (0 background, 1.. the objects in ``--ref`` order) in every frame.
     """
 
-    def __init__(self, path: str | Path, topic: str, extras: Sequence[str] = (), *, overwrite: bool = False):
+    def __init__(self, path: str | Path, topic: str, extras: Sequence[str] = (), *, overwrite: bool = False,
+                 source: str | Path | None = None, objects: int = 1):
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
@@ -245,21 +416,22 @@ class BagWriter:
         if unknown:
             raise ValueError(f"bag outputs are mask plus any of {', '.join(EXTRA_OUTPUTS)}; got {', '.join(unknown)}")
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise OutputError(f"{self.path} exists; pass --overwrite to replace it")
+        self.note = check_output(source, self.path, overwrite)
+        self.bare = self.path.suffix.lower() == ".mcap"
+        self.source, self.objects = str(source or ""), int(objects)
         remove_paths(stale_parts(self.path))
         self.typestore = get_typestore(Stores.ROS2_HUMBLE)
         self._parent = temporary_folder(self.path)  # the bag is written as parent/NAME, so its file is NAME.mcap
-        self._tmp = self._parent / self.path.name
+        self._tmp = self._parent / (self.path.stem if self.bare else self.path.name)
         self._writer = Writer(self._tmp, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         base = topic.rstrip("/")
+        self.topic = topic
         self.topics = {"mask": f"{base}/mask", **{name: f"{base}/{name}" for name in extras}}
         self._connections = {name: self._writer.add_connection(name_topic, "sensor_msgs/msg/Image",
                                                                typestore=self.typestore)
                              for name, name_topic in self.topics.items()}
         self.written = 0
-        self._overwrite = overwrite
 
     def _image(self, frame: BagFrame, pixels: np.ndarray, encoding: str):
         types = self.typestore.types
@@ -278,13 +450,15 @@ class BagWriter:
 
         Args:
             labels: ``H x W`` uint8: 0 background, 1.. the objects (one object: written 0/255).
-            removed: ``H x W x 3`` uint8 RGB composite, when asked for.
+            removed: ``H x W x 3`` uint8 RGB composite, or ``H x W x 4`` RGBA (a transparent
+                background: written ``rgba8``, the alpha kept), when asked for.
             similarity: ``h x w`` float on the patch grid, when asked for.
         """
-        mask = np.where(labels > 0, 255, 0).astype(np.uint8) if labels.max(initial=0) <= 1 else labels.astype(np.uint8)
-        outputs = {"mask": (mask, "mono8")}
+        from dinomask.composite import mask_values
+
+        outputs = {"mask": (mask_values(labels, self.objects), "mono8")}
         if "removed" in self.topics:
-            outputs["removed"] = (removed, "rgb8")
+            outputs["removed"] = (removed, "rgba8" if removed.shape[-1] == 4 else "rgb8")
         if "similarity" in self.topics:
             outputs["similarity"] = (np.asarray(similarity, "<f4"), "32FC1")
         for name, (pixels, encoding) in outputs.items():
@@ -293,16 +467,27 @@ class BagWriter:
                                self.typestore.serialize_cdr(message, "sensor_msgs/msg/Image"))
         self.written += 1
 
-    def close(self, keep: bool = True) -> Path | None:
-        """Finalise the bag and move it into place (``keep``), or delete it. Returns its path or None."""
+    def close(self, keep: bool = True, complete: bool = True, total: int | None = None) -> Path | None:
+        """Finalise the bag and move it into place (``keep``), or delete it. Returns its path or None.
+
+        Args:
+            complete: False marks the bag partial (an interrupted run): a rerun replaces it without
+                ``--overwrite``.
+            total: the input messages there were, for the record (``written of total``).
+        """
         if self._writer is None:
             return self.path if keep else None
+        from dinomask._version import __version__
+
+        self._writer.set_custom_data(MARK_KEY, json.dumps({
+            "complete": bool(complete), "written": self.written, "total": total if total is not None else self.written,
+            "source": self.source, "topic": self.topic, "version": __version__}))
         self._writer.close()
         self._writer = None
         try:
             if not keep or not self.written:
                 return None
-            replace_folder(self._tmp, self.path)
+            replace_folder(self._tmp / f"{self._tmp.name}.mcap" if self.bare else self._tmp, self.path)
             return self.path
         finally:
             shutil.rmtree(self._parent, ignore_errors=True)
@@ -311,7 +496,8 @@ class BagWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(keep=exc_type is None or issubclass(exc_type, KeyboardInterrupt))
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.close(keep=exc_type is None or interrupted, complete=not interrupted)
 
 
 class BagCapture:

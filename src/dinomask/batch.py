@@ -110,7 +110,8 @@ def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
     _say_unrefined(item, result, set())
     if view is not None:
         view.log(view.frames, image, result)
-    output = render(image, result.mask, result.similarity, result.labels, options.kind, options.background)
+    output = render(image, result.mask, result.similarity, result.labels, options.kind, options.background,
+                    len(segmenter.object_names))
     write_image_atomic(item.output, output)
     return 1
 
@@ -124,7 +125,8 @@ def _rendered_frames(segmenter: Segmenter, source: FrameSource, item: WorkItem, 
         _say_unrefined(item, result, said)
         if view is not None:
             view.log(view.frames, frame.image, result)
-        yield frame, render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background)
+        yield frame, render(frame.image, result.mask, result.similarity, result.labels, options.kind, options.background,
+                            len(segmenter.object_names))
         if progress is not None:
             progress.set_postfix_str(f"{item.source.name} frame {count}")
 
@@ -222,28 +224,61 @@ def remove_batch(
     return report
 
 
+@dataclass
+class BagReport(BatchReport):
+    """A bag run's counts: messages of the topic written, failed (named), skipped (another type on
+    the topic), and the output bag, whole or marked partial."""
+
+    source: str = ""
+    topic: str = ""
+    output: str = ""
+    total: int = 0
+    foreign: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        skipped = sum(self.foreign.values())
+        where = f"to {self.output}" if self.written else "(no bag written)"
+        lines = [f"bag {self.source}, topic {self.topic}: {self.frames} of {self.total} "
+                 f"{'message' if self.total == 1 else 'messages'} written {where}, {len(self.failed)} failed"
+                 + (f", {skipped} skipped (not an image type: "
+                    + ", ".join(f"{n} {t}" for t, n in self.foreign.items()) + ")" if skipped else "")
+                 + f"; {self.seconds:.1f} s ({rate:.2f} messages/s)"]
+        if self.interrupted is not None:
+            lines.append(f"  INTERRUPTED after {self.frames} of {self.total} messages: "
+                         + (f"{self.output} holds them, marked partial; run the same command again to redo it "
+                            "(a partial bag is replaced without --overwrite)" if self.written else "nothing was kept"))
+        lines += [f"  FAILED {name}: {reason}" for name, reason in self.failed.items()]
+        return "\n".join(lines)
+
+
 def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: OutputOptions, *, topic: str | None = None,
-               extras: Sequence[str] = (), show_progress: bool = True, view=None) -> BatchReport:
+               extras: Sequence[str] = (), show_progress: bool = True, view=None) -> BagReport:
     """One ROS bag's image topic in, a ROS 2 bag (MCAP) of masks out (see :mod:`dinomask.bags`).
 
-    A message that cannot be decoded is skipped and named in ``report.failed``; a bag that cannot
-    be read on (truncated, corrupt) ends the read there, named, with the frames before it written.
-    Ctrl-C or SIGTERM finalises the frames written (``report.interrupted`` is set).
+    A message that cannot be decoded is skipped and named in ``report.failed``; a message of
+    another type on the topic is skipped and counted in ``report.foreign``; a bag that cannot be
+    read on (truncated, corrupt) ends the read there, named, with the frames before it written.
+    Ctrl-C or SIGTERM finalises the frames written, marked partial (``report.interrupted`` is set).
 
     Raises:
         SourceError: the bag cannot be opened, or the topic is missing or must be chosen.
-        OutputError: ``output`` exists and ``options.overwrite`` is not set.
+        OutputError: ``output`` may not be written (see :func:`dinomask.bags.check_output`).
     """
     from dinomask.bags import BagReader, BagWriter
 
-    report = BatchReport(planned=1)
+    report = BagReport(planned=1, source=str(source), output=str(output))
     started = time.perf_counter()
     with BagReader(source, topic) as reader:
-        writer = BagWriter(output, reader.topic, extras, overwrite=options.overwrite)
+        report.topic, report.total, report.foreign = reader.topic, reader.count, dict(reader.foreign)
+        writer = BagWriter(output, reader.topic, extras, overwrite=options.overwrite, source=source,
+                           objects=len(segmenter.object_names))
+        if writer.note:  # the command line says it before the model loads
+            _log.info("%s", writer.note)
         keep = True
         try:
             segmenter.reset()
-            with tqdm(total=reader.count, desc=f"removing background ({reader.topic})", unit="frame",
+            with tqdm(total=reader.count, desc=f"removing background ({reader.topic})", unit="msg",
                       disable=not show_progress) as progress:
                 for item in reader:
                     progress.update(1)
@@ -254,8 +289,6 @@ def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: Output
                     result = segmenter.predict(item.image)
                     removed = (render(item.image, result.mask, result.similarity, result.labels, "composite",
                                       options.background) if "removed" in writer.topics else None)
-                    if removed is not None and removed.shape[-1] == 4:  # transparent: the alpha is the mask topic
-                        removed = removed[:, :, :3]
                     writer.write(item, result.labels, removed, result.similarity)
                     if view is not None:
                         view.log(item.index, item.image, result, item.stamp_s)
@@ -268,10 +301,10 @@ def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: Output
             keep = False
             raise
         finally:
-            path = writer.close(keep=keep)
+            path = writer.close(keep=keep, complete=report.interrupted is None, total=reader.count)
     if path is not None:
         report.written.append(path)
     elif not report.failed and report.interrupted is None:
-        report.failed[str(source)] = f"no frame of topic {reader.topic} could be processed; no bag written"
+        report.failed[str(source)] = f"no message of topic {reader.topic} could be processed; no bag written"
     report.seconds = time.perf_counter() - started
     return report

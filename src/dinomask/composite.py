@@ -93,6 +93,24 @@ def mask_image(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, 255, 0).astype(np.uint8)
 
 
+def mask_values(labels: np.ndarray, objects: int) -> np.ndarray:
+    """The mask every writer writes, decided by how many objects there are, never by what one frame
+    holds: one object -> 0/255; several -> the label map itself (0 background, 1, 2, ... the objects
+    in ``--ref`` order), so a frame that shows only object 1 still reads 1, not 255.
+
+    Args:
+        labels: ``H x W`` integer labels (0 background, ``i`` object ``i``).
+        objects: the number of references (objects) segmented, at least 1.
+    """
+    if objects < 1:
+        raise ValueError(f"expected at least one object, got {objects}")
+    if objects == 1:
+        return mask_image(labels > 0)
+    if objects > 255:
+        raise ValueError(f"a uint8 label map holds at most 255 objects, got {objects}")
+    return np.asarray(labels).astype(np.uint8)
+
+
 def heatmap(image: np.ndarray, similarity: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Similarity (``h x w``, cosine in [-1, 1]) over the frame as a colour map, RGB uint8.
 
@@ -120,20 +138,21 @@ OUTPUT_KINDS = ("composite", "mask", "heatmap", "overlay")
 
 def render(
     image: np.ndarray, mask: np.ndarray, similarity: np.ndarray, labels: np.ndarray,
-    kind: str = "composite", background: "str | Background" = "black",
+    kind: str = "composite", background: "str | Background" = "black", objects: int = 1,
 ) -> np.ndarray:
     """One output image for a frame and its segmentation.
 
     Args:
         image: ``H x W x 3`` uint8 RGB.
         mask: ``H x W`` bool; similarity: ``h x w``; labels: ``H x W`` uint8.
-        kind: ``composite`` (background replaced), ``mask`` (grey 0/255),
+        objects: how many objects were segmented (``mask``: one -> 0/255, several -> the label map).
+        kind: ``composite`` (background replaced), ``mask`` (0/255, or a label map for several objects),
             ``heatmap`` (similarity over the frame), ``overlay`` (objects tinted by label).
     """
     if kind == "composite":
         return composite(image, mask, background)
     if kind == "mask":
-        return mask_image(mask)
+        return mask_image(mask) if objects == 1 else mask_values(labels, objects)
     if kind == "heatmap":
         return heatmap(image, similarity)
     if kind == "overlay":

@@ -46,8 +46,8 @@ def live(
     source: Annotated[str, typer.Option(help="Camera index (0), stream URL, video file, folder of frames, or ROS bag (ROS 2 folder, .mcap, ROS 1 .bag; --topic).")] = "0",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Record to this .mp4 (headless).")] = None,
     window: Annotated[bool, typer.Option(help="Show a window (needs an OpenCV build with GUI).")] = True,
-    max_frames: Annotated[Optional[int], typer.Option(help="Stop after this many frames.")] = None,
-    retry_seconds: Annotated[float, typer.Option(help="How long to retry a camera or stream that disconnects.")] = 10.0,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames (at least 1).")] = None,
+    retry_seconds: Annotated[float, typer.Option(min=0, max=86400, help="How long to retry a camera or stream that disconnects (0 to 86400 s).")] = 10.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -85,7 +85,8 @@ def live(
     from dinomask.video import is_live, parse_source
 
     save_ref = None if save_ref is None else reference_file(save_ref)  # the name 's' and exit write
-    for name, value in (("--fps", fps), ("--key-budget-ms", key_budget_ms), ("--stats-every", stats_every)):
+    for name, value in (("--fps", fps), ("--key-budget-ms", key_budget_ms), ("--stats-every", stats_every),
+                        ("--retry-seconds", retry_seconds)):
         if value is not None and not math.isfinite(value):  # click's range lets NaN through
             raise typer.BadParameter(f"expected a finite number, got {value}", param_hint=name)
     if output is not None and output.suffix.lower() not in RECORDING_SUFFIXES:  # checked before the model loads
@@ -102,6 +103,7 @@ def live(
         stats_every=stats_every, realtime=realtime, fps=fps, key_budget_ms=key_budget_ms, topic=topic, rerun=rerun,
     )
     _check_rerun(rerun)
+    _check_bag_source(source, topic)
     from dinomask.files import check_writable
 
     if output is not None:
@@ -123,3 +125,19 @@ def live(
         f"grid {grid} ({config.geometry.describe()}); keyframes {stats.keyframes}: backbone ran on "
         f"{stats.keyframe_fraction:.0%} of frames"
     )
+
+
+def _check_bag_source(source: str, topic: str | None) -> None:
+    """A bag named as the source is opened (its topic chosen) before the model loads; a crashed
+    recorder's folder (bag storage without metadata.yaml) is said for what it is."""
+    from dinomask.bags import BagReader, bag_without_metadata, is_bag
+    from dinomask.errors import DinomaskError
+
+    hint = bag_without_metadata(source)
+    if hint is not None:
+        raise DinomaskError(hint)
+    if is_bag(source):
+        with BagReader(source, topic):
+            pass
+    elif topic is not None:
+        raise typer.BadParameter("--topic is for a ROS bag source", param_hint="--topic")

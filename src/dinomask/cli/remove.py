@@ -48,8 +48,8 @@ from dinomask.errors import DinomaskError
 
 
 def remove(
-    inputs: Annotated[list[Path], typer.Argument(help="Images, folders and video files.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; inputs are never overwritten).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Images, folders and video files; or one ROS bag (a ROS 2 bag folder, .mcap or ROS 1 .bag).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; inputs are never overwritten). For a bag: the output bag, a ROS 2 bag folder, or a bare MCAP file when it ends in .mcap.")],
     ref: RefOpt = [],  # noqa: B006 - typer reads the default, never mutates it
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -94,8 +94,12 @@ def remove(
     _check_rerun(rerun)
     if rerun is not None and engine is Engine.ray:
         raise typer.BadParameter("--rerun logs from this process; it does not combine with --engine ray", param_hint="--rerun")
-    from dinomask.bags import is_bag
+    from dinomask.bags import bag_without_metadata, is_bag
 
+    for path in inputs:  # a crashed recorder's folder is no folder of images: say what it is and what to do
+        hint = bag_without_metadata(path)
+        if hint is not None:
+            raise DinomaskError(hint)
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
                               keyframes=keyframes, refine=refine, refiner=refiner)
@@ -151,11 +155,11 @@ def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet
     if unknown:
         raise typer.BadParameter(f"expected any of {', '.join(EXTRA_OUTPUTS)}, got {', '.join(unknown)}", param_hint="--bag-outputs")
     source = Path(inputs[0])
-    if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
-        raise typer.BadParameter(f"the output bag {output} would be written inside or over the input {source}",
-                                 param_hint="--output")
-    if output.exists() and not options.overwrite:
-        raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
+    from dinomask.bags import check_output
+
+    note = check_output(source, output, options.overwrite)  # nothing the user owns is replaced; before the model loads
+    if note:
+        typer.echo(f"note: {note}", err=True)
     with BagReader(source, topic) as reader:  # the bag and its topic, checked before the model loads
         topic = reader.topic
     from dinomask.files import check_writable
@@ -169,7 +173,7 @@ def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet
     finally:
         if view is not None:
             view.close()
-    typer.echo(report.summary().replace("(output exists)", "").replace(" frames in", " messages in"), err=not report.ok)
+    typer.echo(report.summary(), err=not report.ok)
     if report.interrupted is not None:
         raise report.interrupted
     if not report.ok:
