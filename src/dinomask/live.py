@@ -304,6 +304,10 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
             cv2.destroyAllWindows()
         if save_ref is not None:
             teaching.save()
+    skipped = getattr(source.capture, "skipped", 0)  # a bag's messages that did not decode
+    if stats.frames_processed == 0 and skipped:
+        raise DinomaskError(f"bag {options.source}: none of its {skipped} messages on topic {source.capture.reader.topic} "
+                            "could be decoded (each is named above); nothing was shown")
     counts = key_counts()
     return dataclasses.replace(
         stats, grid=state.get("grid"), keyframes=segmenter.config.keyframes.describe(),

@@ -12,6 +12,7 @@ viewer already running (``rerun`` listens on 9876).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -23,11 +24,15 @@ from dinomask.errors import OutputError
 OBJECT_COLOURS = ((255, 64, 64), (64, 200, 255), (255, 200, 40), (160, 90, 255), (80, 230, 120))
 
 
+#: How to get the Rerun SDK and its viewer.
+INSTALL_HINT = "pip install 'dinomask[robotics]' (rerun-sdk, which brings the 'rerun' viewer)"
+
+
 def _rerun():
     try:
         import rerun
     except ImportError:
-        raise OutputError("--rerun needs the robotics extra: pip install 'dinomask[robotics]' (rerun-sdk)") from None
+        raise OutputError(f"--rerun needs the robotics extra: {INSTALL_HINT}") from None
     return rerun
 
 
@@ -47,6 +52,63 @@ def parse_target(target: str) -> tuple[str, str]:
     raise ValueError(f"expected --rerun alone (spawn a viewer), --rerun FILE.rrd or --rerun HOST:PORT, got {target!r}")
 
 
+def viewer_path() -> str | None:
+    """The Rerun viewer installed beside the SDK (the ``rerun`` script in this Python's own ``bin``,
+    found also when ``dinomask`` is run by its path or from pipx, with that folder not on PATH),
+    else the one on PATH, else None."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "rerun"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("rerun")
+
+
+def check_target(target: str, connect_timeout_s: float = 2.0) -> tuple[str, str]:
+    """``--rerun``'s target checked as far as it can be before any work: the SDK is installed, a
+    ``.rrd`` names a file in a writable folder (not a folder), ``HOST:PORT`` answers a TCP connect
+    within ``connect_timeout_s``, and ``spawn`` finds a viewer to start.
+
+    Returns:
+        ``(kind, value)`` as :func:`parse_target`, ``value`` the viewer's path for ``spawn``.
+
+    Raises:
+        OutputError: one line saying what is wrong and what to do.
+        ValueError: the target is none of the three forms.
+    """
+    import importlib.util
+    import socket
+
+    kind, value = parse_target(target)
+    if importlib.util.find_spec("rerun") is None:
+        raise OutputError(f"--rerun needs the robotics extra: {INSTALL_HINT}")
+    if kind == "save":
+        path = Path(value)
+        if path.is_dir():
+            raise OutputError(f"--rerun {value}: that is a folder; name a file ending in .rrd inside it")
+        from dinomask.files import check_writable
+
+        try:
+            check_writable(path.parent if str(path.parent) else Path("."), "the Rerun recording")
+        except OSError as exc:
+            raise OutputError(f"--rerun {value}: cannot write there: {exc.strerror or exc}") from None
+    elif kind == "connect":
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=connect_timeout_s):
+                pass
+        except OSError as exc:
+            raise OutputError(f"--rerun {target}: no Rerun viewer answers there ({exc.strerror or exc}); start one "
+                              f"with 'rerun --port {port}' on that machine, or save a recording: --rerun FILE.rrd") from None
+    else:
+        value = viewer_path() or ""
+        if not value:
+            raise OutputError("--rerun alone starts a Rerun viewer, and none was found beside this Python or on PATH: "
+                              f"{INSTALL_HINT}, or save a recording instead: --rerun FILE.rrd")
+    return kind, value
+
+
 class RerunView:
     """One Rerun recording of a run.
 
@@ -58,7 +120,7 @@ class RerunView:
 
     def __init__(self, target: str, object_names: tuple[str, ...] = ("object",), name: str = "dinomask"):
         rr = _rerun()
-        kind, value = parse_target(target)
+        kind, value = check_target(target)
         self.rr = rr
         self.stream = rr.RecordingStream("dinomask")
         if kind == "save":
@@ -68,7 +130,7 @@ class RerunView:
         elif kind == "connect":
             self.stream.connect_grpc(value)
         else:
-            self.stream.spawn()
+            rr.spawn(executable_path=value, recording=self.stream)
         self.stream.send_recording_name(str(name)[:200])
         labels = [rr.AnnotationInfo(id=0, label="background", color=(0, 0, 0))]
         labels += [rr.AnnotationInfo(id=i + 1, label=label, color=OBJECT_COLOURS[i % len(OBJECT_COLOURS)])

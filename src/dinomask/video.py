@@ -207,6 +207,11 @@ class FrameSource:
             )
         return capture
 
+    @property
+    def capture(self):
+        """The capture being read (an OpenCV capture, a folder's, or a bag's)."""
+        return self._capture
+
     def _reconnect(self) -> bool:
         deadline = time.monotonic() + self.settings.retry_seconds
         log.warning("source %s stopped delivering frames; retrying for %.0f s", self.source, self.settings.retry_seconds)

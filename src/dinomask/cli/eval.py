@@ -38,7 +38,7 @@ from dinomask.errors import DinomaskError
 
 DatasetOpt = Annotated[Path, typer.Option("--dataset", "-d", help="DAVIS layout (JPEGImages/480p + Annotations/480p) or images/ + masks/.")]
 EvalOutOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, report.md and plots.")]
-MaxFramesOpt = Annotated[Optional[int], typer.Option(help="Score at most this many frames per sequence.")]
+MaxFramesOpt = Annotated[Optional[int], typer.Option(min=1, help="Score at most this many frames per sequence (at least 1).")]
 MaskRCNNWeightsOpt = Annotated[Optional[Path], typer.Option(help="torchvision maskrcnn_resnet50_fpn COCO weights (.pth) for --compare maskrcnn.")]
 AllowMissingOpt = Annotated[bool, typer.Option("--allow-missing", help="Exit 0 even when a --compare segmenter could not run (it is listed in the report either way).")]
 MaskRCNNClassOpt = Annotated[Optional[str], typer.Option(help="--compare maskrcnn: keep only instances of this COCO category (e.g. dog).")]
@@ -275,6 +275,10 @@ def eval_live(
         _say_random_weights(run)
     for problem in result["problems"]:
         typer.echo(f"  problem: {problem}", err=True)
+    if not any(d["sequences"] for d in result["schedules"].values()):
+        typer.echo(f"error: no clip of {dataset} could be replayed (see the problems above); nothing was measured",
+                   err=True)
+        raise typer.Exit(1)
 
     def show(value, spec: str, width: int) -> str:
         return ("-" if value is None else format(value, spec)).rjust(width)

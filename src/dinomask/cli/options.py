@@ -45,7 +45,7 @@ BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, w
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-RerunOpt = Annotated[Optional[str], typer.Option(help="Log every frame, its mask, the similarity and the loop's figures to Rerun: --rerun alone spawns a viewer, --rerun FILE.rrd saves a recording, --rerun HOST:PORT connects to a running viewer (pip install 'dinomask[robotics]').")]
+RerunOpt = Annotated[Optional[str], typer.Option(help="Log every frame, its mask, the similarity and the loop's figures to Rerun: --rerun alone spawns a viewer, --rerun FILE.rrd saves a recording, --rerun HOST:PORT connects to a running viewer (pip install 'dinomask\\[robotics]').")]
 TopicOpt = Annotated[Optional[str], typer.Option(help="A ROS bag's image topic (sensor_msgs Image or CompressedImage); needed where the bag has several.")]
 class Engine(str, Enum):
     """Where batch work runs."""
@@ -187,13 +187,14 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
 
 
 def _check_rerun(target: str | None) -> None:
-    """``--rerun``'s target, checked before the model loads."""
+    """``--rerun``'s target, checked before the model loads: the SDK, the file's folder, the
+    viewer to spawn or to connect to (see :func:`dinomask.rerun_view.check_target`)."""
     if target is None:
         return
-    from dinomask.rerun_view import parse_target
+    from dinomask.rerun_view import check_target
 
     try:
-        parse_target(target)
+        check_target(target)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rerun") from None
 

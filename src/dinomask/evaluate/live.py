@@ -563,7 +563,9 @@ def plot_sequence(result: dict, sequence: str, path: Path) -> Path:
             continue
         curves = figures["sequences"][sequence]["curves"]
         if curves["live_j"]:
-            top.plot(*zip(*curves["live_j"]), label=f"{name} (live J {figures['sequences'][sequence]['live_j']:.3f})")
+            live_j = figures["sequences"][sequence]["live_j"]
+            top.plot(*zip(*curves["live_j"]), marker="." if len(curves["live_j"]) < 3 else None,
+                     label=f"{name} (live J {'-' if live_j is None else format(live_j, '.3f')})")
         if curves["latency_ms"]:
             bottom.plot(*zip(*curves["latency_ms"]), marker=".", linestyle="-", label=name)
     top.set_ylabel("live J (newest shown mask\nvs the frame on the camera)")
@@ -572,7 +574,13 @@ def plot_sequence(result: dict, sequence: str, path: Path) -> Path:
     bottom.set_xlabel(f"camera frame of {sequence}")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a clip too short to score has no curve: no empty legend
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "too short to measure", transform=ax.transAxes, ha="center", va="center", color="grey")
+    low, high = top.get_xlim()
+    if high - low < 1:  # a single frame: a window around it, not an identical low and high limit
+        top.set_xlim(low - 1, high + 1)
     fig.suptitle(f"eval live: {sequence}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
