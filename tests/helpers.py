@@ -90,3 +90,13 @@ def textured(height: int, width: int, seed: int, tint=(0.2, 0.3, 0.9), scales=(2
     noise = (noise - noise.min()) / (noise.max() - noise.min())
     image = np.stack([0.35 * noise + 0.65 * t for t in tint], axis=2)
     return (image * 255).astype(np.uint8)
+
+
+def assert_tables_render(text: str) -> None:
+    """Every Markdown table line of ``text`` renders as a table row (a newline or a bare pipe in a
+    cell ends the table, or splits it, on GitHub and MkDocs): parsed by Python-Markdown, as MkDocs does."""
+    import markdown
+
+    html = markdown.markdown(text, extensions=["tables"])
+    rows = [line for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
+    assert html.count("<tr>") == len(rows), (html.count("<tr>"), len(rows))

@@ -84,7 +84,9 @@ def test_live_on_a_camera_clock_does_not_wait_for_keys(colour_backbone, tmp_path
     """The loop took the key worker's lock on every frame (to apply teaching commands), so it
     waited for every key: 'dinomask live' on a camera ran the backbone on 100% of frames at the
     key's rate (6 FPS with ViT-S/14), from 0.2.0 on. With a 120 ms key on a 24 FPS clock the loop
-    must show most frames and key a minority of them."""
+    must key a minority of the frames it shows. Load-independent: a loop that waits for its keys
+    keys every frame it shows (fraction 1.0, 17 of 48 frames on the old loop), however fast the
+    machine; how many frames a busy machine shows is a benchmark's figure, not this test's."""
     from PIL import Image
 
     from dinomask.live import LiveOptions, run_live_command
@@ -105,5 +107,5 @@ def test_live_on_a_camera_clock_does_not_wait_for_keys(colour_backbone, tmp_path
                                                         key_budget_ms=0), commands=[])
     finally:
         model.forward = forward
-    assert stats.frames_processed >= 30, stats
+    assert stats.frames_processed >= 6, stats  # enough frames for the fraction to mean something
     assert stats.keyframe_fraction < 0.6, stats

@@ -181,7 +181,23 @@ def test_several_image_topics_need_a_topic_and_the_error_lists_them(tmp_path, do
     assert list(read_output(tmp_path / "out")) == ["/right/image/mask"]
 
 
-def _hostile(folder: Path, frames) -> dict[str, tuple[Path, str]]:
+def _mcap_bomb(path: Path) -> Path:
+    """An MCAP whose one chunk declares 1 TiB inflated (zstd): refused by its declared size."""
+    import struct
+
+    def record(op: int, body: bytes) -> bytes:
+        return bytes([op]) + struct.pack("<Q", len(body)) + body
+
+    def text(value: str) -> bytes:
+        return struct.pack("<I", len(value)) + value.encode()
+
+    chunk = struct.pack("<QQQI", 0, 0, 2**40, 0) + text("zstd") + struct.pack("<Q", 16) + b"\x28\xb5\x2f\xfd" + b"\0" * 12
+    path.write_bytes(b"\x89MCAP0\r\n" + record(0x01, text("ros2") + text("hostile")) + record(0x06, chunk))
+    return path
+
+
+def _hostile(folder: Path, frames) -> dict[str, tuple[Path, str, tuple[int, ...], Path | None]]:
+    """Hostile and odd bags: ``{case: (bag, phrase said, exit codes, output or None)}``."""
     store = _typestore(False)
     small = frames[0][:48, :64]
     good = [image_message(store, small, 0)]
@@ -191,39 +207,92 @@ def _hostile(folder: Path, frames) -> dict[str, tuple[Path, str]]:
     data.write_bytes(data.read_bytes()[: len(data.read_bytes()) // 2])
     garbage = folder / "garbage.mcap"
     garbage.write_bytes(b"\x89MCAP0\r\n" + b"\x07" * 5000)
+    from rosbags.rosbag1 import Writer as Ros1Writer
+
+    ros1_store = _typestore(True)
+    ros1 = folder / "killed.bag"
+    with Ros1Writer(ros1) as writer:
+        writer.chunk_threshold = 4000
+        connection = writer.add_connection(TOPIC, "sensor_msgs/msg/Image", typestore=ros1_store)
+        for index in range(4):
+            writer.write(connection, LOG0 + index, ros1_store.serialize_ros1(
+                image_message(ros1_store, small, index, ros1=True), "sensor_msgs/msg/Image"))
+    ros1.write_bytes(ros1.read_bytes()[: int(ros1.stat().st_size * 0.6)])
+    mixed = {TOPIC: ("sensor_msgs/msg/Image", good)}
+    foreign = folder / "foreign"
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    with Writer(foreign, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        images = writer.add_connection(TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        strings = writer.add_connection(TOPIC, "std_msgs/msg/String", typestore=store)
+        writer.write(strings, LOG0, store.serialize_cdr(string(data="not an image"), "std_msgs/msg/String"))
+        writer.write(images, LOG0 + 1, store.serialize_cdr(good[0], "sensor_msgs/msg/Image"))
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, format="JPEG")
+    unnamed = store.types["sensor_msgs/msg/CompressedImage"](header=good[0].header, format="",
+                                                              data=np.frombuffer(buffer.getvalue(), np.uint8))
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 3000, np.uint16)).save(buffer, format="PNG")
+    depth = store.types["sensor_msgs/msg/CompressedImage"](header=good[0].header, format="16UC1; png",
+                                                            data=np.frombuffer(buffer.getvalue(), np.uint8))
+    slow = folder / "slow"
+    with Writer(slow, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        camera = writer.add_connection(TOPIC, "sensor_msgs/msg/Image", typestore=store)
+        status = writer.add_connection("/status", "std_msgs/msg/String", typestore=store)
+        for when in (0, 3600 * 10**9):  # a status topic that spans an hour beside a 2-frame camera
+            writer.write(status, LOG0 + when, store.serialize_cdr(string(data="ok"), "std_msgs/msg/String"))
+        for index in range(2):
+            writer.write(camera, LOG0 + 10**9 + index * 50_000_000, store.serialize_cdr(good[0], "sensor_msgs/msg/Image"))
+    holder = folder / "holder"
+    holder.mkdir()
+    held = write_bag(holder / "held", mixed)
     return {
         "no image topic": (write_bag(folder / "strings", {"/chatter": ("std_msgs/msg/String", [string(data="hi")])}),
-                           "holds no image topic"),
+                           "holds no image topic", (2,), None),
         "declared size unlike its data": (write_bag(folder / "mismatch", {TOPIC: ("sensor_msgs/msg/Image", good + [
-            image_message(store, small, 1, height=480, width=640)])}), "message 1: declares 640x480 rgb8"),
+            image_message(store, small, 1, height=480, width=640)])}), "message 1: declares 640x480 rgb8", (1,), None),
         "a huge declared image": (write_bag(folder / "huge", {TOPIC: ("sensor_msgs/msg/Image", [
             image_message(store, small, 0, height=200_000, width=200_000, data=np.zeros(16, np.uint8))])}),
-                                  "message 0: declares a 200000x200000 image"),
+                                  "message 0: declares a 200000x200000 image", (1,), None),
         "an unread encoding": (write_bag(folder / "bayer", {TOPIC: ("sensor_msgs/msg/Image", [
-            image_message(store, small, 0, encoding="bayer_rggb8")])}), "'bayer_rggb8' is not read"),
+            image_message(store, small, 0, encoding="bayer_rggb8")])}), "'bayer_rggb8' is not read", (1,), None),
         "a JPEG that does not decode": (write_bag(folder / "badjpeg", {TOPIC: ("sensor_msgs/msg/CompressedImage", [
-            compressed_message(store, small, 0, data=b"\xff\xd8 not a jpeg")])}), "message 0: its jpeg data does not decode"),
-        "a truncated bag": (truncated, "truncated"),
-        "garbage named .mcap": (garbage, "garbage.mcap"),
+            compressed_message(store, small, 0, data=b"\xff\xd8 not a jpeg")])}), "message 0: its jpeg data does not decode",
+                                        (1,), None),
+        "a truncated MCAP bag": (truncated, "truncated", (1, 2), None),
+        "a truncated ROS 1 bag": (ros1, "truncated or corrupt", (1,), None),
+        "garbage named .mcap": (garbage, "garbage.mcap", (2,), None),
+        "a chunk that declares 1 TiB": (_mcap_bomb(folder / "bomb.mcap"), "are inflated", (2,), None),
+        "a foreign type on the image topic": (foreign, "1 skipped (not an image type: 1 std_msgs/msg/String)", (0,), None),
+        "a CompressedImage with an empty format": (write_bag(folder / "unnamed", {TOPIC: (
+            "sensor_msgs/msg/CompressedImage", [unnamed])}), "1 of 1 message written", (0,), None),
+        "a compressed depth image": (write_bag(folder / "depth", {TOPIC: ("sensor_msgs/msg/CompressedImage", [depth])}),
+                                     "is a depth image", (1,), None),
+        "a camera beside a long slow topic": (slow, "2 of 2 messages written", (0,), None),
+        "an output folder that holds the input": (held, "holds the input bag", (2,), holder),
     }
 
 
 def test_hostile_bags_give_one_message_naming_bag_topic_and_message(tmp_path, dog_ref, frames, capsys):
     """Each within the budgets of the hostile corpus: 10 s and 300 MiB (a 200000 x 200000 image is
-    never allocated: its size is checked against its data first)."""
+    never allocated: its size is checked against its data first; a 1 TiB chunk is never inflated)."""
     from tests.helpers import peak_rss_growth
 
-    for case, (bag, phrase) in _hostile(tmp_path, frames).items():
+    for case, (bag, phrase, codes, output) in _hostile(tmp_path, frames).items():
         code = [None]
+        out = output or tmp_path / f"out-{bag.stem}"
+        before = sorted(p.name for p in output.iterdir()) if output else None
         started = time.perf_counter()
         growth = peak_rss_growth(lambda: code.__setitem__(0, main(["remove", "-r", str(dog_ref), str(bag), "-o",
-                                                                    str(tmp_path / f"out-{bag.name}"), "-q"])))
+                                                                    str(out), "-q", "--overwrite"])))
         said = capsys.readouterr()
         text = said.err + said.out
-        assert code[0] in (1, 2), (case, code[0], text[-1500:])
+        assert code[0] in codes, (case, code[0], text[-1500:])
         assert "Traceback" not in text, text[-2000:]
         assert str(bag) in text and phrase in text, (case, phrase, text[-1500:])
         assert growth < 300 and time.perf_counter() - started < 10, (case, growth)
+        if output:
+            assert sorted(p.name for p in output.iterdir()) == before, case  # nothing of the user's is gone
 
 
 def test_a_failed_message_is_skipped_counted_and_the_rest_written(tmp_path, dog_ref, frames, capsys):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 
 import numpy as np
 import pytest
@@ -64,12 +63,11 @@ def test_max_frames_on_a_file_drops_nothing(tmp_path, dog_ref, davis, capsys):
     (["--key-budget-ms", "inf"], "--key-budget-ms", ""),
 ])
 def test_live_options_are_checked_before_the_model_loads(tmp_path, dog_ref, args, hint, phrase, capsys):
-    started = time.perf_counter()
     code = main(["live", "-r", str(dog_ref), "--source", str(tmp_path), "--no-window", "--model",
                  "/nonexistent/never-loaded", *args])
     said = " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert code == 2 and hint in said and phrase in said, said
-    assert "never-loaded" not in said and time.perf_counter() - started < 5
+    assert "never-loaded" not in said  # the model named was never looked for: the check came first
 
 
 def test_a_frames_folder_without_frames_says_so(tmp_path, dog_ref, capsys):
@@ -79,14 +77,19 @@ def test_a_frames_folder_without_frames_says_so(tmp_path, dog_ref, capsys):
 
 
 @pytest.mark.parametrize("actors", ["-1", "0"])
-def test_ray_actor_counts_are_checked_before_ray_starts(tmp_path, dog_ref, davis, actors, capsys):
-    """--actors -1 gave a raw tuple after Ray had started (~10 s); --actors 0 meant the default."""
-    started = time.perf_counter()
+def test_ray_actor_counts_are_checked_before_ray_starts(tmp_path, dog_ref, davis, actors, capsys, monkeypatch):
+    """--actors -1 gave a raw tuple after Ray had started (~10 s); --actors 0 meant the default.
+    Ray must not be started at all (checked by behaviour, not by the wall clock)."""
+    import dinomask.ray_engine as ray_engine
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray was started before --actors was checked")
+
+    monkeypatch.setattr(ray_engine, "init_ray", started)
     assert main(["remove", "-r", str(dog_ref), str(davis / "JPEGImages/480p/dog/00004.jpg"), "-o", str(tmp_path / "o"),
                  "--engine", "ray", "--actors", actors]) == 2
     said = " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert "--actors" in said and "greater than or equal to 1" in said, said
-    assert time.perf_counter() - started < 5
 
 
 def test_ctrl_c_in_a_batch_prints_what_was_done(tmp_path, dog_ref, davis, capsys, monkeypatch):

@@ -92,7 +92,7 @@ def test_an_oversized_refiner_config_is_refused_before_it_is_built(tmp_path, tin
     started = time.perf_counter()
     with pytest.raises(ModelNotFoundError, match="num_hidden_layers must be a whole number in 1..64, got 10000"):
         SamRefiner.load(folder)
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 60  # generous and load-proof: building 10,000 layers takes many minutes
 
 
 def test_a_huge_preprocessor_config_is_refused_unread(tmp_path, tiny_refiner_dir):

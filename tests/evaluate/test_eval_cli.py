@@ -38,6 +38,9 @@ def test_masks_eval_runs_every_option_side_by_side(tmp_path, davis, tiny_model_d
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert report.splitlines()[2].startswith("**RANDOM WEIGHTS")  # first thing a reader sees
+    from tests.helpers import assert_tables_render
+
+    assert_tables_render(report)  # every row of every table renders (issue 32: a newline in a cell broke 21 rows)
     assert metrics["conditions"][str(tiny_model_dir)]["runtime"].startswith("onnx")
     assert metrics["conditions"][str(tiny_model_dir)]["random_weights"]
     table = [line for line in report.splitlines() if line.startswith("| ") and "J&F" not in line and line[2].isdigit()]

@@ -103,13 +103,16 @@ def test_the_oracle_on_a_static_clip_scores_the_grid_ceiling(tmp_path, colour_ba
 
 
 def test_a_planted_moving_square_is_shown_within_the_latency_budget(tmp_path, colour_backbone, colour_reference):
-    """On the wall clock, at 24 FPS, 4 px a frame: the async loop shows most frames, within 80 ms
-    (p95), and the mask on screen follows the square (live J)."""
+    """At 24 FPS, 4 px a frame, a key within one camera frame (40 ms, what the rate controller aims
+    for) and 10 ms a frame on the simulated clock (no test times the wall clock, issue 33: this
+    asserted p95 < 80 ms on the wall clock and failed on a loaded machine): the async loop shows
+    every frame within a frame's budget (p95), and the mask on screen follows the square (live J).
+    The wall-clock figures live in benchmarks/live_camera.py."""
     from dinomask.evaluate.datasets import load_dataset
 
     sequence = load_dataset(write_clip(tmp_path / "d", frames=36, step=4)).sequences[0]
     figures = replay_sequence(sequence, _segmenter(colour_backbone, colour_reference, "async"),
-                              KeyframeSettings.parse("async"), LiveEvalSettings(oracle=True))
+                              KeyframeSettings.parse("async"), LiveEvalSettings(oracle=True, costs=(40, 10)))
     print({k: v for k, v in figures.items() if k != "curves"})
     assert figures["latency_ms_p95"] < 80
     assert figures["shown_fps"] > 12 and figures["own_frame_j"] > 0.8 and figures["live_j"] > 0.6

@@ -124,3 +124,12 @@ def test_score_mask_carries_j_f_and_their_mean():
     score = score_mask(_block(slice(2, 5), slice(4, 7)), truth)
     assert score.iou == pytest.approx(3 / 15)  # 3 shared pixels of 15
     assert score.f == pytest.approx(2 / 3) and score.jf == pytest.approx((3 / 15 + 2 / 3) / 2)
+
+
+def test_a_report_cell_stays_on_one_line_with_its_pipes_escaped():
+    from dinomask.evaluate.report import cell
+    from tests.helpers import assert_tables_render
+
+    text = cell("u2netp\n(rembg's model) | MIT")
+    assert text == "u2netp (rembg's model) \\| MIT"
+    assert_tables_render(f"| a | b |\n|---|---|\n| {text} | 1 |\n| x | 2 |\n")

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dinomask.backbones.devices import resolve_device, resolve_dtype
-from dinomask.backbones.registry import DEFAULT_BACKBONE
+from dinomask.backbones.registry import default_model
 from dinomask.backbones.sources import load_model, missing_model_message, read_norm
 from dinomask.backbones.spec import IMAGENET_MEAN, IMAGENET_STD
 from dinomask.backbones.torch_runtime import Backbone, wrap_model
@@ -33,7 +33,7 @@ def quiet_loading():
 
 
 def load_backbone(
-    source: str = DEFAULT_BACKBONE, *, device: str = "auto", dtype: str = "auto", runtime: str = "auto",
+    source: str | None = None, *, device: str = "auto", dtype: str = "auto", runtime: str = "auto",
     busy_wait: bool = True,
 ) -> "Backbone":
     """Load a DINOv2 backbone from a short name, hub id, directory or checkpoint file.
@@ -46,7 +46,8 @@ def load_backbone(
 
     Args:
         source: see the module docstring for accepted forms, or an ``.onnx`` file
-            written by ``dinomask export-onnx``.
+            written by ``dinomask export-onnx``; None: ``DINOMASK_MODEL`` when set, else
+            :data:`DEFAULT_BACKBONE` (see :func:`~dinomask.backbones.registry.default_model`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: torch runtime only: ``float32`` (exact), ``bfloat16``, ``float16`` or
             ``auto`` (see :func:`resolve_dtype`).
@@ -61,6 +62,7 @@ def load_backbone(
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    source = default_model() if source is None else source
     if source.endswith(".onnx"):
         from dinomask.backbones.onnx_runtime import load_onnx_file
 

@@ -29,6 +29,15 @@ variants and every DINOv3 have 4 register tokens. Any hub id or local path works
 #: The default backbone: DINOv2 ViT-S/14 with registers (no high-norm artifact tokens).
 DEFAULT_BACKBONE = "dinov2_vits14_reg"
 
+
+def default_model() -> str:
+    """The model used where none is named: ``DINOMASK_MODEL`` (a short name, hub id, folder or
+    checkpoint: your own copy, for machines without the hub) when set, else :data:`DEFAULT_BACKBONE`.
+    Read when called, never at import."""
+    import os
+
+    return os.environ.get("DINOMASK_MODEL", "").strip() or DEFAULT_BACKBONE
+
 #: transformers ``model_type`` -> family.
 FAMILIES = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2", "dinov3_vit": "dinov3"}
 

@@ -56,8 +56,10 @@ def missing_model_message(source: str, hub_id: str | None, detail: str) -> str:
             + (" (HF_HUB_OFFLINE=1, so the hub was not asked)." if os.environ.get("HF_HUB_OFFLINE") == "1" else "."),
             "Fix it with one of:",
             f"  dinomask download {source}        # on a machine with internet, then copy HF_HOME across",
-            "  --model /path/to/dir               # a directory written by save_pretrained",
+            "  --model /path/to/dir               # a directory written by save_pretrained (or DINOMASK_MODEL=/path/to/dir)",
             "  --model /path/to/dinov2_vits14_pretrain.pth  # Meta's official checkpoint",
+            "  HF_HUB_OFFLINE=1                   # use the cache only, without asking the hub",
+            "  dinomask random-model DIR && --model DIR  # to try the pipeline: RANDOM weights, meaningless masks",
         ]
     else:
         lines += [
@@ -236,6 +238,38 @@ def _load_remote(source: str, path: Path):
     return model, norm_dir, _folder_files(norm_dir) if norm_dir is not None else []
 
 
+#: How long the hub's host may take to accept a connection before it counts as unreachable.
+HUB_PROBE_SECONDS = 2.0
+
+
+def hub_unreachable(timeout_s: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub cannot be reached (its endpoint refuses a TCP connection, its name
+    does not resolve, or neither answers within ``timeout_s``), or None when it answers. Asked
+    before a download, so that a machine without the hub fails in seconds, not after
+    huggingface_hub's retries (five 'Retrying in 8s', about 30 s)."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe() -> None:  # in a thread: a name lookup has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{host}:{port}: {exc.strerror or exc}")
+
+    thread = threading.Thread(target=probe, name="dinomask-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    return outcome[0] if outcome else f"{host}:{port} did not answer within {timeout_s:g} s"
+
+
 def _load_from_hub(source: str, hub_id: str):
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -247,6 +281,10 @@ def _load_from_hub(source: str, hub_id: str):
             raise ModelNotFoundError(
                 missing_model_message(source, hub_id, "it is not in the local cache")
             ) from None
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise ModelNotFoundError(missing_model_message(
+            source, hub_id, f"not cached, and the hub cannot be reached ({unreachable})")) from None
     try:
         return _load_pretrained(hub_id, local_only=False)
     except (OSError, ValueError, HfHubHTTPError) as exc:

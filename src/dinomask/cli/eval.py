@@ -101,13 +101,13 @@ def eval_masks(
     refiner: RefinerOpt = None,
 ) -> None:
     """Mask quality (DAVIS J&F, mIoU, confusion) of settings beside trivial baselines, with a threshold sweep."""
-    from dinomask.backbones import DEFAULT_BACKBONE
+    from dinomask.backbones import default_model
     from dinomask.evaluate.masks import evaluate_masks, ranked
     from dinomask.evaluate.plan import MaskEvalPlan, build_predictors
     from dinomask.evaluate.report import conditions, write_masks_report
     from dinomask.evaluate.settings import named_settings, with_refined_twins
 
-    model = model or DEFAULT_BACKBONE
+    model = model or default_model()
     runtime, dtype = _runtime(fast, runtime, dtype)
     try:
         settings = named_settings(setting or ["standard"])
@@ -171,13 +171,13 @@ def eval_recognition(
     allow_missing: AllowMissingOpt = False,
 ) -> None:
     """Category recognition on unseen clips (references from other clips), with and without background removal."""
-    from dinomask.backbones import DEFAULT_BACKBONE
+    from dinomask.backbones import default_model
     from dinomask.evaluate.predictors import build_comparators
     from dinomask.evaluate.recognition import CLASSIFIERS, evaluate_recognition, read_class_map
     from dinomask.evaluate.report import conditions, write_recognition_report
     from dinomask.segmenter import SegmenterConfig
 
-    model = model or DEFAULT_BACKBONE
+    model = model or default_model()
     class_map = read_class_map(classes)
     data, run = _eval_run(dataset, model, output, overwrite)
     run["class_map"] = str(classes.resolve())
@@ -229,14 +229,14 @@ def eval_live(
     latency, J of each shown mask and live J (the newest mask against the frame on the camera)."""
     from tqdm import tqdm
 
-    from dinomask.backbones import DEFAULT_BACKBONE
+    from dinomask.backbones import default_model
     from dinomask.evaluate.datasets import load_pair
     from dinomask.evaluate.live import LiveEvalSettings, evaluate_live, parse_costs
     from dinomask.evaluate.report import conditions, write_live_report
     from dinomask.reference import Reference
     from dinomask.segmenter import Segmenter
 
-    model = model or DEFAULT_BACKBONE
+    model = model or default_model()
     schedules = keyframes or ["async", "auto"]
     for name, value in (("--fps", fps), ("--key-budget-ms", key_budget_ms)):
         if value is not None and not math.isfinite(value):  # click's range lets NaN through
@@ -308,12 +308,12 @@ def eval_control(
     quiet: QuietOpt = False,
 ) -> None:
     """A simulated pan-tilt loop driven by the perception, with and without background removal."""
-    from dinomask.backbones import DEFAULT_BACKBONE
+    from dinomask.backbones import default_model
     from dinomask.evaluate.control import ControlModel, evaluate_control
     from dinomask.evaluate.report import conditions, write_control_report
     from dinomask.segmenter import SegmenterConfig
 
-    model = model or DEFAULT_BACKBONE
+    model = model or default_model()
     data, run = _eval_run(dataset, model, output, overwrite)
     backbone = _backbone(model, device, dtype, runtime, fast, warn_random=False)  # the report's banner says it
     run["conditions"] = {model: conditions(backbone, max_frames)}

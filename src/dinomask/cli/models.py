@@ -33,11 +33,11 @@ def export_onnx_command(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a DINOv2 to ONNX for ONNX Runtime (dynamic batch and image size), checked against fp32."""
-    from dinomask.backbones import DEFAULT_BACKBONE, MIN_FIDELITY, export_onnx, load_backbone
+    from dinomask.backbones import MIN_FIDELITY, default_model, export_onnx, load_backbone
 
     if output.exists() and not overwrite:
         raise DinomaskError(f"{output} exists; pass --overwrite to replace it")
-    backbone = load_backbone(model or DEFAULT_BACKBONE, device="cpu", dtype="float32", runtime="torch")
+    backbone = load_backbone(model or default_model(), device="cpu", dtype="float32", runtime="torch")
     info = export_onnx(backbone, output, int8=int8)
     verdict = "ok" if info.fidelity_min_cosine >= MIN_FIDELITY else f"BELOW {MIN_FIDELITY}: prefer fp32"
     typer.echo(

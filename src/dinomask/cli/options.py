@@ -174,6 +174,10 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
             typer.echo(f"reference {path}: taught after it was made: {taught.describe()}", err=True)
     loaded_refiner = _refiner(refiner, device)  # its checks are quick: before the backbone's load
     try:
+        import os
+
+        # --model, then DINOMASK_MODEL (your own copy), then the model the reference names
+        model = model or os.environ.get("DINOMASK_MODEL", "").strip() or None
         backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
     except ModelNotFoundError as exc:
         if model is not None:

@@ -36,7 +36,7 @@ def reference(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compute an object's DINOv2 features from reference photo(s) and save them."""
-    from dinomask.backbones import DEFAULT_BACKBONE
+    from dinomask.backbones import default_model
     from dinomask.preprocess import DEFAULT_TOKENS, InputGeometry
     from dinomask.reference import Reference, ReferenceSettings, reference_file
 
@@ -46,7 +46,7 @@ def reference(
     from dinomask.files import check_writable
 
     check_writable(output.parent, "the reference")
-    backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast)
+    backbone = _backbone(model or default_model(), device, dtype, runtime, fast)
     geometry = InputGeometry(resolution=resolution) if resolution else InputGeometry(tokens=tokens or DEFAULT_TOKENS)
     settings = ReferenceSettings(background=background, geometry=geometry)
     ref = Reference.from_images(backbone, images, mask or None, settings=settings, label=label)

@@ -52,7 +52,7 @@ def serve(
         from dinomask.serve.app import ServeConfig, create_app, server_options
     except ImportError as exc:
         raise DinomaskError(f"dinomask serve needs its extra: pip install 'dinomask[serve]' ({exc.name} is missing)") from None
-    from dinomask.backbones import DEFAULT_BACKBONE
+    from dinomask.backbones import default_model
 
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         typer.echo(f"warning: serving on {host} without --token: anyone who reaches this port can use it", err=True)
@@ -68,7 +68,7 @@ def serve(
         _limit_threads(threads)
     loaded_refiner = _refiner(refiner, device)
     # request decoding and encoding run beside the model: its threads must not spin on their cores
-    backbone = _backbone(model or DEFAULT_BACKBONE, device, dtype, runtime, fast, busy_wait=False)
+    backbone = _backbone(model or default_model(), device, dtype, runtime, fast, busy_wait=False)
     typer.echo(f"dinomask serving {backbone.spec.name}" + (f" refined by {refiner}" if refiner else "")
                + f" on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(create_app(backbone, config, loaded_refiner), host=host, port=port, log_level="warning", **server_options(config))

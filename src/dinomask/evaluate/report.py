@@ -101,6 +101,12 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def cell(text) -> str:
+    """One Markdown table cell: on one line, its pipes escaped (a newline ends a table on GitHub
+    and MkDocs, a bare pipe splits the cell)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
@@ -142,13 +148,13 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
         patches = f"{d['patches_per_frame']:.0f}" if d["patches_per_frame"] else "n/a"  # n/a: not a patch model
         cells = [_fmt(d[k]) for k in ("jf", "j_mean", "j_recall", "j_decay", "f_mean", "f_recall", "f_decay", "miou",
                                        "pixel_accuracy")]
-        lines.append(f"| {rank} | {name} | " + " | ".join(cells) + f" | {d['frames']} | {patches} | "
-                     f"{', '.join(result.rules[name])} | {settings_text.get(name, '')} |")
+        lines.append(f"| {rank} | {cell(name)} | " + " | ".join(cells) + f" | {d['frames']} | {patches} | "
+                     f"{cell(', '.join(result.rules[name]))} | {cell(settings_text.get(name, ''))} |")
     if result.sweeps:
         lines += ["", "## Threshold sweep (J)", "", "| setting | best threshold | J there | J at 0.5 |", "|---|---|---|---|"]
         for name, sweep in result.sweeps.items():
             at_half = sweep["j"][sweep["thresholds"].index(0.5)]
-            lines.append(f"| {name} | {sweep['best_threshold']:.2f} | {_fmt(sweep['best_j'])} | {_fmt(at_half)} |")
+            lines.append(f"| {cell(name)} | {sweep['best_threshold']:.2f} | {_fmt(sweep['best_j'])} | {_fmt(at_half)} |")
     with_oracle = [n for n in order if "oracle" in result.dataset[n]]
     if with_oracle:
         lines += ["", "## Ceilings: the ground truth as the patch classifier", "",
@@ -159,14 +165,14 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
                   "|---|---|---|---|---|---|---|"]
         for name in sorted(with_oracle, key=lambda n: -result.dataset[n]["oracle"]["jf"]):
             d, o = result.dataset[name], result.dataset[name]["oracle"]
-            lines.append(f"| {name} | {_fmt(o['jf'])} | {_fmt(o['j'])} | {_fmt(o['f'])} | {_fmt(d['jf'])} | "
+            lines.append(f"| {cell(name)} | {_fmt(o['jf'])} | {_fmt(o['j'])} | {_fmt(o['f'])} | {_fmt(d['jf'])} | "
                          f"{_fmt(o['jf'] - d['jf'])} | {o['patches_per_frame']:.0f} |")
-    lines += ["", "## Per sequence (J&F)", "", "| sequence | " + " | ".join(order) + " |",
+    lines += ["", "## Per sequence (J&F)", "", "| sequence | " + " | ".join(cell(o) for o in order) + " |",
               "|---" * (len(order) + 1) + "|"]
     sequences = sorted({s for per in result.per_sequence.values() for s in per})
     for seq in sequences:
         cells = [_fmt(result.per_sequence[n].get(seq, {}).get("jf")) for n in order]
-        lines.append(f"| {seq} | " + " | ".join(cells) + " |")
+        lines.append(f"| {cell(seq)} | " + " | ".join(cells) + " |")
     lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in files if p.suffix == ".png")]
     lines += _left_out(run)
     lines += _problems(result.problems)
@@ -193,7 +199,7 @@ def write_recognition_report(out_dir: Path, result: dict, run: dict) -> list[Pat
     for category in categories:
         ref = result["reference_clips"][category]
         scored = [f["clip"] for f in result["per_frame"] if f["category"] == category]
-        lines.append(f"| {category} | {ref} | {', '.join(sorted(set(scored)))} |")
+        lines.append(f"| {cell(category)} | {cell(ref)} | {cell(', '.join(sorted(set(scored))))} |")
     lines += ["", f"References per category: {result['references_per_category']}; k-NN with k = {result['k']}; "
               f"chance = {result['chance']:.3f}.", "",
               "| variant | classifier | accuracy | " + " | ".join(f"acc. {c}" for c in categories) + " | removal mask J |",
@@ -202,7 +208,7 @@ def write_recognition_report(out_dir: Path, result: dict, run: dict) -> list[Pat
         for classifier in recognition.CLASSIFIERS:
             metrics = by_classifier[classifier]
             cells = [_fmt(metrics["per_class_accuracy"][c]) for c in categories]
-            lines.append(f"| {variant} | {classifier} | {_fmt(metrics['accuracy'])} | " + " | ".join(cells) +
+            lines.append(f"| {cell(variant)} | {cell(classifier)} | {_fmt(metrics['accuracy'])} | " + " | ".join(cells) +
                          f" | {_fmt(by_classifier.get('mask_j'))} |")
             files.append(plots.plot_confusion(np.array(metrics["matrix"]), categories,
                                               out_dir / f"confusion_{_slug(variant)}_{_slug(classifier)}.png",
@@ -227,11 +233,11 @@ def write_control_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
              "## Results (mean over sequences; units: fraction of the frame)", "",
              "| perception | RMS deviation | max deviation | jitter |", "|---|---|---|---|"]
     for p, m in result["mean_over_sequences"].items():
-        lines.append(f"| {p} | {_fmt(m['rms'])} | {_fmt(m['max'])} | {_fmt(m['jitter'])} |")
+        lines.append(f"| {cell(p)} | {_fmt(m['rms'])} | {_fmt(m['max'])} | {_fmt(m['jitter'])} |")
     lines += ["", "| sequence | perception | RMS | max | jitter | steps with no measurement |", "|---|---|---|---|---|---|"]
     for seq, pipelines in result["sequences"].items():
         for p, r in pipelines.items():
-            lines.append(f"| {seq} | {p} | {_fmt(r['rms'])} | {_fmt(r['max'])} | {_fmt(r['jitter'])} | {r['lost']} |")
+            lines.append(f"| {cell(seq)} | {cell(p)} | {_fmt(r['rms'])} | {_fmt(r['max'])} | {_fmt(r['jitter'])} | {r['lost']} |")
     lines += ["", "Plot: `deviation.png`"]
     lines += _problems(result["problems"])
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
@@ -272,7 +278,7 @@ def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
              "| keyframes | key scale max / mean (px) | dropped |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in result["schedules"].items():
-        lines.append(f"| {name} | {_figure(d['shown_fps'], '.1f')} | {_figure(d['latency_ms_p50'], '.0f')} | "
+        lines.append(f"| {cell(name)} | {_figure(d['shown_fps'], '.1f')} | {_figure(d['latency_ms_p50'], '.0f')} | "
                      f"{_figure(d['latency_ms_p95'], '.0f')} | {_figure(d['own_frame_j'], '.3f')} | "
                      f"{_figure(d['own_frame_jf'], '.3f')} | {_figure(d['live_j'], '.3f')} | "
                      f"{_figure(d['late_by_one_j'], '.3f')} | {_figure(d['keyframe_share'], '.0%')} | "
@@ -285,7 +291,7 @@ def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
             if seq not in d["sequences"]:
                 continue
             f = d["sequences"][seq]
-            lines.append(f"| {seq} | {name} | {_figure(f['shown_fps'], '.1f')} | {_figure(f['latency_ms_p95'], '.0f')} | "
+            lines.append(f"| {cell(seq)} | {cell(name)} | {_figure(f['shown_fps'], '.1f')} | {_figure(f['latency_ms_p95'], '.0f')} | "
                          f"{_figure(f['own_frame_j'], '.3f')} | {_figure(f['live_j'], '.3f')} | "
                          f"{_figure(f['late_by_one_j'], '.3f')} | {f['frames']} ({f['scored_frames']}) |")
     if result.get("problems"):
