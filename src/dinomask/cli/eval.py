@@ -290,6 +290,14 @@ def eval_live(
                    f"{show(d['latency_ms_p95'], '.0f', 7)} {show(d['own_frame_j'], '.3f', 6)} "
                    f"{show(d['own_frame_jf'], '.3f', 7)} {show(d['live_j'], '.3f', 6)} {show(d['late_by_one_j'], '.3f', 6)} "
                    f"{show(d['keyframe_share'], '.0%', 5)} {show(d['key_scale_px_max'], '.0f', 5)} {show(d['dropped'], '.1f', 7)}")
+    typer.echo("  (dropped: camera frames a clip never shown, mean over clips)")
+    if any(d["absent_frames"] for d in result["schedules"].values()):
+        typer.echo(f"  {'schedule':10s} {'absent':>6s} {'absent FP':>9s} {'reacquire mean/max':>18s} {'missed':>6s} "
+                   f"{'present J':>9s}")
+        for name, d in result["schedules"].items():
+            reacquire = f"{show(d['reacquire_frames_mean'], '.1f', 0)}/{show(d['reacquire_frames_max'], 'd', 0)}"
+            typer.echo(f"  {name:10s} {show(d['absent_frames'], 'd', 6)} {show(d['absent_fp_rate'], '.1%', 9)} "
+                       f"{reacquire:>18s} {show(d['reacquire_missed'], 'd', 6)} {show(d['present_live_j'], '.3f', 9)}")
 
 
 def eval_control(

@@ -33,22 +33,18 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dinomask.evaluate.datasets import Dataset, LabelledSequence
-from dinomask.evaluate.metrics import score_mask
+from dinomask.evaluate.live_scores import LIVE_METRICS, Shown, aggregate, score_replay  # noqa: F401 (the yardstick)
 from dinomask.keyframes import FlowCarrier, KeyframeSettings, ScorePropagator
 from dinomask.preprocess import patch_coverage
 from dinomask.segmenter import SegmentationResult, Segmenter
 from dinomask.video import Frame, FrameSource, SequenceCapture, SourceSettings, run_live
 
-#: The figures every run gives, for the whole dataset and for each sequence (None where a clip is
-#: too short to measure one; such a clip stays out of that figure's mean).
-LIVE_METRICS = ("shown_fps", "latency_ms_p50", "latency_ms_p95", "own_frame_j", "own_frame_jf", "live_j",
-                "late_by_one_j", "keyframe_share", "dropped", "startup_ms", "key_scale_px_max", "key_scale_px_mean")
 #: The largest key or flow cost, and key budget, taken (ms): a minute.
 MAX_COST_MS = 60_000.0
 
@@ -92,18 +88,6 @@ class LiveEvalSettings:
             raise ValueError(f"costs must be two numbers KEY_MS,FLOW_MS in (0, {MAX_COST_MS:g}] ms, got {self.costs}")
         if self.key_budget_ms is not None and not (math.isfinite(self.key_budget_ms) and 0 <= self.key_budget_ms <= MAX_COST_MS):
             raise ValueError(f"key_budget_ms must be in 0..{MAX_COST_MS:g} ms (0: a fixed token budget), got {self.key_budget_ms}")
-
-
-@dataclass
-class Shown:
-    """One mask the loop showed: for frame ``index``, captured at ``captured`` s and ready at
-    ``ready`` s (both from the first frame's capture)."""
-
-    index: int
-    captured: float
-    ready: float
-    key: bool
-    mask: np.ndarray = field(repr=False)
 
 
 def parse_costs(text: str | None) -> tuple[float, float] | None:
@@ -363,86 +347,6 @@ def cost_model(segmenter: Segmenter, settings: LiveEvalSettings, keyframes: Keyf
                      keyframes.flow_side if keyframes.enabled else 120)
 
 
-# ----------------------------------------------------------------------------- scores
-
-
-#: A clip with fewer camera frames than this after start-up (or fewer scored frames) gives no figure.
-MIN_MEASURED_FRAMES = 2
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def score_replay(shown: list[Shown], truths: list[np.ndarray | None], fps: float, realtime: bool,
-                 first_scored: int = 1, keys=()) -> dict:
-    """The live metrics of one replay (see the module docstring), with per-frame curves.
-
-    Args:
-        shown: the masks the loop showed, in order.
-        truths: per camera frame, its ground truth, or None for a frame without one (it is
-            delivered and may be shown, but not scored).
-        first_scored: frames before this one (the reference frame the clip was taught on) are
-            played but never scored.
-        keys: :class:`~dinomask.segmenter.KeyInfo` of each key made.
-
-    Figures a clip is too short to give are None: ``shown_fps`` with fewer than
-    :data:`MIN_MEASURED_FRAMES` camera frames after start-up, the J figures without a scored frame.
-    """
-    count = len(truths)
-    scored = [k for k in range(first_scored, count) if truths[k] is not None]
-    own = [score_mask(s.mask, truths[s.index]) for s in shown if s.index >= first_scored and truths[s.index] is not None]
-    latency = np.array([(s.ready - s.captured) * 1e3 for s in shown])
-    live, curve = [], []
-    if realtime and shown:
-        by_ready = sorted(shown, key=lambda s: s.ready)
-        pointer = -1
-        for k in range(count):
-            at = k / fps
-            while pointer + 1 < len(by_ready) and by_ready[pointer + 1].ready <= at + 1e-9:
-                pointer += 1
-            if pointer >= 0 and k >= first_scored and truths[k] is not None:
-                j = score_mask(by_ready[pointer].mask, truths[k], boundary=False).iou
-                live.append(j)
-                curve.append((k, j))
-    else:
-        pairs = [(s, o) for s, o in zip((s for s in shown if s.index >= first_scored and truths[s.index] is not None), own)]
-        live = [o.iou for _, o in pairs]
-        curve = [(s.index, o.iou) for s, o in pairs]
-    late = [score_mask(truths[k - 1], truths[k], boundary=False).iou for k in scored if truths[k - 1] is not None]
-    duration = count / fps
-    first = min((s.ready for s in shown), default=duration)
-    shown_fps = None
-    if realtime:  # of the camera frames from the end of start-up on (the newest then included), the share shown
-        start = int(math.floor(first * fps + 1e-9))
-        available = count - start
-        if available >= MIN_MEASURED_FRAMES:
-            shown_fps = fps * sum(1 for item in shown if item.index >= start) / available
-    else:
-        span = max((s.ready for s in shown), default=first) - first
-        if len(shown) >= MIN_MEASURED_FRAMES and span > 0:
-            shown_fps = (len(shown) - 1) / span
-    scales = [k.scale_px for k in keys if k is not None]
-    return {
-        "shown_fps": shown_fps,
-        "startup_ms": first * 1e3,
-        "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else None,
-        "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else None,
-        "own_frame_j": _mean(o.iou for o in own),
-        "own_frame_jf": _mean(o.jf for o in own),
-        "live_j": _mean(live),
-        "late_by_one_j": _mean(late),
-        "keyframe_share": sum(s.key for s in shown) / len(shown) if shown else None,
-        "dropped": count - len(shown),
-        "frames": count,
-        "scored_frames": len(scored),
-        "key_scale_px_max": max(scales) if scales else None,
-        "key_scale_px_mean": float(np.mean(scales)) if scales else None,
-        "curves": {"live_j": curve, "latency_ms": [(s.index, float(l)) for s, l in zip(shown, latency)]},
-    }
-
-
 class ClipProblem(ValueError):
     """A clip that cannot be replayed as it is (named in the report's problems, skipped)."""
 
@@ -483,7 +387,7 @@ def evaluate_live(dataset: Dataset, segmenter_for, schedules: list[str], setting
                         out["problems"].append(problem)
             if progress is not None:
                 progress.update(1)
-        means = {m: _mean(s[m] for s in per_sequence.values()) for m in LIVE_METRICS}
+        means = {m: aggregate(m, (s[m] for s in per_sequence.values())) for m in LIVE_METRICS}
         out["schedules"][keyframes.describe()] = means | {"sequences": per_sequence}
     if settings.costs is not None:
         out["cost_model"] = describe_costs(settings.costs)

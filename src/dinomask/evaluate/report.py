@@ -275,7 +275,7 @@ def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
              "a mask are played and not scored. Key scale: source pixels per patch side of the keys (on the crop "
              "for a crop key). A dash: the clip is too short for that figure.", "",
              "| schedule | shown FPS | latency p50 (ms) | p95 (ms) | own-frame J | own-frame J&F | live J | one frame late "
-             "| keyframes | key scale max / mean (px) | dropped |",
+             "| keyframes | key scale max / mean (px) | dropped (frames a clip, mean) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in result["schedules"].items():
         lines.append(f"| {cell(name)} | {_figure(d['shown_fps'], '.1f')} | {_figure(d['latency_ms_p50'], '.0f')} | "
@@ -284,6 +284,30 @@ def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
                      f"{_figure(d['late_by_one_j'], '.3f')} | {_figure(d['keyframe_share'], '.0%')} | "
                      f"{_figure(d['key_scale_px_max'], '.1f')} / {_figure(d['key_scale_px_mean'], '.1f')} | "
                      f"{_figure(d['dropped'], '.1f')} |")
+    lines += ["", "## Coming and going", "",
+              "Over the scored frames whose ground truth is empty (the object is gone): the share with any object "
+              "pixel on screen. For each return (the first present frame after absent ones): camera frames until the "
+              "mask on screen first scores J >= 0.5 (0: on the return frame); missed: returns never found before the "
+              "clip ends or the object leaves again. Present live J: live J over the frames where the object is there. "
+              "Absent frames and misses are summed over clips, the rest are means; a dash: no clip lost its object.", "",
+              "| schedule | absent frames | absent FP rate | re-acquire frames mean / max | missed | present live J |",
+              "|---|---|---|---|---|---|"]
+    for name, d in result["schedules"].items():
+        lines.append(f"| {cell(name)} | {_figure(d['absent_frames'], 'd')} | {_figure(d['absent_fp_rate'], '.1%')} | "
+                     f"{_figure(d['reacquire_frames_mean'], '.1f')} / {_figure(d['reacquire_frames_max'], 'd')} | "
+                     f"{_figure(d['reacquire_missed'], 'd')} | {_figure(d['present_live_j'], '.3f')} |")
+    objects = [(seq, name, d["sequences"][seq]["objects"]) for seq in sequences for name, d in result["schedules"].items()
+               if seq in d["sequences"] and "objects" in d["sequences"][seq]]
+    if objects:
+        lines += ["", "## Objects", "", "Clips with several objects (a label-map ground truth): each object on its own "
+                  "mask; the clip's figures above are the mean over its objects, as DAVIS-2017 scores them.", "",
+                  "| sequence | schedule | object | own-frame J | live J | absent FP rate | re-acquire mean | missed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for seq, name, per_object in objects:
+            for object_id, f in per_object.items():
+                lines.append(f"| {cell(seq)} | {cell(name)} | {cell(object_id)} | {_figure(f['own_frame_j'], '.3f')} | "
+                             f"{_figure(f['live_j'], '.3f')} | {_figure(f['absent_fp_rate'], '.1%')} | "
+                             f"{_figure(f['reacquire_frames_mean'], '.1f')} | {_figure(f['reacquire_missed'], 'd')} |")
     lines += ["", "## Per sequence", "", "| sequence | schedule | shown FPS | p95 (ms) | own-frame J | live J | one frame late "
               "| frames (scored) |", "|---|---|---|---|---|---|---|---|"]
     for seq in sequences:

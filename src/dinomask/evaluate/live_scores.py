@@ -1,0 +1,219 @@
+"""The yardstick of ``eval live``: what a replay showed, scored against the ground truth. Apart
+from the replay (:mod:`dinomask.evaluate.live`), so it can be read and tested on its own.
+
+A replay is a list of :class:`Shown` masks (for which camera frame, when captured, when ready).
+On a camera's clock, what the user sees at camera frame ``k``'s instant is the newest mask ready
+by then (:func:`on_screen`); without a clock, each frame's own mask.
+
+The figures (see :data:`LIVE_METRICS`):
+
+* ``shown_fps``, ``startup_ms``, ``latency_ms_p50``/``_p95``, ``own_frame_j``/``_jf``,
+  ``live_j``, ``late_by_one_j``, ``keyframe_share``, ``dropped``, ``key_scale_px_*``: as in the
+  module docstring of :mod:`dinomask.evaluate.live`;
+* coming and going (:func:`coming_and_going`): ``absent_frames`` (scored frames whose ground
+  truth is empty), ``absent_fp_rate`` (the share of those with any object pixel on screen),
+  ``reacquire_frames_mean``/``_max`` (for each return, the first present frame after absent
+  ones: frames from it until the mask on screen first scores J >= :data:`REACQUIRED_J`; 0 = on
+  the return frame), ``reacquire_missed`` (returns never re-acquired before the clip ends or the
+  object leaves again), ``present_live_j`` (live J over the frames where the object is present).
+  A clip without an absent frame gives None for the first five.
+
+Several objects (a label-map ground truth): each object is scored as above on its own mask
+(the labels equal to its id) and the clip's figure is the mean over its objects, as DAVIS-2017
+does; each clip keeps ``objects``: id -> that object's figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dinomask.evaluate.metrics import score_mask
+
+#: The figures of one replay, for the whole dataset and for each sequence (None where a clip is too
+#: short to measure one; such a clip stays out of that figure's mean).
+LIVE_METRICS = ("shown_fps", "latency_ms_p50", "latency_ms_p95", "own_frame_j", "own_frame_jf", "live_j",
+                "late_by_one_j", "keyframe_share", "dropped", "startup_ms", "key_scale_px_max", "key_scale_px_mean",
+                "absent_frames", "absent_fp_rate", "reacquire_frames_mean", "reacquire_frames_max", "reacquire_missed",
+                "present_live_j")
+#: Figures that describe a whole set by their sum or maximum over clips, not their mean.
+SUMMED = ("absent_frames", "reacquire_missed")
+MAXED = ("reacquire_frames_max", "key_scale_px_max")
+#: The figures each object of a several-object clip gets.
+OBJECT_METRICS = ("own_frame_j", "live_j", "absent_frames", "absent_fp_rate", "reacquire_frames_mean",
+                  "reacquire_frames_max", "reacquire_missed", "present_live_j")
+#: A clip with fewer camera frames than this after start-up (or fewer scored frames) gives no figure.
+MIN_MEASURED_FRAMES = 2
+#: The J at which a returning object counts as found again (the DAVIS recall threshold).
+REACQUIRED_J = 0.5
+
+
+@dataclass
+class Shown:
+    """One mask the loop showed: for frame ``index``, captured at ``captured`` s and ready at
+    ``ready`` s (both from the first frame's capture); ``labels`` (``H x W`` uint8, 0 background,
+    ``i`` object ``i``) where several objects are segmented."""
+
+    index: int
+    captured: float
+    ready: float
+    key: bool
+    mask: np.ndarray = field(repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+
+    def object_mask(self, object_id: int | None) -> np.ndarray:
+        """The mask of object ``object_id`` (None: every object)."""
+        if object_id is None:
+            return self.mask
+        if self.labels is None:
+            return self.mask if object_id == 1 else np.zeros_like(self.mask)
+        return self.labels == object_id
+
+
+def mean_of(values) -> float | None:
+    """The mean of the values that are not None, or None when there are none."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def aggregate(metric: str, values) -> float | int | None:
+    """A set's figure from its clips': summed counts, the maximum of maxima, else the mean."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    if metric in SUMMED:
+        return int(sum(values))
+    if metric in MAXED:
+        return max(values)
+    return float(np.mean(values))
+
+
+def on_screen(shown: list[Shown], count: int, fps: float, realtime: bool) -> list[Shown | None]:
+    """Per camera frame, the :class:`Shown` on screen: on a camera's clock the newest ready by that
+    frame's instant (None before the first); without one, that frame's own (None if not shown)."""
+    screen: list[Shown | None] = [None] * count
+    if realtime:
+        by_ready = sorted(shown, key=lambda s: s.ready)
+        pointer = -1
+        for k in range(count):
+            while pointer + 1 < len(by_ready) and by_ready[pointer + 1].ready <= k / fps + 1e-9:
+                pointer += 1
+            screen[k] = by_ready[pointer] if pointer >= 0 else None
+    else:
+        for item in shown:
+            if 0 <= item.index < count:
+                screen[item.index] = item
+    return screen
+
+
+def _j(prediction: np.ndarray, truth: np.ndarray) -> float:
+    return score_mask(prediction, truth, boundary=False).iou
+
+
+def coming_and_going(screen: list[Shown | None], truths: list[np.ndarray | None], first_scored: int,
+                     object_id: int | None = None) -> dict:
+    """The come-and-go figures (see the module docstring) of one object (``object_id``; None: the
+    clip's one object, or all of them) from the masks on screen and the ground truths (bool
+    masks; None for frames without one)."""
+    scored = [k for k in range(first_scored, len(truths)) if truths[k] is not None]
+    present = {k: bool(truths[k].any()) for k in scored}
+    absent = [k for k in scored if not present[k]]
+
+    def mask_at(k: int) -> np.ndarray | None:
+        return None if screen[k] is None else screen[k].object_mask(object_id)
+
+    present_j = [_j(mask_at(k), truths[k]) for k in scored if present[k] and screen[k] is not None]
+    out = {"present_live_j": mean_of(present_j), "absent_frames": None, "absent_fp_rate": None,
+           "reacquire_frames_mean": None, "reacquire_frames_max": None, "reacquire_missed": None}
+    if not absent:
+        return out
+    shown_any = [mask_at(k) is not None and bool(mask_at(k).any()) for k in absent]
+    found, missed = [], 0
+    for position, k in enumerate(scored):
+        if not present[k] or position == 0 or present[scored[position - 1]]:
+            continue  # a return: the first present frame after one or more absent ones
+        for later in scored[position:]:
+            if not present[later]:
+                missed += 1  # gone again before it was found
+                break
+            mask = mask_at(later)
+            if mask is not None and _j(mask, truths[later]) >= REACQUIRED_J:
+                found.append(later - k)
+                break
+        else:
+            missed += 1  # the clip ended before it was found
+    out.update(absent_frames=len(absent), absent_fp_rate=sum(shown_any) / len(absent),
+               reacquire_frames_mean=float(np.mean(found)) if found else None,
+               reacquire_frames_max=max(found) if found else None, reacquire_missed=missed)
+    return out
+
+
+def score_replay(shown: list[Shown], truths: list[np.ndarray | None], fps: float, realtime: bool,
+                 first_scored: int = 1, keys=(), objects: dict[int, list[np.ndarray | None]] | None = None) -> dict:
+    """The live metrics of one replay, with per-frame curves.
+
+    Args:
+        shown: the masks the loop showed, in order.
+        truths: per camera frame, its ground truth (``H x W`` bool, every object), or None for a
+            frame without one (it is delivered and may be shown, but not scored).
+        first_scored: frames before this one (the reference frame the clip was taught on) are
+            played but never scored.
+        keys: :class:`~dinomask.segmenter.KeyInfo` of each key made.
+        objects: with several objects, ``{id: per-frame truths of that object}``: the J and
+            come-and-go figures become the mean over the objects, each kept under ``objects``.
+
+    Figures a clip is too short to give are None: ``shown_fps`` with fewer than
+    :data:`MIN_MEASURED_FRAMES` camera frames after start-up, the J figures without a scored frame.
+    """
+    count = len(truths)
+    scored = [k for k in range(first_scored, count) if truths[k] is not None]
+    screen = on_screen(shown, count, fps, realtime)
+    latency = np.array([(s.ready - s.captured) * 1e3 for s in shown])
+    per_object = objects or {None: truths}
+    figures: dict[int | None, dict] = {}
+    for object_id, object_truths in per_object.items():
+        own = [score_mask(s.object_mask(object_id), object_truths[s.index]) for s in shown
+               if s.index >= first_scored and object_truths[s.index] is not None]
+        live = [(k, _j(screen[k].object_mask(object_id), object_truths[k])) for k in scored if screen[k] is not None]
+        figures[object_id] = {"own_frame_j": mean_of(o.iou for o in own), "own_frame_jf": mean_of(o.jf for o in own),
+                              "live_j": mean_of(j for _, j in live), "curve": live,
+                              **coming_and_going(screen, object_truths, first_scored, object_id)}
+    late = [_j(truths[k - 1], truths[k]) for k in scored if truths[k - 1] is not None]
+    duration = count / fps
+    first = min((s.ready for s in shown), default=duration)
+    shown_fps = None
+    if realtime:  # of the camera frames from the end of start-up on (the newest then included), the share shown
+        start = int(math.floor(first * fps + 1e-9))
+        available = count - start
+        if available >= MIN_MEASURED_FRAMES:
+            shown_fps = fps * sum(1 for item in shown if item.index >= start) / available
+    else:
+        span = max((s.ready for s in shown), default=first) - first
+        if len(shown) >= MIN_MEASURED_FRAMES and span > 0:
+            shown_fps = (len(shown) - 1) / span
+    scales = [k.scale_px for k in keys if k is not None]
+    combined = {metric: aggregate(metric, (f[metric] for f in figures.values()))
+                if metric in SUMMED or metric in MAXED else mean_of(f[metric] for f in figures.values())
+                for metric in OBJECT_METRICS + ("own_frame_jf",)}
+    curve = ([(k, float(np.mean([dict(f["curve"]).get(k, 0.0) for f in figures.values()])))
+              for k in sorted({k for f in figures.values() for k, _ in f["curve"]})])
+    out = {
+        "shown_fps": shown_fps,
+        "startup_ms": first * 1e3,
+        "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else None,
+        "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else None,
+        **combined,
+        "late_by_one_j": mean_of(late),
+        "keyframe_share": sum(s.key for s in shown) / len(shown) if shown else None,
+        "dropped": count - len(shown),
+        "frames": count,
+        "scored_frames": len(scored),
+        "key_scale_px_max": max(scales) if scales else None,
+        "key_scale_px_mean": float(np.mean(scales)) if scales else None,
+        "curves": {"live_j": curve, "latency_ms": [(s.index, float(l)) for s, l in zip(shown, latency)]},
+    }
+    if objects:
+        out["objects"] = {str(i): {m: f[m] for m in OBJECT_METRICS} for i, f in figures.items()}
+    return out
