@@ -197,3 +197,42 @@ def test_prototype_adaptation_follows_a_slow_change_and_refuses_a_jump(colour_ba
     assert float(guarded._objects[0].prototypes[0] @ original[0]) >= 0.95
     adaptive.reset()
     np.testing.assert_allclose(adaptive._objects[0].prototypes, adaptive._objects[0].original)
+
+
+@pytest.mark.parametrize("kind", ["painted", "photo+mask"])
+def test_the_default_says_no_object_in_a_frame_without_it(colour_backbone, kind):
+    """Issue 30: Otsu (a painted photo's rule) splits every frame in two and fg-vs-bg (a photo with a
+    mask) only compares with the reference's background, so a frame without the object showed "an
+    object". The presence floor (halfway from cosine 0 to the object's own level) says it is not there;
+    the object and the look-alike distractor are handled as before."""
+    from dinomask.segmenter import presence_floor
+
+    settings = ReferenceSettings(geometry=InputGeometry(140))
+    if kind == "painted":
+        photo = canvas(140, 140, (0, 0, 0))
+        photo[28:112, 28:112] = RED
+        reference = Reference.from_images(colour_backbone, [photo], settings=settings)
+    else:
+        photo = canvas(140, 140, ORANGE)
+        photo[28:112, 28:112] = RED
+        mask = np.zeros((140, 140), bool)
+        mask[28:112, 28:112] = True
+        reference = Reference.from_images(colour_backbone, [photo], [mask], settings=settings)
+    config = SegmenterConfig.preset("dinomask").replace(geometry=InputGeometry(140), upsample="nearest")
+    segmenter = Segmenter(colour_backbone, reference, config)
+    empty = canvas(140, 280, BLUE)
+    empty[40:100, 30:250] = (120, 120, 120)  # a grey shelf: a second cluster for Otsu to split off
+    without = segmenter.predict(empty)
+    assert not without.mask.any(), without.rule  # no object in this frame: nothing is shown
+    before = Segmenter(colour_backbone, reference, config.replace(presence="none")).predict(empty)
+    assert before.mask.any()  # the rule alone showed "an object"
+    frame = empty.copy()
+    frame[28:112, 14:98] = RED
+    found = segmenter.predict(frame)
+    assert found.mask[70, 56] and not found.mask[70, 200]  # the object, and nothing else
+    if kind == "photo+mask":  # the reference's background still rejects the look-alike
+        frame[28:112, 182:266] = ORANGE
+        assert not segmenter.predict(frame).mask[70, 220]
+    floor = presence_floor(reference, segmenter._objects[0].prototypes, "reference")
+    assert 0 < floor <= 0.5  # halfway up to the object's own level (1.0 for a uniform colour)
+    assert Segmenter(colour_backbone, reference, method="paper").config.presence == "none"  # the paper as written

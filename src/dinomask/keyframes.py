@@ -156,9 +156,20 @@ def sampling_grid(backward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xs + backward[..., 0], ys + backward[..., 1]
 
 
+#: What the carried maps hold where this frame shows what the last one did not (content that came in
+#: at the frame's edge): nothing is known there, so no object (score -1; similarity and label shares
+#: 0) until a key looks. Copying the edge inward (OpenCV's replicate) smeared an object that leaves
+#: the view along the edge, so it was shown after it had gone (see docs/concepts.md).
+ENTERING = "background"
+
+
 def warp_maps(maps: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-    """``K x h x w`` maps of the previous frame, warped onto this one by :func:`sampling_grid`'s maps."""
-    return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
+    """``K x h x w`` maps of the previous frame, warped onto this one by :func:`sampling_grid`'s maps;
+    what comes from outside the previous frame is background (see :data:`ENTERING`)."""
+    if ENTERING == "replicate":
+        return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
+    return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=-1.0 if index == 0 else 0.0) for index, m in enumerate(maps)])
 
 
 def untrusted_flow(backward: np.ndarray, forward: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
@@ -270,6 +281,17 @@ class ScorePropagator:
         return untrusted, FlowCheck(inconsistent, photometric)
 
 
+#: A scene cut, for the carrier (``async``): the previous frame warped by the flow misses this one by
+#: more than ``auto``'s key trigger (:attr:`KeyframeSettings.max_photometric`, "the flow cannot be
+#: trusted") *and* by this many times the clip's recent level (the median of the last
+#: :data:`CUT_HISTORY` frames): a cut makes the error jump where motion, blur or a flash raise it over
+#: frames. On the eleven clips of davis-live, -motion and -train6 the largest jump between a frame
+#: and its recent level is 2.2x (soccerball; motocross-jump peaks at 0.089 without a jump), and a
+#: splice of one clip into another jumps to 0.117 or more (at least 5x).
+CUT_JUMP = 3.0
+CUT_HISTORY = 8
+
+
 class FlowCarrier:
     """Carries ``K x h x w`` maps by optical flow on every frame, and brings a keyframe's maps
     that land late forward to the current frame through the flows computed since its frame.
@@ -289,24 +311,52 @@ class FlowCarrier:
         history: frames of flow kept for late keys.
     """
 
-    def __init__(self, flow_side: int = 240, fb_tolerance: float = 1.0, history: int = 32):
+    def __init__(self, flow_side: int = 240, fb_tolerance: float = 1.0, history: int = 32,
+                 cut_photometric: float | None = 0.08):
         self.flow_side, self.fb_tolerance = flow_side, fb_tolerance
+        self.cut_photometric = cut_photometric
         self._flow = dis_flow()
         self._steps: deque = deque(maxlen=history)  # (previous index, index, backward, forward)
         self._grey: np.ndarray | None = None
+        self._errors: deque = deque(maxlen=CUT_HISTORY)  # recent photometric errors (the clip's level)
         self.index: int | None = None
         self.maps: np.ndarray | None = None
+        #: the frame of the last scene cut found (its maps were dropped), or None
+        self.cut_at: int | None = None
 
     @classmethod
     def for_settings(cls, settings: KeyframeSettings, history: int = 32) -> "FlowCarrier":
         """The carrier of ``settings``: its flow side, and its forward-backward tolerance, given in px
-        at 240 as for :class:`ScorePropagator`, scaled to that side (the same error on the frame)."""
-        return cls(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history)
+        at 240 as for :class:`ScorePropagator`, scaled to that side (the same error on the frame);
+        scene cuts as ``settings.max_photometric`` says (see :data:`CUT_JUMP`)."""
+        return cls(settings.flow_side, settings.fb_tolerance * settings.flow_side / 240, history,
+                   settings.max_photometric)
 
     def reset(self) -> None:
         """Forget the maps, the frames and their flows (a new scene or reference)."""
         self._steps.clear()
+        self._errors.clear()
         self._grey, self.index, self.maps = None, None, None
+
+    def _is_cut(self, grey: np.ndarray, backward: np.ndarray) -> bool:
+        """This frame is a new scene (see :data:`CUT_JUMP`); the error joins the clip's level."""
+        if self.cut_photometric is None:
+            return False
+        map_x, map_y = sampling_grid(backward)
+        warped = cv2.remap(self._grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        error = float(np.abs(warped.astype(np.float32) - grey).mean() / 255.0)
+        level = float(np.median(self._errors)) if self._errors else None
+        cut = level is not None and error > self.cut_photometric and error > CUT_JUMP * max(level, 1e-3)
+        if cut:
+            self._errors.clear()  # the new scene's level starts afresh
+        self._errors.append(error)
+        return cut
+
+    def _nothing(self) -> np.ndarray:
+        """Maps that show no object (score -1, similarity and shares 0), shaped as the maps carried."""
+        nothing = np.zeros_like(self.maps)
+        nothing[0] = -1.0
+        return nothing
 
     def step(self, index: int, image: np.ndarray) -> np.ndarray | None:
         """Frame ``index`` (``H x W x 3`` uint8 RGB, later than the last): compute its flow from
@@ -316,10 +366,16 @@ class FlowCarrier:
             self.reset()  # a frame too small for flow is keyed on its own
         else:
             backward = self._flow.calc(grey, self._grey, None)  # where each pixel of this frame was before
-            forward = self._flow.calc(self._grey, grey, None)
-            self._steps.append((self.index, index, backward.astype(np.float16), forward.astype(np.float16)))
-            if self.maps is not None:
-                self.maps = self._warp(self.maps, backward, forward)
+            if self._is_cut(grey, backward):  # a new scene: nothing of the old one is carried onto it
+                self._steps.clear()  # a key made before the cut is refused when it lands
+                self.cut_at = index
+                if self.maps is not None:
+                    self.maps = self._nothing()
+            else:
+                forward = self._flow.calc(self._grey, grey, None)
+                self._steps.append((self.index, index, backward.astype(np.float16), forward.astype(np.float16)))
+                if self.maps is not None:
+                    self.maps = self._warp(self.maps, backward, forward)
         self._grey, self.index = grey, index
         return self.maps
 

@@ -43,6 +43,12 @@ from dinomask.reference import PROTOTYPE_MODES, PrototypeMode, Reference
 from dinomask.roi import Box, RoiSettings, next_box, paste_grid
 
 BackgroundSource = Literal["none", "reference", "frame", "both"]
+#: The presence rule (see :func:`presence_floor`): the object's own level is the similarity that all but
+#: this share (in %) of its reference patches reach, and the floor lies :data:`PRESENCE_SHARE` of the
+#: way from unrelated content (cosine 0) up to it.
+PRESENCE_PERCENTILE = 5.0
+PRESENCE_SHARE = 0.5
+PRESENCE_RULES: tuple[str, ...] = ("reference", "none")
 BACKGROUND_SOURCES: tuple[str, ...] = ("none", "reference", "frame", "both")
 METHODS: tuple[str, ...] = ("dinomask", "paper")
 
@@ -72,6 +78,10 @@ class SegmenterConfig:
             by optical flow (video and live; off by default, and in ``paper``).
         refine: a promptable refiner (SAM family) after the decision, prompted by the score;
             needs ``Segmenter(..., refiner=...)``. Off by default.
+        presence: how a frame can say "no object here": ``reference`` (a patch must also reach a
+            floor set by the object's own reference patches: see :func:`presence_floor`), ``none``
+            (the threshold rule alone: Otsu and a relative threshold always find "an object"), or
+            a fixed cosine.
     """
 
     method: str = "dinomask"
@@ -86,8 +96,17 @@ class SegmenterConfig:
     roi: RoiSettings = field(default_factory=RoiSettings)
     keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
     refine: RefineSettings = field(default_factory=RefineSettings)
+    presence: str = "reference"
 
     def __post_init__(self) -> None:
+        if str(self.presence) not in PRESENCE_RULES:
+            try:
+                value = float(self.presence)
+            except ValueError:
+                value = float("nan")
+            if not -1.0 <= value <= 1.0:
+                raise ValueError(f"presence must be one of {', '.join(PRESENCE_RULES)} or a cosine in [-1, 1]; "
+                                 f"got {self.presence!r}")
         if self.prototype not in PROTOTYPE_MODES:
             raise ValueError(f"prototype must be one of {', '.join(PROTOTYPE_MODES)}; got {self.prototype!r}")
         if self.background not in BACKGROUND_SOURCES:
@@ -109,7 +128,7 @@ class SegmenterConfig:
         if method == "paper":
             return cls(
                 method="paper", prototype="cls", threshold="0.5", background="none", upsample="nearest",
-                geometry=InputGeometry(resolution=518, keep_aspect=False),
+                geometry=InputGeometry(resolution=518, keep_aspect=False), presence="none",
             )
         if method == "dinomask":
             return cls()
@@ -206,12 +225,36 @@ class SegmentationResult:
         return self.mask.shape  # type: ignore[return-value]
 
 
+def presence_floor(reference: Reference, prototypes: np.ndarray, rule: str) -> float | None:
+    """The similarity below which a patch is not the object, whatever the threshold rule says.
+
+    ``reference``: halfway (:data:`PRESENCE_SHARE`) from cosine 0 up to the object's own level, the
+    similarity to its prototypes that all but :data:`PRESENCE_PERCENTILE` % of its reference patches
+    reach. The reason: Otsu (the rule for a photo painted black, white or transparent) splits every
+    frame in two, and ``fg-vs-bg`` (a photo with a mask) only asks whether a patch is more like the
+    object than like the reference's own background, so neither can say "no object in this frame".
+    Self-supervised ViT features of unrelated content are near-orthogonal (cosine about 0), and the
+    object's own patches set how alike the object is to itself; a patch no nearer the object than
+    halfway between is not taken for it. A new view of the object scores below its own photo, which
+    is why the floor is halfway and not at the object's level. ``none``: no floor. A number: that
+    cosine. (How much of a real object this floor costs depends on the weights: measure it with
+    ``dinomask eval masks --presence none`` beside the default.)
+    """
+    if rule == "none":
+        return None
+    if rule != "reference":
+        return float(rule)
+    own = best_match(reference.foreground[None], prototypes)[0]
+    return PRESENCE_SHARE * max(0.0, float(np.percentile(own, PRESENCE_PERCENTILE)))
+
+
 @dataclass
 class _ObjectModel:
     name: str
     prototypes: np.ndarray
     background: np.ndarray
     original: np.ndarray | None = None  # the reference's own prototypes (the drift guard's anchor)
+    floor: float | None = None  # the presence floor (see presence_floor)
 
     def __post_init__(self) -> None:
         if self.original is None:
@@ -320,7 +363,8 @@ class Segmenter:
             # negative a background prototype
             prototypes = np.concatenate([reference.prototypes(self.config.prototype, self.config.k), reference.positives])
             background = np.concatenate([background, reference.negatives])
-            objects.append(_ObjectModel(reference.label, prototypes, background))
+            floor = presence_floor(reference, prototypes, str(self.config.presence))
+            objects.append(_ObjectModel(reference.label, prototypes, background, floor=floor))
         self._objects = objects
         self.references = tuple(references)
         self._smoother.reset()
@@ -538,6 +582,8 @@ class Segmenter:
                 parts.append(sim - threshold)
             if background is not None:
                 parts.append(sim - background[index])
+            if self._objects[index].floor is not None:  # a frame can say "no object here"
+                parts.append(sim - self._objects[index].floor)
             scores.append(np.min(np.stack(parts), axis=0))
         score_stack = np.stack(scores).astype(np.float32)
         descriptor = features.patches.reshape(-1, features.patches.shape[-1]).mean(axis=0)

@@ -21,6 +21,7 @@ from dinomask.cli.options import (
     MethodOpt,
     ModelOpt,
     OverwriteOpt,
+    PresenceOpt,
     PrototypeOpt,
     RECORDING_SUFFIXES,
     RefOpt,
@@ -57,6 +58,7 @@ def live(
     resolution: ResolutionOpt = None,
     tokens: TokensOpt = None,
     threshold: ThresholdOpt = None,
+    presence: PresenceOpt = None,
     prototype: PrototypeOpt = None,
     k: KOpt = None,
     bg_source: BgSourceOpt = None,
@@ -96,7 +98,7 @@ def live(
         keyframes = "async"  # on a camera's clock the backbone runs beside the loop, never in it
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
-                              keyframes=keyframes, refine=refine, refiner=refiner)
+                              keyframes=keyframes, refine=refine, refiner=refiner, presence=presence)
     options = LiveOptions(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,

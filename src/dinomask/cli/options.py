@@ -31,6 +31,7 @@ TokensOpt = Annotated[Optional[int], typer.Option(help="Token budget: patches pe
 MethodOpt = Annotated[str, typer.Option(help="Preset: 'dinomask' (improved default) or 'paper' (the method as written).")]
 ThresholdOpt = Annotated[Optional[str], typer.Option(help="0.5 or any cosine, otsu, relative:F, fg-vs-bg, or auto. Default: the preset's.")]
 PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or kmeans. Default: the preset's.")]
+PresenceOpt = Annotated[Optional[str], typer.Option(help="How a frame says 'no object here': reference (a patch must be at least halfway from unrelated, cosine 0, to the object's own level; the default), none (the threshold alone: Otsu always finds 'an object'), or a cosine. Default: the preset's (none for paper).")]
 KOpt = Annotated[Optional[int], typer.Option("--k", help="k-means object prototypes.")]
 BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Background prototypes from: none, reference, frame, both.")]
 UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest (the paper's blocks), bilinear, bicubic (the soft score; default) or bilateral (bicubic, then a joint bilateral filter on the edge band, guided by the frame's colours; about 7 ms at 854x480 on 2 cores, 23 ms at worst).")]
@@ -65,7 +66,7 @@ def segmenter_config(
     method: str, *, resolution: int | None = None, tokens: int | None = None, threshold: str | None = None,
     prototype: str | None = None, k: int | None = None, bg_source: str | None = None, upsample: str | None = None,
     temporal: float | None = None, adapt: float = 0.0, roi: bool | None = None, keyframes: str | None = None,
-    refine: str | None = None, refiner: Path | None = None,
+    refine: str | None = None, refiner: Path | None = None, presence: str | None = None,
 ):
     """The preset for ``method`` with the options the user set on top."""
     from dinomask.postprocess import TemporalSettings
@@ -82,7 +83,7 @@ def segmenter_config(
                                      param_hint="--tokens")
         changes["geometry"] = InputGeometry(tokens=tokens)
     for name, value in (("threshold", threshold), ("prototype", prototype), ("k", k),
-                        ("background", bg_source), ("upsample", upsample)):
+                        ("background", bg_source), ("upsample", upsample), ("presence", presence)):
         if value is not None:
             changes[name] = value
     if temporal is None:  # video and live: smooth by default, except the method as written

@@ -24,6 +24,7 @@ from dinomask.cli.options import (
     ModelOpt,
     OutputKindOpt,
     OverwriteOpt,
+    PresenceOpt,
     PrototypeOpt,
     QuietOpt,
     RefOpt,
@@ -60,6 +61,7 @@ def remove(
     resolution: ResolutionOpt = None,
     tokens: TokensOpt = None,
     threshold: ThresholdOpt = None,
+    presence: PresenceOpt = None,
     prototype: PrototypeOpt = None,
     k: KOpt = None,
     bg_source: BgSourceOpt = None,
@@ -102,7 +104,7 @@ def remove(
             raise DinomaskError(hint)
     config = segmenter_config(method, resolution=resolution, tokens=tokens, threshold=threshold, prototype=prototype, k=k,
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
-                              keyframes=keyframes, refine=refine, refiner=refiner)
+                              keyframes=keyframes, refine=refine, refiner=refiner, presence=presence)
     if any(is_bag(path) for path in inputs):
         _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, rerun,
                     lambda: _load_segmenter(ref, model, device, dtype, runtime, fast, config, refiner=refiner))

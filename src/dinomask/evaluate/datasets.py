@@ -99,6 +99,34 @@ def load_truth_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarr
     return array
 
 
+def load_truth_labels(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A ground-truth mask file -> ``H x W`` uint8 object ids (0 background): the object pixels by
+    :data:`~dinomask.preprocess.MASK_RULE`, each carrying its palette index (DAVIS-2017's PNGs) or,
+    in a lossless grey label map of small values (1, 2, ... below 255), its value. Anything else
+    (0/255, 0/1, a JPEG or soft mask) is one object, id 1.
+
+    Raises:
+        ImageReadError: unreadable, not of ``size``, or ids above 255.
+    """
+    from dinomask.preprocess import _open_pil, mask_from_image
+
+    image = _open_pil(Path(path), "mask")
+    mask = mask_from_image(image, str(path))
+    if size is not None and tuple(mask.shape) != tuple(size):
+        raise ImageReadError(f"mask {path} is {mask.shape[0]}x{mask.shape[1]} (h x w), its frame "
+                             f"{size[0]}x{size[1]}: it does not match")
+    from dinomask.preprocess import HARD_MASK_MAX_VALUES
+
+    one = mask.astype(np.uint8)
+    if image.format in ("JPEG", "MPO") or image.mode not in ("P", "L"):
+        return one
+    values = np.asarray(image)
+    ids = np.unique(values[mask])
+    if len(ids) <= 1 or len(ids) > HARD_MASK_MAX_VALUES or (image.mode == "L" and ids.max() >= 255):
+        return one
+    return np.where(mask, values, 0).astype(np.uint8)
+
+
 def load_pair(frame: LabelledFrame) -> tuple[np.ndarray, np.ndarray]:
     """A frame and its mask: ``H x W x 3`` uint8 RGB and ``H x W`` bool of the same size.
 

@@ -6,7 +6,8 @@ A setting is written ``name:key=value,key=value`` on the command line, e.g.
 ``method`` (preset to start from: dinomask | paper), ``prototype``, ``k``, ``threshold``,
 ``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``tokens``, ``aspect``
 (keep | square), ``temporal`` (alpha), ``adapt`` (prototype adaptation rate), ``roi`` (1 = region of interest on video), ``refs`` (reference frames per sequence),
-``model`` (backbone for this setting only), ``refine`` (none | sam: the run's ``--refiner``, prompted by the score).
+``model`` (backbone for this setting only), ``refine`` (none | sam: the run's ``--refiner``, prompted by the score),
+``presence`` (reference | none | a cosine: how a frame says "no object here").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dinomask.roi import RoiSettings
 from dinomask.segmenter import SegmenterConfig
 
 SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "tokens", "aspect",
-                "temporal", "adapt", "roi", "refs", "model", "refine")
+                "temporal", "adapt", "roi", "refs", "model", "refine", "presence")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def parse_setting(text: str) -> EvalSetting:
         changes["threshold"] = pairs.pop("threshold")
     if "bg" in pairs:
         changes["background"] = pairs.pop("bg")
+    if "presence" in pairs:
+        changes["presence"] = pairs.pop("presence")
     if "upsample" in pairs:
         changes["upsample"] = pairs.pop("upsample")
     resolution = pairs.pop("resolution", config.geometry.resolution)
@@ -102,6 +105,7 @@ STANDARD = [
     "bg=both:bg=both",
     "bg=none,thr=0.5:bg=none,threshold=0.5",
     "bg=none,thr=relative0.8:bg=none,threshold=relative:0.8",
+    "presence=none:presence=none",
     "upsample=nearest:upsample=nearest",
     "upsample=bilinear:upsample=bilinear",
     "upsample=bilateral:upsample=bilateral",

@@ -1,0 +1,100 @@
+"""The loop when objects come and go (issue 30): a scene cut drops the carried mask at once and a
+key made before it is refused; an object that leaves the frame and comes back is found again
+within a few frames; the scenario builder writes what it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinomask.keyframes import FlowCarrier
+from tests.helpers import textured
+
+SIZE = (240, 320)
+
+
+def _scene(seed: int, tint) -> np.ndarray:
+    return textured(*SIZE, seed=seed, tint=tint, scales=(2.0, 8.0))
+
+
+def test_a_scene_cut_drops_the_carried_mask_and_refuses_a_key_from_before_it():
+    first, second = _scene(1, (0.2, 0.3, 0.9)), _scene(7, (0.9, 0.8, 0.2))
+    carrier = FlowCarrier(flow_side=160)
+    carrier.step(0, first)
+    square = np.full((15, 20), -1.0, np.float32)
+    square[5:10, 5:10] = 1.0
+    assert carrier.land(0, [square, np.zeros_like(square)])
+    for index in range(1, 6):  # the same scene, a little jitter: carried, never a cut
+        shifted = np.roll(first, index, axis=1)
+        assert (carrier.step(index, shifted)[0] > 0).any(), index
+    assert carrier.cut_at is None
+    maps = carrier.step(6, second)  # a cut
+    assert carrier.cut_at == 6 and not (maps[0] > 0).any()  # nothing of the old scene is carried onto the new
+    assert not carrier.land(4, [square, np.zeros_like(square)])  # a key made before the cut is refused
+    assert carrier.land(6, [square, np.zeros_like(square)])  # one made on the cut frame is taken
+    assert (carrier.step(7, second)[0] > 0).any()
+
+
+def _leaving_clip(root: Path, frames: int = 48) -> Path:
+    """A textured square, brighter than its background (flow works on grey), that moves right out of
+    the frame (gone from frame 10 to 30) and comes back."""
+    images, masks = root / "JPEGImages/480p/leaves", root / "Annotations/480p/leaves"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    background = _scene(1, (0.2, 0.3, 0.9))
+    square = textured(60, 60, seed=2, tint=(0.95, 0.8, 0.2), scales=(2.0, 6.0, 16.0))
+    for i in range(frames):
+        x = 180 + 14 * i if i < 20 else 180 + 14 * (40 - i)  # out past x=320 from frame 10 on, back at 30
+        frame, mask = background.copy(), np.zeros(SIZE, np.uint8)
+        left, right = max(0, x), min(SIZE[1], x + 60)
+        if right > left:
+            frame[90:150, left:right] = square[:, left - x:right - x]
+            mask[90:150, left:right] = 255
+        Image.fromarray(frame).save(images / f"{i:05d}.png")
+        Image.fromarray(mask).save(masks / f"{i:05d}.png")
+    return root
+
+
+def test_an_object_that_leaves_the_frame_and_returns_is_found_again(tmp_path, colour_backbone):
+    from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.live import LiveEvalSettings, replay_sequence
+    from dinomask.keyframes import KeyframeSettings
+    from dinomask.preprocess import InputGeometry
+    from dinomask.reference import Reference, ReferenceSettings
+    from dinomask.segmenter import Segmenter, SegmenterConfig
+    from tests.helpers import reference_on_black
+
+    reference = Reference.from_images(colour_backbone, [reference_on_black(colour=(230, 25, 25))],
+                                      settings=ReferenceSettings(geometry=InputGeometry(140)))
+    config = SegmenterConfig.preset("dinomask").replace(keyframes=KeyframeSettings.parse("async"),
+                                                        background="none", threshold="0.9",
+                                                        geometry=InputGeometry(tokens=300))
+    sequence = load_dataset(_leaving_clip(tmp_path)).sequences[0]
+    figures = replay_sequence(sequence, Segmenter(colour_backbone, reference, config), KeyframeSettings.parse("async"),
+                              LiveEvalSettings(oracle=True, costs=(100, 20)))
+    assert figures["absent_frames"] >= 8
+    assert figures["reacquire_missed"] == 0 and figures["reacquire_frames_max"] <= 8, figures
+    assert figures["absent_fp_rate"] <= 0.3, figures
+
+
+def test_the_scenario_builder_writes_cuts_pans_tiles_and_long_runs(tmp_path, davis):
+    from dinomask.evaluate.datasets import load_dataset, load_truth_labels
+    from dinomask.evaluate.scenarios import build
+
+    cut = build("cut", [davis], tmp_path / "cut", k=3)
+    assert len(cut) == 2
+    source = next(s for s in load_dataset(davis).sequences if cut[0].name.startswith(s.name + "-cut3-"))
+    sequence = next(s for s in load_dataset(tmp_path / "cut").sequences if s.name == cut[0].name)
+    present = [bool(load_truth_labels(f.mask).any()) for f in sequence.frames]
+    half = len(source.frames) // 2
+    assert present == [True] * half + [False] * 3 + [True] * (len(source.frames) - half)
+    tiles = build("tile", [davis], tmp_path / "tile", pairs=1)
+    labels = load_truth_labels(next(iter(sorted(tiles[0].parent.parent.parent.glob("Annotations/480p/*/00000.png")))))
+    assert set(np.unique(labels)) == {0, 1, 2} and labels.shape == (480, 854 * 2)
+    long = build("long", [davis], tmp_path / "long", n=13)
+    assert len(list(long[0].glob("*.jpg"))) == 13
+    with pytest.raises(FileExistsError):
+        build("long", [davis], tmp_path / "long", n=13)  # nothing is written over
