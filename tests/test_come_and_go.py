@@ -98,3 +98,52 @@ def test_the_scenario_builder_writes_cuts_pans_tiles_and_long_runs(tmp_path, dav
     assert len(list(long[0].glob("*.jpg"))) == 13
     with pytest.raises(FileExistsError):
         build("long", [davis], tmp_path / "long", n=13)  # nothing is written over
+
+
+def _planted_clip(root: Path, frames: int, size=(480, 640)) -> Path:
+    images, masks = root / "JPEGImages/480p/planted", root / "Annotations/480p/planted"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    background = textured(*size, seed=1, tint=(0.2, 0.3, 0.9), scales=(2.0, 8.0))
+    square = textured(120, 120, seed=2, tint=(0.95, 0.8, 0.2), scales=(2.0, 6.0, 16.0))
+    for i in range(frames):
+        frame, mask = background.copy(), np.zeros(size, np.uint8)
+        x = 100 + 8 * i
+        frame[180:300, x:x + 120] = square
+        mask[180:300, x:x + 120] = 255
+        Image.fromarray(frame).save(images / f"{i:05d}.jpg", quality=90)
+        Image.fromarray(mask).save(masks / f"{i:05d}.png")
+    return root
+
+
+def test_eval_live_streams_a_long_clip_in_the_memory_of_a_short_one(tmp_path, colour_backbone):
+    """Issue 30: every frame of a set was held in memory (1.9 GiB at 1280x720 on davis-motion). A
+    300-frame clip at 640x480 would hold about 460 MB of frames, truths and shown masks; streamed,
+    its peak RSS stays within 60 MiB of a 30-frame clip's."""
+    from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.live import LiveEvalSettings, evaluate_live
+    from dinomask.evaluate.scenarios import long
+    from dinomask.keyframes import KeyframeSettings
+    from dinomask.preprocess import InputGeometry
+    from dinomask.reference import Reference, ReferenceSettings
+    from dinomask.segmenter import Segmenter, SegmenterConfig
+    from tests.helpers import peak_rss_growth, reference_on_black
+
+    source = load_dataset(_planted_clip(tmp_path / "source", 24)).sequences[0]
+    reference = Reference.from_images(colour_backbone, [reference_on_black(colour=(230, 200, 50))],
+                                      settings=ReferenceSettings(geometry=InputGeometry(140)))
+    config = SegmenterConfig.preset("dinomask").replace(keyframes=KeyframeSettings.parse("async"),
+                                                        background="none", geometry=InputGeometry(tokens=300))
+    growth, results = {}, {}
+    for frames in (30, 300):
+        long(source, tmp_path / f"long{frames}", frames)
+        dataset = load_dataset(tmp_path / f"long{frames}")
+
+        def run():
+            results[frames] = evaluate_live(dataset, lambda s, k: Segmenter(colour_backbone, reference, config),
+                                            ["async"], LiveEvalSettings(oracle=True, costs=(100, 20)))
+
+        growth[frames] = peak_rss_growth(run)
+    figures = results[300]["schedules"]["async"]
+    assert figures["sequences"]["planted-long300"]["frames"] == 300 and figures["live_j"] > 0.5
+    assert growth[300] - growth[30] < 60, growth

@@ -230,7 +230,9 @@ def eval_live(
     from tqdm import tqdm
 
     from dinomask.backbones import default_model
-    from dinomask.evaluate.datasets import load_pair
+    import numpy as np
+
+    from dinomask.evaluate.datasets import load_pair, load_truth_labels
     from dinomask.evaluate.live import LiveEvalSettings, evaluate_live, parse_costs
     from dinomask.evaluate.report import conditions, write_live_report
     from dinomask.reference import Reference
@@ -259,7 +261,13 @@ def eval_live(
     def segmenter_for(sequence, keyframe_settings):
         if sequence.name not in references:  # the clip's first frame and its mask, as a user would show it
             image, mask = load_pair(sequence.frames[0])
-            references[sequence.name] = Reference.from_images(backbone, [image], [mask], label=sequence.name)
+            ids = load_truth_labels(sequence.frames[0].mask, image.shape[:2])
+            objects = [int(i) for i in np.unique(ids) if i]
+            if len(objects) > 1:  # a label map: one reference per object, in id order (DAVIS-2017)
+                references[sequence.name] = [Reference.from_images(backbone, [image], [ids == i],
+                                                                   label=f"{sequence.name}:{i}") for i in objects]
+            else:
+                references[sequence.name] = Reference.from_images(backbone, [image], [mask], label=sequence.name)
         config = segmenter_config("dinomask", tokens=tokens, keyframes=keyframe_settings.describe(), roi=roi,
                                   refine=refine, refiner=refiner)
         return Segmenter(backbone, references[sequence.name], config, refiner=loaded_refiner)

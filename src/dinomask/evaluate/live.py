@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -150,12 +151,13 @@ def nearest_truth(truths: list[np.ndarray | None], index: int) -> np.ndarray:
     raise ValueError("the clip has no annotated frame")
 
 
-def key_maker(segmenter: Segmenter, truths: list[np.ndarray | None] | None):
+def key_maker(segmenter: Segmenter, truths, labels=None, objects: tuple[int, ...] = ()):
     """``(image, index) -> maps``: the segmenter's key, or with ``truths`` the oracle (the model
     runs first so its cost is paid, then the ground truth's patch coverage replaces its score;
     with a region of interest or a refiner, the oracle's mask on the key's own crop and grid,
     refined, is carried, and the next crop follows it). Frames without a ground truth take the
-    nearest annotated frame's.
+    nearest annotated frame's. With several ``objects`` (ids in ``labels``, the per-frame label
+    maps), each object's share of the frame follows the maps, as :meth:`Segmenter.carry_maps` does.
 
     The returned function's ``keys`` list gets each key's :class:`~dinomask.segmenter.KeyInfo`."""
 
@@ -174,12 +176,16 @@ def key_maker(segmenter: Segmenter, truths: list[np.ndarray | None] | None):
         result = segmenter.key(image)
         keys.append(segmenter.last_key)
         truth = nearest_truth(truths, index)
+        shares = []
+        if len(objects) > 1:
+            ids = nearest_truth(labels, index)
+            shares = [(ids == object_id).astype(np.float32) for object_id in objects]
         if not (segmenter.config.roi.enabled or segmenter.refiner is not None):
             coverage = patch_coverage(truth, result.score.shape)
-            return [coverage - 0.5, coverage]
+            return [coverage - 0.5, coverage, *shares]
         frame = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner)
         segmenter.follow(frame.mask)
-        return [np.where(frame.mask, 1.0, -1.0).astype(np.float32), frame.coverage]
+        return [np.where(frame.mask, 1.0, -1.0).astype(np.float32), frame.coverage, *shares]
 
     make.keys = keys
     return make
@@ -231,14 +237,41 @@ class AsyncStage:
 # ----------------------------------------------------------------------------- replays
 
 
-def replay_wall_clock(images: list[np.ndarray], stage, settings: LiveEvalSettings) -> list[Shown]:
-    """The real live loop (:func:`~dinomask.video.run_live`) on a real camera clock."""
-    bgr = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
+class _Emitter:
+    """Where a replay's shown masks go: a :class:`~dinomask.evaluate.live_scores.LiveScorer` (as
+    they come, nothing kept) or a list (returned to the caller)."""
+
+    def __init__(self, scorer=None, multi: bool = False):
+        self.scorer, self.multi, self.shown = scorer, multi, []
+
+    def __call__(self, index: int, captured: float, ready: float, key: bool, result: SegmentationResult) -> None:
+        shown = Shown(index, captured, ready, key, result.mask, result.labels if self.multi else None)
+        if self.scorer is not None:
+            self.scorer.add(shown)
+        else:
+            self.shown.append(shown)
+
+    def result(self, keyed: set[int]):
+        """The keyed frames (with a scorer), or the shown list with keys marked."""
+        if self.scorer is not None:
+            return keyed
+        for item in self.shown:
+            item.key = item.key or item.index in keyed
+        return self.shown
+
+
+def replay_wall_clock(images, stage, settings: LiveEvalSettings, scorer=None, objects: int = 1):
+    """The real live loop (:func:`~dinomask.video.run_live`) on a real camera clock, frames read as
+    it plays. Returns the shown list (keys marked), or with ``scorer`` the frames keyed beside the
+    loop. With a scorer the masks are scored after the run, not in the loop (scoring costs time the
+    loop must not pay): meanwhile each is held packed, 1 bit a pixel (51 KB at 854 x 480)."""
     source = FrameSource("replay", SourceSettings(realtime=settings.realtime, fps=settings.fps),
-                         open_capture=lambda _: SequenceCapture(bgr, settings.fps))
-    shown: list[Shown] = []
+                         open_capture=lambda _: SequenceCapture(images, settings.fps,
+                                                                lambda image: np.ascontiguousarray(image[:, :, ::-1])))
+    held: list[tuple] = []
     origin: list[float] = []
     lock = threading.Lock()
+    multi = objects > 1
 
     def process(frame: Frame, meter) -> SegmentationResult:
         if not origin:
@@ -246,32 +279,39 @@ def replay_wall_clock(images: list[np.ndarray], stage, settings: LiveEvalSetting
         result, key = stage(frame)
         ready = time.monotonic()
         with lock:
-            shown.append(Shown(frame.index, frame.captured_at - origin[0], ready - origin[0], key, result.mask))
+            held.append((frame.index, frame.captured_at - origin[0], ready - origin[0], key,
+                         np.packbits(result.mask), result.mask.shape,
+                         result.labels.copy() if multi else None))
         return result
 
     try:
         run_live(source, process, lambda frame, result, meter: True)
     finally:
         stage.close()
-    keyed = getattr(stage, "keyed", set())
-    for item in shown:
-        item.key = item.key or item.index in keyed
-    return shown
+    emit = _Emitter(scorer, multi)
+    for index, captured, ready, key, packed, shape, labels in held:
+        mask = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+        emit(index, captured, ready, key, SimpleNamespace(mask=mask, labels=labels))
+    return emit.result(getattr(stage, "keyed", set()))
 
 
-def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyframes: KeyframeSettings,
-                     settings: LiveEvalSettings) -> list[Shown]:
+def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSettings,
+                     settings: LiveEvalSettings, scorer=None):
     """The same schedules on a simulated clock (:class:`CostModel`): the loop on one core, the async
     key worker on the other; the maps are computed for real. With ``async`` the rate controller
     (:class:`~dinomask.async_keys.KeyRateController`) moves the token budget by the modelled costs, as
-    it does by measured ones on the wall clock, so cheaper (fewer-patch) keys come sooner."""
+    it does by measured ones on the wall clock, so cheaper (fewer-patch) keys come sooner.
+
+    Returns the shown list (keys marked), or with ``scorer`` (fed each mask as it is shown, so
+    nothing of a frame is kept) the frames keyed beside the loop."""
+    from dinomask import async_keys
     from dinomask.async_keys import KeyRateController
 
     model = cost_model(segmenter, settings, keyframes)
     controller = KeyRateController(segmenter, settings.key_budget if keyframes.policy == "async" else None)
     flow_s = model.frame_s
     fps, count = settings.fps, len(images)
-    shown: list[Shown] = []
+    emit = _Emitter(scorer, len(segmenter.object_names) > 1)
     now, last = 0.0, -1
 
     key_seconds = [0.0]  # the cost of the last key made
@@ -293,9 +333,9 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
             now = max(now, index / fps)
             result, was_key = stage(Frame(images[index], index, index / fps))
             now += (flow_s if stage.propagator is not None else 0.0) + (key_seconds[0] if was_key else 0.0)
-            shown.append(Shown(index, index / fps, now, was_key, result.mask))
+            emit(index, index / fps, now, was_key, result)
             last = index
-        return shown
+        return emit.result(set())
     carrier = FlowCarrier.for_settings(keyframes)
     job: tuple[int, float, list] | None = None  # the worker's key: (frame, done at, maps)
     offered: list[tuple[int, float]] = []  # frames the loop offered: (index, at)
@@ -303,6 +343,7 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
     while (index := next_frame(now)) < count:
         now = max(now, index / fps)
         maps = carrier.step(index, images[index])
+        cut = carrier.cut_at == index
         was_key = False
         if job is not None and job[1] <= now:
             carrier.land(job[0], job[2])
@@ -316,14 +357,16 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
                 keyed.add(taken)
             offered = [o for o in offered if o[1] > free_at]
         cost = flow_s
-        if maps is None:
+        if maps is None or (cut and async_keys.KEY_AT_ONCE_ON_CUT):  # as the live loop does (AsyncKeyStage)
+            if cut:
+                segmenter.follow(np.zeros(images[index].shape[:2], bool))
             key_maps, seconds = key(index)
             carrier.land(index, key_maps)
             maps, was_key, cost = carrier.maps, True, flow_s + seconds
         result = segmenter.carried_result(images[index], maps, keyframe=was_key)
         segmenter.follow(result.mask)  # as the live loop does: the next crop key is around this mask
         now += cost
-        shown.append(Shown(index, index / fps, now, was_key, result.mask))
+        emit(index, index / fps, now, was_key, result)
         if job is None:
             key_maps, seconds = key(index)
             job = (index, now + seconds, key_maps)
@@ -332,9 +375,7 @@ def replay_simulated(images: list[np.ndarray], segmenter: Segmenter, make, keyfr
         else:
             offered.append((index, now))
         last = index
-    for item in shown:
-        item.key = item.key or item.index in keyed
-    return shown
+    return emit.result(keyed)
 
 
 def cost_model(segmenter: Segmenter, settings: LiveEvalSettings, keyframes: KeyframeSettings) -> CostModel:
@@ -367,10 +408,11 @@ def evaluate_live(dataset: Dataset, segmenter_for, schedules: list[str], setting
     from dinomask.errors import DinomaskError
 
     out: dict = {"schedules": {}, "problems": []}
-    clips: dict[str, tuple] = {}
+    clips: set[str] = set()  # checked here; each replay reads its clip afresh, frame by frame
     for sequence in dataset.sequences:
         try:
-            clips[sequence.name] = load_clip(sequence, settings.max_frames)
+            load_clip(sequence, settings.max_frames)
+            clips.add(sequence.name)
         except (ClipProblem, DinomaskError, OSError) as exc:
             out["problems"].append(f"{sequence.name}: {exc}; not replayed")
     for text in schedules:
@@ -379,9 +421,10 @@ def evaluate_live(dataset: Dataset, segmenter_for, schedules: list[str], setting
         for sequence in dataset.sequences:
             if sequence.name in clips:
                 try:
-                    per_sequence[sequence.name] = replay_clip(clips[sequence.name], segmenter_for(sequence, keyframes),
+                    per_sequence[sequence.name] = replay_clip(load_clip(sequence, settings.max_frames),
+                                                              segmenter_for(sequence, keyframes),
                                                               keyframes, settings)
-                except DinomaskError as exc:
+                except (DinomaskError, OSError) as exc:  # a frame that cannot be read as it plays
                     problem = f"{sequence.name}: {exc}; not replayed"
                     if problem not in out["problems"]:
                         out["problems"].append(problem)
@@ -405,47 +448,134 @@ def describe_costs(costs: tuple[float, float]) -> str:
             "costs as it sees measured ones")
 
 
-def load_clip(sequence: LabelledSequence, max_frames: int | None = None) -> tuple[list, list, int]:
-    """A sequence as a camera delivers it: ``(images, truths, first_scored)``. Every frame of its
-    timeline is an image; frames without a mask have truth None; frames up to and including the
-    reference frame (its first annotated one) are not scored.
+class Frames:
+    """A clip's frames read on demand, the last :attr:`CACHE` kept: a long clip costs the memory of a
+    few frames. ``load(item) -> array``; an item that is None reads as None (a frame without a mask)."""
+
+    CACHE = 8
+
+    def __init__(self, items: list, load):
+        self.items, self.load = items, load
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        if index < 0:
+            index += len(self.items)
+        if self.items[index] is None:
+            return None
+        if index not in self._cache:
+            if len(self._cache) >= self.CACHE:
+                del self._cache[next(iter(self._cache))]
+            self._cache[index] = self.load(self.items[index])
+        return self._cache[index]
+
+
+class ObjectTruths:
+    """One object's ground truth per frame (``labels[k] == id``; every object's for ``id`` None),
+    read through a label-map :class:`Frames`; None where a frame has no mask."""
+
+    def __init__(self, labels: Frames, object_id: int | None = None):
+        self.labels, self.object_id = labels, object_id
+
+    @property
+    def items(self) -> list:
+        return self.labels.items
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        ids = self.labels[index]
+        if ids is None:
+            return None
+        return ids > 0 if self.object_id is None else ids == self.object_id
+
+
+@dataclass
+class Clip:
+    """A sequence as a camera delivers it, read as it plays (see :class:`Frames`).
+
+    Attributes:
+        images: ``H x W x 3`` uint8 RGB per frame.
+        truths: ``H x W`` bool per frame (every object), None where the frame has no mask.
+        labels: ``H x W`` uint8 object ids per frame (None where no mask).
+        first_scored: frames before this one (up to the reference frame) are played, not scored.
+        objects: the object ids of the reference frame when there are several, else ``()``.
+    """
+
+    images: Frames
+    truths: ObjectTruths
+    labels: Frames
+    first_scored: int
+    objects: tuple[int, ...] = ()
+
+    def __iter__(self):  # images, truths, first_scored: as the clip was unpacked before it streamed
+        return iter((self.images, self.truths, self.first_scored))
+
+    @property
+    def annotated(self) -> list[bool]:
+        return [item is not None for item in self.truths.items]
+
+    def object_truths(self) -> dict[int, ObjectTruths] | None:
+        """``{id: that object's truths}`` with several objects, else None."""
+        return {i: ObjectTruths(self.labels, i) for i in self.objects} if len(self.objects) > 1 else None
+
+
+def load_clip(sequence: LabelledSequence, max_frames: int | None = None) -> Clip:
+    """A sequence as a camera delivers it (:class:`Clip`). Every frame of its timeline is an image;
+    frames without a mask have truth None; frames up to and including the reference frame (its first
+    annotated one) are not scored. Only the reference frame is read here (and every frame's size from
+    its header); the rest are read as the replay plays them.
 
     Raises:
         ClipProblem: its first mask marks nothing, or its frames change size.
     """
-    from dinomask.evaluate.datasets import load_truth_mask
+    from PIL import Image
+
+    from dinomask.evaluate.datasets import load_truth_labels
     from dinomask.preprocess import load_image
 
     played = sequence.played[:max_frames] if max_frames else sequence.played
-    images = [load_image(image) for image, _ in played]
-    sizes = {image.shape[:2] for image in images}
+    sizes = set()
+    for image, _ in played:
+        with Image.open(image) as header:
+            sizes.add((header.height, header.width))
     if len(sizes) > 1:
         raise ClipProblem(f"its frames change size ({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); a camera's do not")
-    truths = [load_truth_mask(mask, size=image.shape[:2]) if mask is not None else None
-              for image, (_, mask) in zip(images, played)]
-    reference = next((i for i, t in enumerate(truths) if t is not None), None)
+    size = next(iter(sizes)) if sizes else None
+    reference = next((i for i, (_, mask) in enumerate(played) if mask is not None), None)
     if reference is None:
         raise ClipProblem("no annotated frame")
-    if not truths[reference].any():
+    labels = Frames([mask for _, mask in played], lambda path: load_truth_labels(path, size))
+    first = labels[reference]
+    if not first.any():
         raise ClipProblem(f"its first mask ({played[reference][1].name}) marks no object pixel, so there is nothing to teach")
-    return images, truths, reference + 1
+    ids = tuple(int(i) for i in np.unique(first) if i)
+    images = Frames([image for image, _ in played], load_image)
+    return Clip(images, ObjectTruths(labels), labels, reference + 1, ids if len(ids) > 1 else ())
 
 
-def replay_clip(clip: tuple[list, list, int], segmenter: Segmenter, keyframes: KeyframeSettings,
-                settings: LiveEvalSettings) -> dict:
-    """One clip (:func:`load_clip`) through one schedule: its live metrics and curves."""
-    images, truths, first_scored = clip
+def replay_clip(clip: Clip, segmenter: Segmenter, keyframes: KeyframeSettings, settings: LiveEvalSettings) -> dict:
+    """One clip (:func:`load_clip`) through one schedule: its live metrics and curves, scored as
+    the replay runs (:class:`~dinomask.evaluate.live_scores.LiveScorer`: no shown mask is kept)."""
+    from dinomask.evaluate.live_scores import LiveScorer
+
     if segmenter.config.keyframes.policy == keyframes.policy:  # the segmenter's own settings (flow side, tolerances)
         keyframes = segmenter.config.keyframes
-    make = key_maker(segmenter, truths if settings.oracle else None)
+    make = key_maker(segmenter, clip.truths if settings.oracle else None, clip.labels, clip.objects)
+    scorer = LiveScorer(clip.truths, settings.fps, settings.realtime, clip.first_scored, clip.annotated,
+                        clip.object_truths())
     segmenter.reset()
     if settings.costs is not None:
-        shown = replay_simulated(images, segmenter, make, keyframes, settings)
+        keyed = replay_simulated(clip.images, segmenter, make, keyframes, settings, scorer)
     else:
         stage = (AsyncStage(segmenter, make, settings.key_budget) if keyframes.policy == "async"
                  else SyncStage(segmenter, make, keyframes))
-        shown = replay_wall_clock(images, stage, settings)
-    return score_replay(shown, truths, settings.fps, settings.realtime, first_scored, make.keys)
+        keyed = replay_wall_clock(clip.images, stage, settings, scorer, len(segmenter.object_names))
+    return scorer.finish(keyed, make.keys)
 
 
 def replay_sequence(sequence: LabelledSequence, segmenter: Segmenter, keyframes: KeyframeSettings,

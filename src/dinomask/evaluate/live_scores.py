@@ -112,47 +112,174 @@ def _j(prediction: np.ndarray, truth: np.ndarray) -> float:
     return score_mask(prediction, truth, boundary=False).iou
 
 
-def coming_and_going(screen: list[Shown | None], truths: list[np.ndarray | None], first_scored: int,
-                     object_id: int | None = None) -> dict:
-    """The come-and-go figures (see the module docstring) of one object (``object_id``; None: the
-    clip's one object, or all of them) from the masks on screen and the ground truths (bool
-    masks; None for frames without one)."""
-    scored = [k for k in range(first_scored, len(truths)) if truths[k] is not None]
-    present = {k: bool(truths[k].any()) for k in scored}
-    absent = [k for k in scored if not present[k]]
+@dataclass(frozen=True)
+class FrameRecord:
+    """One scored camera frame, as far as coming and going needs it: whether the object is there,
+    the J of the mask on screen (None: no mask on screen yet), and whether that mask shows any of it."""
 
-    def mask_at(k: int) -> np.ndarray | None:
-        return None if screen[k] is None else screen[k].object_mask(object_id)
+    index: int
+    present: bool
+    j: float | None
+    shows_object: bool
 
-    present_j = [_j(mask_at(k), truths[k]) for k in scored if present[k] and screen[k] is not None]
+
+def come_and_go_figures(records: list[FrameRecord]) -> dict:
+    """The come-and-go figures (see the module docstring) from one object's scored frames, in order."""
+    absent = [r for r in records if not r.present]
+    present_j = [r.j for r in records if r.present and r.j is not None]
     out = {"present_live_j": mean_of(present_j), "absent_frames": None, "absent_fp_rate": None,
            "reacquire_frames_mean": None, "reacquire_frames_max": None, "reacquire_missed": None}
     if not absent:
         return out
-    shown_any = [mask_at(k) is not None and bool(mask_at(k).any()) for k in absent]
     found, missed = [], 0
-    for position, k in enumerate(scored):
-        if not present[k] or position == 0 or present[scored[position - 1]]:
+    for position, record in enumerate(records):
+        if not record.present or position == 0 or records[position - 1].present:
             continue  # a return: the first present frame after one or more absent ones
-        for later in scored[position:]:
-            if not present[later]:
+        for later in records[position:]:
+            if not later.present:
                 missed += 1  # gone again before it was found
                 break
-            mask = mask_at(later)
-            if mask is not None and _j(mask, truths[later]) >= REACQUIRED_J:
-                found.append(later - k)
+            if later.j is not None and later.j >= REACQUIRED_J:
+                found.append(later.index - record.index)
                 break
         else:
             missed += 1  # the clip ended before it was found
-    out.update(absent_frames=len(absent), absent_fp_rate=sum(shown_any) / len(absent),
+    out.update(absent_frames=len(absent), absent_fp_rate=sum(r.shows_object for r in absent) / len(absent),
                reacquire_frames_mean=float(np.mean(found)) if found else None,
                reacquire_frames_max=max(found) if found else None, reacquire_missed=missed)
     return out
 
 
+def coming_and_going(screen: list[Shown | None], truths: list[np.ndarray | None], first_scored: int,
+                     object_id: int | None = None) -> dict:
+    """The come-and-go figures of one object (``object_id``; None: the clip's one object, or all of
+    them) from the masks on screen (:func:`on_screen`) and the ground truths (bool masks; None for
+    frames without one)."""
+    records = []
+    for k in range(first_scored, len(truths)):
+        if truths[k] is None:
+            continue
+        mask = None if screen[k] is None else screen[k].object_mask(object_id)
+        records.append(FrameRecord(k, bool(truths[k].any()), None if mask is None else _j(mask, truths[k]),
+                                   mask is not None and bool(mask.any())))
+    return come_and_go_figures(records)
+
+
+class LiveScorer:
+    """Scores a replay as it runs, holding no frame it has scored: a 10,000-frame clip costs the
+    memory of a few frames (the truths are read through ``truths[k]`` once each, in order).
+
+    Feed it each :class:`Shown` in the order the loop showed them (their ``ready`` times never go
+    back), then :meth:`finish`. On a camera's clock, camera frame ``k`` is scored against the newest
+    mask ready by its instant (``k / fps``); without one, each frame against its own mask.
+
+    Args:
+        truths: per camera frame, ``H x W`` bool (every object) or None (not annotated): a
+            sequence read by index, in order.
+        annotated: per camera frame, whether it has a ground truth (so that ``truths`` is only read
+            where there is one).
+        objects: with several objects, ``{id: per-frame truths of that object}`` (sequences as
+            ``truths``): J and come-and-go figures per object, the clip's the mean over them.
+    """
+
+    def __init__(self, truths, fps: float, realtime: bool, first_scored: int = 1, annotated=None,
+                 objects: dict | None = None):
+        self.truths, self.fps, self.realtime, self.first_scored = truths, fps, realtime, first_scored
+        self.count = len(truths)
+        self.annotated = list(annotated) if annotated is not None else [t is not None for t in truths]
+        self.objects = objects or {None: truths}
+        self.timeline: list[tuple[int, float, float, bool]] = []  # (index, captured, ready, key), no masks
+        self.own: dict = {o: [] for o in self.objects}
+        self.records: dict = {o: [] for o in self.objects}
+        self.late: list[float] = []
+        self._current: Shown | None = None
+        self._next = 0  # the next camera frame to score
+
+    def add(self, shown: Shown) -> None:
+        """One mask the loop showed."""
+        self.timeline.append((shown.index, shown.captured, shown.ready, shown.key))
+        if shown.index >= self.first_scored and shown.index < self.count and self.annotated[shown.index]:
+            for object_id, truths in self.objects.items():
+                self.own[object_id].append(score_mask(shown.object_mask(object_id), truths[shown.index]))
+        if self.realtime:
+            while self._next < self.count and self._next / self.fps + 1e-9 < shown.ready:
+                self._score(self._next, self._current)
+            self._current = shown
+        else:
+            while self._next < min(shown.index, self.count):  # frames never shown: no mask on screen
+                self._score(self._next, None)
+            if self._next == shown.index < self.count:
+                self._score(self._next, shown)
+
+    def _score(self, k: int, shown: Shown | None) -> None:
+        self._next = k + 1
+        if k < self.first_scored or not self.annotated[k]:
+            return
+        if self.annotated[k - 1] if k >= 1 else False:
+            self.late.append(_j(self.truths[k - 1], self.truths[k]))
+        for object_id, truths in self.objects.items():
+            truth = truths[k]
+            mask = None if shown is None else shown.object_mask(object_id)
+            self.records[object_id].append(FrameRecord(k, bool(truth.any()), None if mask is None else _j(mask, truth),
+                                                       mask is not None and bool(mask.any())))
+
+    def finish(self, keyed=frozenset(), keys=()) -> dict:
+        """The figures (see the module docstring). ``keyed``: frames the backbone ran on beside the
+        loop (their masks count as keys); ``keys``: each key's :class:`~dinomask.segmenter.KeyInfo`."""
+        while self._next < self.count:
+            self._score(self._next, self._current if self.realtime else None)
+        figures: dict = {}
+        for object_id in self.objects:
+            own, records = self.own[object_id], self.records[object_id]
+            scored = [r for r in records if r.j is not None]
+            figures[object_id] = {"own_frame_j": mean_of(o.iou for o in own), "own_frame_jf": mean_of(o.jf for o in own),
+                                  "live_j": mean_of(r.j for r in scored), "curve": [(r.index, r.j) for r in scored],
+                                  **come_and_go_figures(records)}
+        timeline = self.timeline
+        latency = np.array([(ready - captured) * 1e3 for _, captured, ready, _ in timeline])
+        duration = self.count / self.fps
+        first = min((ready for _, _, ready, _ in timeline), default=duration)
+        shown_fps = None
+        if self.realtime:  # of the camera frames from the end of start-up on (the newest then included), the share shown
+            start = int(math.floor(first * self.fps + 1e-9))
+            available = self.count - start
+            if available >= MIN_MEASURED_FRAMES:
+                shown_fps = self.fps * sum(1 for index, *_ in timeline if index >= start) / available
+        else:
+            span = max((ready for _, _, ready, _ in timeline), default=first) - first
+            if len(timeline) >= MIN_MEASURED_FRAMES and span > 0:
+                shown_fps = (len(timeline) - 1) / span
+        scales = [k.scale_px for k in keys if k is not None]
+        combined = {metric: aggregate(metric, (f[metric] for f in figures.values()))
+                    if metric in SUMMED or metric in MAXED else mean_of(f[metric] for f in figures.values())
+                    for metric in OBJECT_METRICS + ("own_frame_jf",)}
+        curve = [(k, float(np.mean([dict(f["curve"]).get(k, 0.0) for f in figures.values()])))
+                 for k in sorted({k for f in figures.values() for k, _ in f["curve"]})]
+        scored_frames = sum(1 for k in range(self.first_scored, self.count) if self.annotated[k])
+        out = {
+            "shown_fps": shown_fps,
+            "startup_ms": first * 1e3,
+            "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else None,
+            "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else None,
+            **combined,
+            "late_by_one_j": mean_of(self.late),
+            "keyframe_share": (sum(key or index in keyed for index, _, _, key in timeline) / len(timeline)
+                               if timeline else None),
+            "dropped": self.count - len(timeline),
+            "frames": self.count,
+            "scored_frames": scored_frames,
+            "key_scale_px_max": max(scales) if scales else None,
+            "key_scale_px_mean": float(np.mean(scales)) if scales else None,
+            "curves": {"live_j": curve, "latency_ms": [(index, float(l)) for (index, *_), l in zip(timeline, latency)]},
+        }
+        if None not in self.objects:
+            out["objects"] = {str(i): {m: f[m] for m in OBJECT_METRICS} for i, f in figures.items()}
+        return out
+
+
 def score_replay(shown: list[Shown], truths: list[np.ndarray | None], fps: float, realtime: bool,
                  first_scored: int = 1, keys=(), objects: dict[int, list[np.ndarray | None]] | None = None) -> dict:
-    """The live metrics of one replay, with per-frame curves.
+    """The live metrics of a finished replay (a :class:`LiveScorer` fed every mask shown).
 
     Args:
         shown: the masks the loop showed, in order.
@@ -167,53 +294,7 @@ def score_replay(shown: list[Shown], truths: list[np.ndarray | None], fps: float
     Figures a clip is too short to give are None: ``shown_fps`` with fewer than
     :data:`MIN_MEASURED_FRAMES` camera frames after start-up, the J figures without a scored frame.
     """
-    count = len(truths)
-    scored = [k for k in range(first_scored, count) if truths[k] is not None]
-    screen = on_screen(shown, count, fps, realtime)
-    latency = np.array([(s.ready - s.captured) * 1e3 for s in shown])
-    per_object = objects or {None: truths}
-    figures: dict[int | None, dict] = {}
-    for object_id, object_truths in per_object.items():
-        own = [score_mask(s.object_mask(object_id), object_truths[s.index]) for s in shown
-               if s.index >= first_scored and object_truths[s.index] is not None]
-        live = [(k, _j(screen[k].object_mask(object_id), object_truths[k])) for k in scored if screen[k] is not None]
-        figures[object_id] = {"own_frame_j": mean_of(o.iou for o in own), "own_frame_jf": mean_of(o.jf for o in own),
-                              "live_j": mean_of(j for _, j in live), "curve": live,
-                              **coming_and_going(screen, object_truths, first_scored, object_id)}
-    late = [_j(truths[k - 1], truths[k]) for k in scored if truths[k - 1] is not None]
-    duration = count / fps
-    first = min((s.ready for s in shown), default=duration)
-    shown_fps = None
-    if realtime:  # of the camera frames from the end of start-up on (the newest then included), the share shown
-        start = int(math.floor(first * fps + 1e-9))
-        available = count - start
-        if available >= MIN_MEASURED_FRAMES:
-            shown_fps = fps * sum(1 for item in shown if item.index >= start) / available
-    else:
-        span = max((s.ready for s in shown), default=first) - first
-        if len(shown) >= MIN_MEASURED_FRAMES and span > 0:
-            shown_fps = (len(shown) - 1) / span
-    scales = [k.scale_px for k in keys if k is not None]
-    combined = {metric: aggregate(metric, (f[metric] for f in figures.values()))
-                if metric in SUMMED or metric in MAXED else mean_of(f[metric] for f in figures.values())
-                for metric in OBJECT_METRICS + ("own_frame_jf",)}
-    curve = ([(k, float(np.mean([dict(f["curve"]).get(k, 0.0) for f in figures.values()])))
-              for k in sorted({k for f in figures.values() for k, _ in f["curve"]})])
-    out = {
-        "shown_fps": shown_fps,
-        "startup_ms": first * 1e3,
-        "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else None,
-        "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else None,
-        **combined,
-        "late_by_one_j": mean_of(late),
-        "keyframe_share": sum(s.key for s in shown) / len(shown) if shown else None,
-        "dropped": count - len(shown),
-        "frames": count,
-        "scored_frames": len(scored),
-        "key_scale_px_max": max(scales) if scales else None,
-        "key_scale_px_mean": float(np.mean(scales)) if scales else None,
-        "curves": {"live_j": curve, "latency_ms": [(s.index, float(l)) for s, l in zip(shown, latency)]},
-    }
-    if objects:
-        out["objects"] = {str(i): {m: f[m] for m in OBJECT_METRICS} for i, f in figures.items()}
-    return out
+    scorer = LiveScorer(truths, fps, realtime, first_scored, objects=objects)
+    for item in sorted(shown, key=lambda s: s.ready) if realtime else shown:
+        scorer.add(item)
+    return scorer.finish(keys=keys)
