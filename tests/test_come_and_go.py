@@ -147,3 +147,25 @@ def test_eval_live_streams_a_long_clip_in_the_memory_of_a_short_one(tmp_path, co
     figures = results[300]["schedules"]["async"]
     assert figures["sequences"]["planted-long300"]["frames"] == 300 and figures["live_j"] > 0.5
     assert growth[300] - growth[30] < 60, growth
+
+
+def test_eval_live_scores_each_object_of_a_label_map(tmp_path, tiny_model_dir, davis):
+    """Two clips side by side (the tile scenario): one reference per object of the first frame's
+    label map, each object scored on its own, the clip by their mean (DAVIS-2017)."""
+    import json
+
+    from dinomask.cli import main
+    from dinomask.evaluate.scenarios import build
+
+    build("tile", [davis], tmp_path / "tile", pairs=1)
+    out = tmp_path / "out"
+    assert main(["eval", "live", "-d", str(tmp_path / "tile"), "--model", str(tiny_model_dir), "-o", str(out),
+                 "--oracle", "--costs", "100,20", "--runtime", "torch", "-q", "--keyframes", "async",
+                 "--max-frames", "6"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    (clip,) = metrics["schedules"]["async"]["sequences"].values()
+    assert set(clip["objects"]) == {"1", "2"}
+    for figures in clip["objects"].values():
+        assert figures["own_frame_j"] > 0.5  # the oracle keys each object where it is
+    assert clip["live_j"] == pytest.approx(np.mean([o["live_j"] for o in clip["objects"].values()]))
+    assert "## Objects" in (out / "report.md").read_text()

@@ -21,7 +21,7 @@ import numpy as np
 
 from dinomask.errors import DinomaskError
 from dinomask.keyframes import FlowCarrier
-from dinomask.segmenter import SegmentationResult, Segmenter
+from dinomask.segmenter import SEARCH_TOKENS, SegmentationResult, Segmenter
 from dinomask.video import Frame, LatestSlot, StageMeter
 
 #: ``(image, frame index) -> maps`` in :meth:`Segmenter.carry_maps` order: what a keyframe gives.
@@ -76,7 +76,7 @@ class KeyRateController:
 
     #: The smallest token budget: a 15 x 27 grid at 854 x 480, 32 source pixels a patch (400 gives
     #: 15 x 26, 32.8 px).
-    MIN_TOKENS = 405
+    MIN_TOKENS = SEARCH_TOKENS
     #: Cost of a key ~ tokens ** COST_EXPONENT (ViT-S/14, 400 to 2,000 tokens, 2-core CPU).
     COST_EXPONENT = 1.1
 

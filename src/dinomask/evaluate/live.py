@@ -584,28 +584,40 @@ def replay_sequence(sequence: LabelledSequence, segmenter: Segmenter, keyframes:
     return replay_clip(load_clip(sequence, settings.max_frames), segmenter, keyframes, settings)
 
 
-def plot_sequence(result: dict, sequence: str, path: Path) -> Path:
-    """Live J and latency over the clip's frames for each schedule (one PNG)."""
+def plot_sequence(result: dict, sequence: str, path: Path, run: dict | None = None) -> Path:
+    """Live J and latency over the clip's frames for each schedule (one PNG): the one-frame-late
+    ceiling beside live J, a camera frame's budget beside the latency; with ``run``, the model,
+    data and whether its weights are random under the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ceiling_drawn = False
     for name, figures in result["schedules"].items():
         if sequence not in figures["sequences"]:
             continue
         curves = figures["sequences"][sequence]["curves"]
+        if curves.get("late_by_one_j") and not ceiling_drawn:  # the same for every schedule: drawn once
+            top.plot(*zip(*curves["late_by_one_j"]), color="0.6", linestyle=":",
+                     label="one frame late (the ground truth of the frame before: the best live J reads)")
+            ceiling_drawn = True
         if curves["live_j"]:
             live_j = figures["sequences"][sequence]["live_j"]
             top.plot(*zip(*curves["live_j"]), marker="." if len(curves["live_j"]) < 3 else None,
                      label=f"{name} (live J {'-' if live_j is None else format(live_j, '.3f')})")
         if curves["latency_ms"]:
             bottom.plot(*zip(*curves["latency_ms"]), marker=".", linestyle="-", label=name)
-    top.set_ylabel("live J (newest shown mask\nvs the frame on the camera)")
-    top.set_ylim(0, 1)
-    bottom.set_ylabel("latency (ms, capture to mask)")
-    bottom.set_xlabel(f"camera frame of {sequence}")
+    fps = (run or {}).get("live", {}).get("fps")
+    if fps:
+        bottom.axhline(1000.0 / fps, color="0.4", linestyle="--", linewidth=1,
+                       label=f"one camera frame ({1000.0 / fps:.0f} ms at {fps:g} FPS)")
+    title = f"eval live: {sequence}"
+    if run is not None:
+        from dinomask.evaluate.report import plot_caption
+
+        title += "\n" + plot_caption(run)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # a clip too short to score has no curve: no empty legend
@@ -615,7 +627,7 @@ def plot_sequence(result: dict, sequence: str, path: Path) -> Path:
     low, high = top.get_xlim()
     if high - low < 1:  # a single frame: a window around it, not an identical low and high limit
         top.set_xlim(low - 1, high + 1)
-    fig.suptitle(f"eval live: {sequence}")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -216,7 +216,7 @@ class LiveScorer:
         if k < self.first_scored or not self.annotated[k]:
             return
         if self.annotated[k - 1] if k >= 1 else False:
-            self.late.append(_j(self.truths[k - 1], self.truths[k]))
+            self.late.append((k, _j(self.truths[k - 1], self.truths[k])))
         for object_id, truths in self.objects.items():
             truth = truths[k]
             mask = None if shown is None else shown.object_mask(object_id)
@@ -262,7 +262,7 @@ class LiveScorer:
             "latency_ms_p50": float(np.percentile(latency, 50)) if len(latency) else None,
             "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else None,
             **combined,
-            "late_by_one_j": mean_of(self.late),
+            "late_by_one_j": mean_of(j for _, j in self.late),
             "keyframe_share": (sum(key or index in keyed for index, _, _, key in timeline) / len(timeline)
                                if timeline else None),
             "dropped": self.count - len(timeline),
@@ -270,7 +270,8 @@ class LiveScorer:
             "scored_frames": scored_frames,
             "key_scale_px_max": max(scales) if scales else None,
             "key_scale_px_mean": float(np.mean(scales)) if scales else None,
-            "curves": {"live_j": curve, "latency_ms": [(index, float(l)) for (index, *_), l in zip(timeline, latency)]},
+            "curves": {"live_j": curve, "late_by_one_j": list(self.late),
+                       "latency_ms": [(index, float(l)) for (index, *_), l in zip(timeline, latency)]},
         }
         if None not in self.objects:
             out["objects"] = {str(i): {m: f[m] for m in OBJECT_METRICS} for i, f in figures.items()}

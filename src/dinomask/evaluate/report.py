@@ -46,6 +46,17 @@ def random_weights_banner(run: dict) -> str | None:
             "). Download real weights (`dinomask download dinov2_vits14_reg`) to measure quality.")
 
 
+def plot_caption(run: dict) -> str:
+    """One line under a plot's title: the model, the data, and whether the weights are random (a
+    plot pasted on its own must still say what it shows)."""
+    models = ", ".join(c.get("backbone", source) for source, c in run.get("conditions", {}).items()) or "?"
+    random = any(c.get("random_weights") for c in run.get("conditions", {}).values())
+    live = run.get("live") or {}
+    weights = ("oracle: the ground truth as the patch classifier" if live.get("oracle")
+               else "RANDOM WEIGHTS: the masks mean nothing" if random else "")
+    return f"model {models}; data {Path(str(run.get('dataset', '?'))).name}" + (f"; {weights}" if weights else "")
+
+
 def _run_lines(run: dict) -> list[str]:
     lines = []
     banner = random_weights_banner(run)
@@ -259,7 +270,8 @@ def write_live_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     top = {metric: first[metric] for metric in LIVE_METRICS} | {"schedule": names[0]}
     _write_json(out_dir / "metrics.json", _header("live", run) | top | result)
     sequences = list(dict.fromkeys(seq for d in result["schedules"].values() for seq in d["sequences"]))
-    files = [out_dir / "metrics.json"] + [plot_sequence(result, seq, out_dir / f"live_{_slug(seq)}.png") for seq in sequences]
+    files = [out_dir / "metrics.json"] + [plot_sequence(result, seq, out_dir / f"live_{_slug(seq)}.png", run)
+                                          for seq in sequences]
     live = run["live"]
     clock = (result.get("cost_model") or f"a simulated clock (key {live['costs_ms'][0]:.0f} ms, flow {live['costs_ms'][1]:.0f} ms)"
              if live["costs_ms"] else "the wall clock of this machine")
