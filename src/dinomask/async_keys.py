@@ -46,13 +46,6 @@ def segmenter_keys(segmenter: Segmenter) -> KeyMaker:
 KEY_BUDGET_FRAMES = 1.0
 
 
-#: After a scene cut (:data:`~dinomask.keyframes.CUT_JUMP`) the loop makes a whole-frame key at once,
-#: in its own thread, as on the first frame: the worker is busy with a key of the old scene (refused when
-#: it lands), and waiting for it and then for a key of its own costs two keys' time with nothing on
-#: screen. One key's stall is shorter (``eval live --oracle`` on cuts: see docs/speed.md).
-KEY_AT_ONCE_ON_CUT = True
-
-
 def default_key_budget_ms(fps: float) -> float:
     """The rate controller's default target for one key on a ``fps`` camera (:data:`KEY_BUDGET_FRAMES`)."""
     return KEY_BUDGET_FRAMES * 1000.0 / fps
@@ -193,8 +186,7 @@ class AsyncKeyStage:
     def __call__(self, frame: Frame, meter: StageMeter | None = None) -> SegmentationResult:
         self._check_worker()
         started = time.perf_counter()
-        maps = self.carrier.step(frame.index, frame.image)
-        cut = self.carrier.cut_at == frame.index
+        maps = self.carrier.step(frame.index, frame.image)  # after a scene cut: maps that show nothing
         keyframe = False
         landed = self._landed.take(timeout=0)
         if landed is not None:
@@ -204,9 +196,7 @@ class AsyncKeyStage:
             else:
                 self.stats["keys_dropped"] += 1
             maps = self.carrier.maps
-        if maps is None or (cut and KEY_AT_ONCE_ON_CUT):  # the first frame, or a new scene: a key in this thread
-            if cut:
-                self.segmenter.follow(np.zeros(frame.image.shape[:2], bool))  # the whole frame, not the old crop
+        if maps is None:  # the first frame (or after a reset): one key in this thread, then never again
             self.keyed.add(frame.index)
             first = time.perf_counter()
             self.carrier.land(frame.index, self._make(frame.image, frame.index))

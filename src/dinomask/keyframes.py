@@ -156,20 +156,11 @@ def sampling_grid(backward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xs + backward[..., 0], ys + backward[..., 1]
 
 
-#: What the carried maps hold where this frame shows what the last one did not (content that came in
-#: at the frame's edge): nothing is known there, so no object (score -1; similarity and label shares
-#: 0) until a key looks. Copying the edge inward (OpenCV's replicate) smeared an object that leaves
-#: the view along the edge, so it was shown after it had gone (see docs/concepts.md).
-ENTERING = "background"
-
-
 def warp_maps(maps: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-    """``K x h x w`` maps of the previous frame, warped onto this one by :func:`sampling_grid`'s maps;
-    what comes from outside the previous frame is background (see :data:`ENTERING`)."""
-    if ENTERING == "replicate":
-        return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
-    return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=-1.0 if index == 0 else 0.0) for index, m in enumerate(maps)])
+    """``K x h x w`` maps of the previous frame, warped onto this one by :func:`sampling_grid`'s maps.
+    What comes in at the frame's edge copies the edge (an object entering the view is carried in as
+    it enters: ``eval live --oracle`` on pans, live J 0.573 against 0.549 with background there)."""
+    return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
 
 
 def untrusted_flow(backward: np.ndarray, forward: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,

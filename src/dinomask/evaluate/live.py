@@ -304,7 +304,6 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
 
     Returns the shown list (keys marked), or with ``scorer`` (fed each mask as it is shown, so
     nothing of a frame is kept) the frames keyed beside the loop."""
-    from dinomask import async_keys
     from dinomask.async_keys import KeyRateController
 
     model = cost_model(segmenter, settings, keyframes)
@@ -343,7 +342,6 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
     while (index := next_frame(now)) < count:
         now = max(now, index / fps)
         maps = carrier.step(index, images[index])
-        cut = carrier.cut_at == index
         was_key = False
         if job is not None and job[1] <= now:
             carrier.land(job[0], job[2])
@@ -357,9 +355,7 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
                 keyed.add(taken)
             offered = [o for o in offered if o[1] > free_at]
         cost = flow_s
-        if maps is None or (cut and async_keys.KEY_AT_ONCE_ON_CUT):  # as the live loop does (AsyncKeyStage)
-            if cut:
-                segmenter.follow(np.zeros(images[index].shape[:2], bool))
+        if maps is None:
             key_maps, seconds = key(index)
             carrier.land(index, key_maps)
             maps, was_key, cost = carrier.maps, True, flow_s + seconds
