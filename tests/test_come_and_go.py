@@ -169,3 +169,19 @@ def test_eval_live_scores_each_object_of_a_label_map(tmp_path, tiny_model_dir, d
         assert figures["own_frame_j"] > 0.5  # the oracle keys each object where it is
     assert clip["live_j"] == pytest.approx(np.mean([o["live_j"] for o in clip["objects"].values()]))
     assert "## Objects" in (out / "report.md").read_text()
+
+
+def test_eval_masks_scores_each_object_of_a_label_map(tmp_path, tiny_model_dir, davis):
+    import json
+
+    from dinomask.cli import main
+    from dinomask.evaluate.scenarios import build
+
+    build("tile", [davis], tmp_path / "tile", pairs=1)
+    out = tmp_path / "out"
+    assert main(["eval", "masks", "-d", str(tmp_path / "tile"), "--model", str(tiny_model_dir), "-o", str(out),
+                 "--setting", "quick", "--runtime", "torch", "-q", "--max-frames", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    (clip,) = metrics["per_sequence"]["dinomask"].values()
+    assert set(clip["objects"]) == {"1", "2"} and clip["frames"] == 4  # two frames of each object
+    assert clip["j_mean"] == pytest.approx(np.mean([o["j_mean"] for o in clip["objects"].values()]))

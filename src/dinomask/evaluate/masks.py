@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dinomask.errors import DinomaskError
-from dinomask.evaluate.datasets import Dataset, LabelledSequence, load_pair
+from dinomask.evaluate.datasets import Dataset, LabelledFrame, LabelledSequence, load_pair, load_truth_labels
 from dinomask.evaluate.metrics import ConfusionMatrix, davis_statistics, score_mask
 from dinomask.evaluate.predictors import MaskPredictor
 from dinomask.postprocess import upsample_score
@@ -95,25 +95,56 @@ def score_sequence(
     except DinomaskError as exc:
         out.problems.append(f"{sequence.name}: reference frame unusable ({exc}); sequence skipped")
         return out
-    started, refused = [], []
-    for name, predictor in predictors.items():
-        try:
-            predictor.start_sequence(references[: refs[name]])
-            started.append(name)
-        except DinomaskError as exc:
-            refused.append(f"{name} ({exc})")
-    if refused:  # every setting is scored on the same frames, or the table compares different data
-        out.problems.append(f"{sequence.name}: could not use the reference frame for " + "; ".join(refused)
-                            + "; sequence skipped for every setting")
-        if progress is not None:
-            progress.update(len(names) * len(sequence.frames[skip:][:max_frames]))
-        return out
+    objects = _objects_of(sequence.frames[0], references[0][0].shape[:2])
     scored = sequence.frames[skip:]
     if max_frames is not None:
         scored = scored[:max_frames]
+    for object_id in objects:  # a label map: each object on its own, one reference each (DAVIS-2017)
+        if object_id is None:
+            object_refs = references
+        else:
+            object_refs = [(image, load_truth_labels(frame.mask, image.shape[:2]) == object_id)
+                           for (image, _), frame in zip(references, sequence.frames[:skip])]
+        started, refused = [], []
+        for name, predictor in predictors.items():
+            try:
+                predictor.start_sequence(object_refs[: refs[name]])
+                started.append(name)
+            except DinomaskError as exc:
+                refused.append(f"{name} ({exc})")
+        if refused:  # every setting is scored on the same frames, or the table compares different data
+            which = "" if object_id is None else f" object {object_id}"
+            out.problems.append(f"{sequence.name}{which}: could not use the reference frame for " + "; ".join(refused)
+                                + "; sequence skipped for every setting")
+            if progress is not None:
+                progress.update(len(names) * len(scored))
+            for name in names:  # no object of this clip is half-scored
+                out.rows[name] = []
+            return out
+        _score_frames(out, sequence, scored, predictors, started, object_id, sweep, examples, example_setting,
+                      progress, oracle)
+    return out
+
+
+def _objects_of(frame: LabelledFrame, size: tuple[int, int]) -> list[int | None]:
+    """The object ids of a reference frame's label map when it holds several, else ``[None]``."""
+    try:
+        ids = [int(i) for i in np.unique(load_truth_labels(frame.mask, size)) if i]
+    except DinomaskError:
+        return [None]
+    return ids if len(ids) > 1 else [None]
+
+
+def _score_frames(out: SequenceScores, sequence: LabelledSequence, scored, predictors, started: list[str],
+                  object_id: int | None, sweep: dict, examples: int, example_setting: str | None, progress,
+                  oracle: bool) -> None:
+    """Every started predictor on every scored frame, for one object (``object_id``; None: the mask's one)."""
+    names = list(predictors)
     for frame in scored:
         try:
             image, truth = load_pair(frame)
+            if object_id is not None:
+                truth = load_truth_labels(frame.mask, image.shape[:2]) == object_id
         except DinomaskError as exc:
             out.problems.append(f"{frame.image}: {exc}; not scored")
             if progress is not None:
@@ -130,7 +161,7 @@ def score_sequence(
             out.rules[name].add(prediction.rule)
             out.rows[name].append({"sequence": sequence.name, "frame": frame.image.name, "iou": score.iou,
                                    "f": score.f, "miou": score.miou, "pixel_accuracy": score.pixel_accuracy,
-                                   "patches": prediction.patches})
+                                   "patches": prediction.patches, "object": object_id})
             if name in sweep and prediction.similarity is not None:
                 _sweep_frame(out.sweeps[name], sweep[name], prediction.similarity, truth)
             if name == example_setting and len(out.examples) < examples and prediction.similarity is not None:
@@ -139,7 +170,6 @@ def score_sequence(
                                      "mask": prediction.mask, "truth": truth})
             if progress is not None:
                 progress.update(1)
-    return out
 
 
 def scored_frame_count(dataset: Dataset, refs: dict[str, int], max_frames: int | None) -> int:
@@ -153,7 +183,16 @@ SEQUENCE_METRICS = ("j_mean", "j_recall", "j_decay", "f_mean", "f_recall", "f_de
 
 
 def sequence_statistics(rows: list[dict]) -> dict[str, float]:
-    """One sequence's statistics from its per-frame rows (in frame order)."""
+    """One sequence's statistics from its per-frame rows (in frame order). Rows of several objects
+    (a label map) are scored per object and the sequence by the mean over its objects, as DAVIS-2017
+    does; each object's statistics stay under ``objects``."""
+    ids = list(dict.fromkeys(r.get("object") for r in rows))
+    if len(ids) > 1 or (ids and ids[0] is not None):
+        per_object = {str(i): sequence_statistics([{**r, "object": None} for r in rows if r.get("object") == i])
+                      for i in ids}
+        keys = [k for k in next(iter(per_object.values())) if k != "frames"]
+        return {k: _mean([o[k] for o in per_object.values()]) for k in keys} | {"frames": len(rows),
+                                                                              "objects": per_object}
     j, f = davis_statistics([r["iou"] for r in rows]), davis_statistics([r["f"] for r in rows])
     stats = {f"j_{k}": v for k, v in j.items()} | {f"f_{k}": v for k, v in f.items()}
     return stats | {"jf": (j["mean"] + f["mean"]) / 2, "iou": j["mean"],
