@@ -9,7 +9,11 @@ The oracle (ground truth on the grid as the patch classifier) makes each figure 
 schedule can give; the backbone still runs, so the costs are this machine's.
 
     python benchmarks/live_camera.py                   # needs ../shared/data/davis-live and davis-motion
-    python benchmarks/live_camera.py --sizes 854x480 --sets motion
+    python benchmarks/live_camera.py --sizes 854x480 --sets motion,train6
+    python benchmarks/live_camera.py --sizes 854x480 --load hog       # a busy loop on one of the cores beside it
+    python benchmarks/live_camera.py --sizes 854x480 --load one-core  # the whole run on one core (taskset)
+
+Every table starts with the machine (CPU model, cores, AVX-512 / VNNI / AVX2) and the load.
 """
 
 from __future__ import annotations
@@ -46,13 +50,35 @@ def resized_dataset(root: Path, size: tuple[int, int], out: Path) -> Path:
     return out
 
 
-def run_size(root: Path, size: tuple[int, int], model: Path, work: Path, schedules: list[str], runtime: str) -> dict:
+#: ``--load``: how the machine is loaded while a set runs.
+LOADS = ("quiet", "hog", "one-core")
+
+
+def _pinned(command: list[str], cores: str) -> list[str]:
+    """``command`` under ``taskset -c cores`` (Linux's util-linux)."""
+    if shutil.which("taskset") is None:
+        raise SystemExit("--load needs taskset (util-linux) to pin processes to cores")
+    return ["taskset", "-c", cores, *command]
+
+
+def run_size(root: Path, size: tuple[int, int], model: Path, work: Path, schedules: list[str], runtime: str,
+             load: str = "quiet") -> dict:
     data = resized_dataset(root, size, work / f"data-{root.name}-{size[0]}x{size[1]}")
     out = work / f"out-{root.name}-{size[0]}x{size[1]}"
     command = [sys.executable, "-m", "dinomask.cli", "eval", "live", "-d", str(data), "--model", str(model), "-o", str(out),
                "--oracle", "--runtime", runtime, "-q"] + [a for s in schedules for a in ("--keyframes", s)]
+    if load == "one-core":
+        command = _pinned(command, "0")
+    hog = None
+    if load == "hog":  # another program busy on one of the cores, as on a laptop
+        hog = subprocess.Popen(_pinned([sys.executable, "-c", "while 1: pass"], "0"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
     if done.returncode != 0:
         raise SystemExit(f"eval live failed at {size}:\n{done.stderr[-3000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -70,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="dinov2_vits14_reg")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--schedules", default="async,auto")
-    parser.add_argument("--sets", default="live,motion", help="davis-live, davis-motion or both")
+    parser.add_argument("--sets", default="live,motion", help="any of live, motion, train6 (davis-*)")
+    parser.add_argument("--load", default="quiet", choices=LOADS,
+                        help="quiet; hog: a busy loop pinned to core 0 beside the run; one-core: the run pinned to core 0")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     roots = [DATA / f"davis-{name}" for name in args.sets.split(",")]
@@ -86,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         model = random_backbone_dir(work / "model", arch=args.arch)
         for root in roots:
             for size in sizes:
-                rows.append(run_size(root, size, model, work, args.schedules.split(","), args.runtime))
+                rows.append(run_size(root, size, model, work, args.schedules.split(","), args.runtime, args.load))
                 shutil.rmtree(work / f"data-{root.name}-{size[0]}x{size[1]}", ignore_errors=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import describe
+
+    print(f"machine: {describe()}; load: {args.load}")
     print(f"eval live --oracle, realtime 24 FPS, {args.arch} random weights, runtime {args.runtime}, this machine's wall clock")
     print("| clips | frames | schedule | shown FPS | latency p50 / p95 (ms) | own-frame J | live J | one frame late "
           "| keyframes | key scale max (px) | peak RSS |")

@@ -12,7 +12,6 @@ the default preset, an 854 x 480 frame; prints the median ms of a whole-frame ke
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,21 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _machine() -> str:
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor())
-    except OSError:
-        model = platform.processor()
-    import os
+    import sys
 
-    isa = ", ".join(name for name, flag in (("AVX-512", "avx512f"), ("VNNI", "avx512_vnni"), ("AVX2", "avx2"))
-                    if flag in flags) or "no AVX2"
-    return f"{model}, {os.cpu_count()} cores, {isa}"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import describe
+
+    return describe()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -306,3 +306,22 @@ def test_a_planted_object_moving_30_px_a_frame_is_carried_between_keys(tmp_path,
         assert min(j for _, j in scored) > 0.85, (roi, scored)
         if not roi:
             assert len(carried) >= 6, scored  # most frames between keys are carried, and held
+
+
+def test_the_machine_factor_plays_a_slower_machine(tmp_path, colour_backbone, colour_reference):
+    """Issue 33: the simulated clock can play a machine twice as slow: every cost doubles, so the
+    same loop's frame (24 ms of flow at 160 px) takes 48 ms, more than a 24 FPS camera's 41.7: it shows
+    its frames later and drops some."""
+    from dinomask.evaluate.datasets import load_dataset
+
+    sequence = load_dataset(write_clip(tmp_path / "d", frames=24, step=4)).sequences[0]
+    figures = {}
+    for factor in (1.0, 2.0):
+        figures[factor] = replay_sequence(sequence, _segmenter(colour_backbone, colour_reference, "async"),
+                                          KeyframeSettings.parse("async"),
+                                          LiveEvalSettings(oracle=True, costs=(100, 20), machine_factor=factor))
+    assert figures[1.0]["latency_ms_p50"] == pytest.approx(23.97, abs=0.1) and figures[1.0]["shown_fps"] == 24.0
+    assert figures[2.0]["latency_ms_p50"] >= 2 * figures[1.0]["latency_ms_p50"]
+    assert figures[2.0]["shown_fps"] < 24.0 and figures[2.0]["startup_ms"] > figures[1.0]["startup_ms"]
+    with pytest.raises(ValueError, match="machine_factor"):
+        LiveEvalSettings(machine_factor=float("nan"))

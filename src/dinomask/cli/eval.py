@@ -213,6 +213,7 @@ def eval_live(
     fps: Annotated[float, typer.Option(min=0.1, max=1000, help="The camera's frame rate (0.1 to 1000).")] = 24.0,
     costs: Annotated[Optional[str], typer.Option(help="KEY_MS,FLOW_MS: a simulated clock instead of the wall clock (reproducible): a key costs KEY_MS at the configured --tokens and grows with its own patch count (exponent 1.1, so a crop or coarser key costs less); each frame FLOW_MS.")] = None,
     key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="async: target ms of one key for the rate controller, as in live (default: one camera frame, keys no coarser than a 405-token whole frame, 32 px a patch at 854x480; 0: keep --tokens fixed).")] = None,
+    machine_factor: Annotated[float, typer.Option("--machine-factor", min=0.1, max=100, help="With --costs: play a machine this many times slower than the one the costs came from (2: twice as slow; every key and flow cost scales).")] = 1.0,
     tokens: TokensOpt = None,
     roi: RoiOpt = None,
     refine: RefineOpt = None,
@@ -240,12 +241,14 @@ def eval_live(
 
     model = model or default_model()
     schedules = keyframes or ["async", "auto"]
-    for name, value in (("--fps", fps), ("--key-budget-ms", key_budget_ms)):
+    for name, value in (("--fps", fps), ("--key-budget-ms", key_budget_ms), ("--machine-factor", machine_factor)):
         if value is not None and not math.isfinite(value):  # click's range lets NaN through
             raise typer.BadParameter(f"expected a finite number, got {value}", param_hint=name)
+    if machine_factor != 1.0 and not costs:
+        raise typer.BadParameter("--machine-factor scales the simulated clock: give --costs too", param_hint="--machine-factor")
     try:
         settings = LiveEvalSettings(fps=fps, realtime=realtime, oracle=oracle, costs=parse_costs(costs), max_frames=max_frames,
-                                    key_budget_ms=key_budget_ms)
+                                    key_budget_ms=key_budget_ms, machine_factor=machine_factor)
         for text in schedules:
             segmenter_config("dinomask", keyframes=text, roi=roi, refine=refine, refiner=refiner)
     except ValueError as exc:
@@ -255,6 +258,7 @@ def eval_live(
     backbone = _backbone(model, device, dtype, runtime, fast, busy_wait=False, warn_random=not oracle)
     run["conditions"] = {model: conditions(backbone, max_frames)}
     run["live"] = {"fps": fps, "realtime": realtime, "oracle": oracle, "costs_ms": settings.costs, "tokens": tokens,
+                   "machine_factor": machine_factor,
                    "key_budget_ms": settings.key_budget, "roi": roi, "refiner": None if refiner is None else str(refiner)}
     references: dict[str, Reference] = {}
 

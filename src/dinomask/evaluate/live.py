@@ -62,6 +62,8 @@ class LiveEvalSettings:
         max_frames: at most this many frames of each clip.
         key_budget_ms: ``async`` on the wall clock: the rate controller's target for one key, as
             in ``live`` (None: one camera frame; 0: the token budget stays fixed).
+        machine_factor: the simulated clock plays a machine this many times slower than the one
+            ``costs`` were measured on (keys, flow and a finer flow's extra all scale by it).
     """
 
     fps: float = 24.0
@@ -70,6 +72,7 @@ class LiveEvalSettings:
     costs: tuple[float, float] | None = None
     max_frames: int | None = None
     key_budget_ms: float | None = None
+    machine_factor: float = 1.0
 
     @property
     def key_budget(self) -> float | None:
@@ -87,6 +90,8 @@ class LiveEvalSettings:
         if self.costs is not None and (len(self.costs) != 2 or not all(math.isfinite(c) and 0 < c <= MAX_COST_MS
                                                                        for c in self.costs)):
             raise ValueError(f"costs must be two numbers KEY_MS,FLOW_MS in (0, {MAX_COST_MS:g}] ms, got {self.costs}")
+        if not (math.isfinite(self.machine_factor) and 0.1 <= self.machine_factor <= 100):
+            raise ValueError(f"machine_factor must be in 0.1..100, got {self.machine_factor}")
         if self.key_budget_ms is not None and not (math.isfinite(self.key_budget_ms) and 0 <= self.key_budget_ms <= MAX_COST_MS):
             raise ValueError(f"key_budget_ms must be in 0..{MAX_COST_MS:g} ms (0: a fixed token budget), got {self.key_budget_ms}")
 
@@ -123,15 +128,16 @@ class CostModel:
     tokens: int
     exponent: float
     flow_side: int = 120
+    factor: float = 1.0
 
     def key_s(self, patches: int) -> float:
-        return self.key_ms / 1000.0 * (max(patches, 1) / self.tokens) ** self.exponent
+        return self.factor * self.key_ms / 1000.0 * (max(patches, 1) / self.tokens) ** self.exponent
 
     @property
     def frame_s(self) -> float:
         """A frame's work in the loop: flow and carrying."""
         extra = FLOW_STEP_MS_AT_120 * ((self.flow_side / 120.0) ** 2 - 1.0)
-        return (self.flow_ms + extra) / 1000.0
+        return self.factor * (self.flow_ms + extra) / 1000.0
 
 
 
@@ -381,7 +387,7 @@ def cost_model(segmenter: Segmenter, settings: LiveEvalSettings, keyframes: Keyf
 
     key_ms, flow_ms = settings.costs
     return CostModel(key_ms, flow_ms, segmenter.config.geometry.tokens, KeyRateController.COST_EXPONENT,
-                     keyframes.flow_side if keyframes.enabled else 120)
+                     keyframes.flow_side if keyframes.enabled else 120, settings.machine_factor)
 
 
 class ClipProblem(ValueError):
@@ -429,7 +435,8 @@ def evaluate_live(dataset: Dataset, segmenter_for, schedules: list[str], setting
         means = {m: aggregate(m, (s[m] for s in per_sequence.values())) for m in LIVE_METRICS}
         out["schedules"][keyframes.describe()] = means | {"sequences": per_sequence}
     if settings.costs is not None:
-        out["cost_model"] = describe_costs(settings.costs)
+        out["cost_model"] = describe_costs(settings.costs) + (
+            f"; played {settings.machine_factor:g} times slower (--machine-factor)" if settings.machine_factor != 1 else "")
     return out
 
 
