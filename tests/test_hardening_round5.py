@@ -135,3 +135,22 @@ def test_remove_help_names_bags_and_the_robotics_extra(capsys):
     said = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "or one ROS bag" in said and "a bare MCAP file when it ends in .mcap" in said
     assert "pip install 'dinomask[robotics]'" in said, said
+
+
+def test_live_with_rerun_runs_where_opencv_has_no_window(tmp_path, dog_ref, davis, capsys, monkeypatch):
+    """Issue 32: docs/robotics.md's 'live ... --rerun' exited 2 on the headless OpenCV setup.sh installs:
+    with a Rerun viewer the frames are shown there, and OpenCV's missing window is only a note."""
+    pytest.importorskip("rerun")
+    import dinomask.live as live
+    from dinomask.errors import DinomaskError
+
+    def headless():
+        raise DinomaskError("this OpenCV build has no window support (opencv-*-headless)")
+
+    monkeypatch.setattr(live, "check_window_support", headless)
+    recording = tmp_path / "live.rrd"
+    assert main(["live", "-r", str(dog_ref), "--source", str(davis / "JPEGImages/480p/dog"), "--max-frames", "2",
+                 "--rerun", str(recording)]) == 0, capsys.readouterr().err
+    assert "Rerun viewer only" in capsys.readouterr().err and recording.is_file()
+    assert main(["live", "-r", str(dog_ref), "--source", str(davis / "JPEGImages/480p/dog"), "--max-frames", "2"]) == 2
+    assert "no window support" in capsys.readouterr().err  # without a viewer it is still an error, said before the model

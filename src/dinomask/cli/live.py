@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -113,9 +114,18 @@ def live(
     if save_ref is not None:
         check_writable(save_ref.parent, "the taught reference")
     if options.window:
+        from dinomask.errors import DinomaskError
         from dinomask.live import check_window_support
 
-        check_window_support()
+        try:
+            check_window_support()
+        except DinomaskError:
+            if rerun is None:
+                raise
+            # a Rerun viewer is the window: where OpenCV has none (headless), show frames there alone
+            typer.echo("note: this OpenCV build has no window support; frames are shown in the Rerun viewer only",
+                       err=True)
+            options = dataclasses.replace(options, window=False)
     # capture and output threads work beside the model: its threads must not spin on their cores
     segmenter = _load_segmenter(ref, model, device, dtype, runtime, fast, config, busy_wait=False, refiner=refiner)
     stats = run_live_command(segmenter, options)
