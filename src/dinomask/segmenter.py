@@ -141,8 +141,9 @@ class SegmenterConfig:
 
 #: The fewest patches a crop key is given (a 8 x 8 grid): below it an object has too few patches.
 MIN_CROP_TOKENS = 64
-#: On a camera's clock, a key with nothing to crop around (the object was lost, left, or the scene
-#: was cut) searches the whole frame at this coarse budget, the rate controller's floor (a 15 x 27
+#: On a camera's clock, a key with nothing to crop around (the mask is empty or smaller than the
+#: region of interest's ``min_area``: the object was lost, left, or the scene was cut; not an object
+#: too large to crop) searches the whole frame at this coarse budget, the rate controller's floor (a 15 x 27
 #: grid, 32 px a patch at 854 x 480): finding the object again soon matters more than its edge, and
 #: the crops that follow are finer. At the configured budget such a key cost 262 ms on the build
 #: machine (six camera frames at 24 FPS) where crops cost a frame or less.
@@ -342,6 +343,7 @@ class Segmenter:
         #: milliseconds the refiner took on the last frame it ran on (0 without a refiner)
         self.last_refine_ms = 0.0
         self._roi_box: Box | None = None
+        self._lost = True  # no object to crop around yet (a first key searches)
         self._since_full = 0
         #: what the last key (:meth:`key`) cost: patches and source pixels per patch side
         self.last_key: KeyInfo | None = None
@@ -386,6 +388,7 @@ class Segmenter:
         self._smoother.reset()
         self._propagator.reset()
         self._roi_box = None
+        self._lost = True
         self._since_full = 0
         for obj in self._objects:
             obj.prototypes = obj.original.copy()
@@ -468,6 +471,7 @@ class Segmenter:
         bool): the last key's or a carried frame's. Without one, nothing happens."""
         if self.config.roi.enabled:
             self._roi_box = next_box(mask, self.config.roi, 2 * self.backbone.spec.patch_size)
+            self._lost = float(mask.mean()) < self.config.roi.min_area
 
     def carry_maps(self, result: SegmentationResult) -> list[np.ndarray]:
         """What flow carries from a keyframe: ``[score, similarity]`` on the grid, then with several
@@ -512,7 +516,7 @@ class Segmenter:
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
         crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
         geometry = self.config.geometry
-        if (self._roi_box is None and self.config.roi.crop_tokens == "scale" and geometry.resolution is None
+        if (self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None
                 and SEARCH_KEYS):  # nothing to crop around: search the whole frame, coarsely
             geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, SEARCH_TOKENS))
             full_grid = geometry.grid(*image.shape[:2], patch)
@@ -540,6 +544,7 @@ class Segmenter:
             result = dataclasses.replace(result, patches=full_grid[0] * full_grid[1])
             self._since_full = 0
         self._roi_box = next_box(result.mask, self.config.roi, 2 * patch)
+        self._lost = float(result.mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
         self.roi_stats["frames"] += 1
         self.roi_stats["roi_frames"] += box is not None
         self.roi_stats["patches"] += result.patches
