@@ -307,18 +307,23 @@ def test_a_failed_message_is_skipped_counted_and_the_rest_written(tmp_path, dog_
     assert stamps == [STAMP0, STAMP0 + 2, STAMP0 + 3]
 
 
-def test_ctrl_c_finalises_the_bag_written_so_far(tmp_path, dog_ref, frames, capsys, monkeypatch):
+def interrupt_on_write(patch, call: int = 3) -> None:
+    """Ctrl-C as the bag writer takes its ``call``-th frame (``patch``: a monkeypatch)."""
     import dinomask.bags as bags
 
     real, calls = bags.BagWriter.write, []
 
     def interrupted(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == call:
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(bags.BagWriter, "write", interrupted)
+    patch.setattr(bags.BagWriter, "write", interrupted)
+
+
+def test_ctrl_c_finalises_the_bag_written_so_far(tmp_path, dog_ref, frames, capsys, monkeypatch):
+    interrupt_on_write(monkeypatch)
     bag = _bag(tmp_path, frames, "mcap")
     assert main(["remove", "-r", str(dog_ref), str(bag), "-o", str(tmp_path / "out"), "-q"]) == 130
     assert len(read_output(tmp_path / "out")[f"{TOPIC}/mask"]) == 2  # a valid bag of the frames written

@@ -25,6 +25,7 @@ from tests.test_bags import (  # noqa: E402
     _bag,
     _typestore,
     image_message,
+    interrupt_on_write,
     read_output,
     write_bag,
 )
@@ -102,21 +103,12 @@ def test_a_name_ending_in_mcap_is_a_bare_mcap_file_replaced_without_strays(tmp_p
 
 def test_an_interrupted_run_is_marked_partial_and_the_same_command_redoes_it(tmp_path, dog_ref, small, capsys,
                                                                              monkeypatch):
-    import dinomask.bags as bags
     from dinomask.bags import read_mark
-
-    real, calls = bags.BagWriter.write, []
-
-    def interrupted(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, *args, **kwargs)
 
     bag = _bag(tmp_path, small[:4], "mcap")
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
-        patch.setattr(bags.BagWriter, "write", interrupted)
+        interrupt_on_write(patch)
         assert _remove(dog_ref, bag, out) == 130
     said = capsys.readouterr().err
     assert "INTERRUPTED after 2 of 4 messages" in said and "marked partial" in said, said
