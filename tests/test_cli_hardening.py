@@ -164,3 +164,14 @@ def test_models_and_exports_are_written_readable_by_others(tmp_path):
     assert {p.name for p in files} >= {"model.safetensors", "config.json", "m.onnx", "m.json", "m.embeddings.safetensors"}
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_a_painted_reference_says_its_rule_and_how_to_get_the_stronger_one(tmp_path, tiny_model_dir, capsys):
+    """Issue 32: the headline workflow (a photo painted black) silently took the weaker rule."""
+    photo = np.zeros((140, 140, 3), np.uint8)
+    photo[30:110, 30:110] = (200, 40, 40)
+    Image.fromarray(photo).save(tmp_path / "mug_on_black.png")
+    assert main(["reference", str(tmp_path / "mug_on_black.png"), "-o", str(tmp_path / "mug.npz"),
+                 "--model", str(tiny_model_dir)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "Otsu with the presence floor" in said and "--mask" in said and "fg-vs-bg" in said

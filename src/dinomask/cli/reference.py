@@ -55,3 +55,7 @@ def reference(
         f"wrote {path}: {len(ref.foreground)} object patches from {len(images)} image(s), "
         f"{len(ref.background)} scene-background patches, backbone {backbone.spec.name}"
     )
+    if not len(ref.background):  # a painted photo: the weaker rule, and how to get the stronger one
+        typer.echo("note: no scene background in the reference (its background is painted), so frames are "
+                   "split by Otsu with the presence floor; give the unpainted photo with its mask "
+                   "(IMAGE --mask MASK) and the reference's own scene rejects look-alikes (fg-vs-bg)", err=True)
