@@ -78,7 +78,7 @@ class BatchReport:
         lines = [
             f"{len(self.written)} written, {len(self.skipped)} skipped (output exists), "
             f"{len(self.ignored)} ignored (not an input this tool reads), {len(self.failed)} failed; "
-            f"{self.frames} frames in {self.seconds:.1f} s ({rate:.2f} frames/s)"
+            f"{self.frames} {'frame' if self.frames == 1 else 'frames'} in {self.seconds:.1f} s ({rate:.2f} frames/s)"
         ]
         if self.interrupted is not None:
             done = len(self.written) + len(self.skipped) + len(self.failed)
