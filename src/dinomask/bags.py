@@ -405,10 +405,12 @@ class BagWriter:
         source: the input bag (named in the bag's record; checked against ``path``).
         objects: how many objects are segmented: one writes the mask 0/255, several a label map
             (0 background, 1.. the objects in ``--ref`` order) in every frame.
+        provenance: what made the masks (model, and RANDOM WEIGHTS where they are), kept in the
+            bag's record.
     """
 
     def __init__(self, path: str | Path, topic: str, extras: Sequence[str] = (), *, overwrite: bool = False,
-                 source: str | Path | None = None, objects: int = 1):
+                 source: str | Path | None = None, objects: int = 1, provenance: str = ""):
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
@@ -418,7 +420,7 @@ class BagWriter:
         self.path = Path(path)
         self.note = check_output(source, self.path, overwrite)
         self.bare = self.path.suffix.lower() == ".mcap"
-        self.source, self.objects = str(source or ""), int(objects)
+        self.source, self.objects, self.provenance = str(source or ""), int(objects), provenance
         remove_paths(stale_parts(self.path))
         self.typestore = get_typestore(Stores.ROS2_HUMBLE)
         self._parent = temporary_folder(self.path)  # the bag is written as parent/NAME, so its file is NAME.mcap
@@ -481,7 +483,7 @@ class BagWriter:
 
         self._writer.set_custom_data(MARK_KEY, json.dumps({
             "complete": bool(complete), "written": self.written, "total": total if total is not None else self.written,
-            "source": self.source, "topic": self.topic, "version": __version__}))
+            "source": self.source, "topic": self.topic, "version": __version__, "made_by": self.provenance}))
         self._writer.close()
         self._writer = None
         try:

@@ -103,6 +103,16 @@ def _say_unrefined(item: WorkItem, result, said: set) -> None:
         _log.warning("%s: %s; its unrefined mask is written", item.source, result.refine_skipped)
 
 
+def provenance(segmenter: Segmenter) -> dict[str, str]:
+    """What a written image says of itself (a PNG text chunk): the model, and RANDOM WEIGHTS where
+    they are, so an image shown on its own never passes for a result."""
+    from dinomask._version import __version__
+
+    random = getattr(segmenter.backbone, "random_weights", None)
+    text = f"dinomask {__version__}, model {segmenter.backbone.spec.name}"
+    return {"dinomask": text + (f"; RANDOM WEIGHTS ({random}): this mask means nothing" if random else "")}
+
+
 def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions, view=None) -> int:
     image = load_image(item.source)
     segmenter.reset()  # separate images are not a video: no smoothing across them
@@ -112,7 +122,7 @@ def _process_image(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
         view.log(view.frames, image, result)
     output = render(image, result.mask, result.similarity, result.labels, options.kind, options.background,
                     len(segmenter.object_names))
-    write_image_atomic(item.output, output)
+    write_image_atomic(item.output, output, provenance(segmenter))
     return 1
 
 
@@ -151,7 +161,7 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
         try:
             stamps = []
             for frame, output in frames:
-                write_image_atomic(folder / f"{frame.index:06d}.png", output)
+                write_image_atomic(folder / f"{frame.index:06d}.png", output, provenance(segmenter))
                 stamps.append({"frame": frame.index, "file": f"{frame.index:06d}.png", "timestamp_s": round(frame.timestamp, 6)})
             _check_complete(item, source, len(stamps))
             if not stamps:
@@ -272,7 +282,7 @@ def remove_bag(segmenter: Segmenter, source: Path, output: Path, options: Output
     with BagReader(source, topic) as reader:
         report.topic, report.total, report.foreign = reader.topic, reader.count, dict(reader.foreign)
         writer = BagWriter(output, reader.topic, extras, overwrite=options.overwrite, source=source,
-                           objects=len(segmenter.object_names))
+                           objects=len(segmenter.object_names), provenance=provenance(segmenter)["dinomask"])
         if writer.note:  # the command line says it before the model loads
             _log.info("%s", writer.note)
         keep = True

@@ -183,11 +183,21 @@ def remove_stale_parts(output: Path) -> int:
     return len(stale)
 
 
-def write_image_atomic(path: Path, image: np.ndarray) -> Path:
-    """Write an RGB(A) or grey uint8 image (format from the suffix) via a temp file + rename."""
+def write_image_atomic(path: Path, image: np.ndarray, text: dict[str, str] | None = None) -> Path:
+    """Write an RGB(A) or grey uint8 image (format from the suffix) via a temp file + rename.
+    ``text``: PNG text chunks (``dinomask``: what made it, and whether the weights were random)."""
     tmp = temporary_file(path)
     try:
-        Image.fromarray(image).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+        options = {}
+        if text and fmt == "PNG":
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            for key, value in text.items():
+                info.add_text(key, value)
+            options["pnginfo"] = info
+        Image.fromarray(image).save(tmp, format=fmt, **options)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -260,7 +260,8 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     if options.rerun is not None:
         from dinomask.rerun_view import RerunView
 
-        view = RerunView(options.rerun, segmenter.object_names, name=f"live {options.source}")
+        view = RerunView(options.rerun, segmenter.object_names, name=f"live {options.source}",
+                         random_weights=getattr(segmenter.backbone, "random_weights", None))
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:
         state["grid"] = result.grid

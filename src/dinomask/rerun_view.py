@@ -116,9 +116,11 @@ class RerunView:
         target: see :func:`parse_target`.
         object_names: the objects' names, in label order.
         name: the recording's name (the source).
+        random_weights: why the model's weights are random, if they are: said in the recording.
     """
 
-    def __init__(self, target: str, object_names: tuple[str, ...] = ("object",), name: str = "dinomask"):
+    def __init__(self, target: str, object_names: tuple[str, ...] = ("object",), name: str = "dinomask",
+                 random_weights: str | None = None):
         rr = _rerun()
         kind, value = check_target(target)
         self.rr = rr
@@ -136,6 +138,9 @@ class RerunView:
         labels += [rr.AnnotationInfo(id=i + 1, label=label, color=OBJECT_COLOURS[i % len(OBJECT_COLOURS)])
                    for i, label in enumerate(object_names)]
         self.stream.log("camera/mask", rr.AnnotationContext(labels), static=True)
+        note = (f"**RANDOM WEIGHTS** ({random_weights}): these masks mean nothing." if random_weights
+                else "Masks by dinomask.")
+        self.stream.log("dinomask", rr.TextDocument(note, media_type=rr.MediaType.MARKDOWN), static=True)
         self.frames = 0
 
     def log(self, index: int, image: np.ndarray, result, capture_time_s: float | None = None,

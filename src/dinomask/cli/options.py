@@ -210,4 +210,5 @@ def _rerun_view(target: str | None, segmenter, name: str):
         return None
     from dinomask.rerun_view import RerunView
 
-    return RerunView(target, segmenter.object_names, name=name)
+    return RerunView(target, segmenter.object_names, name=name,
+                     random_weights=getattr(segmenter.backbone, "random_weights", None))

@@ -265,7 +265,8 @@ def create_app(backbone, config: ServeConfig = ServeConfig(), refiner=None):
         return {"status": "ok", "version": __version__, "model": backbone.spec.name,
                 "runtime": getattr(backbone, "runtime", "torch"), "references": len(engine.references),
                 "max_references": config.max_references,
-                "queue_depth": engine._depth, "queue_size": config.queue_size, "auth": config.token is not None}
+                "queue_depth": engine._depth, "queue_size": config.queue_size, "auth": config.token is not None,
+                "random_weights": getattr(backbone, "random_weights", None) or None}
 
     @app.get("/metrics", tags=["service"], dependencies=secured,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},

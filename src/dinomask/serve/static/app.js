@@ -237,3 +237,19 @@ $("download").addEventListener("click", async () => {
   document.body.appendChild(a); a.click(); a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 });
+
+// Random weights: said on the page itself, so a screenshot never shows meaningless masks as results.
+async function checkWeights() {
+  try {
+    const response = await fetch("/v1/health", { headers: authHeaders() });
+    if (!response.ok) return;
+    const health = await response.json();
+    const banner = $("random-banner");
+    if (health.random_weights) {
+      banner.textContent = `RANDOM WEIGHTS (${health.random_weights}): model ${health.model}; these masks mean nothing.`;
+      banner.hidden = false;
+    } else banner.hidden = true;
+  } catch (e) { /* the page still works; the server says it in /v1/health */ }
+}
+checkWeights();
+tokenInput.addEventListener("change", checkWeights);
