@@ -16,15 +16,21 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, caption: str = "") -> Path:
+    """Write the figure; ``caption`` (the model, the data, random weights) goes over it, so a
+    plot pasted on its own still says what it shows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if caption:
+        fig.text(0.5, 1.0, caption, ha="center", va="bottom", fontsize=8,  # above any title: never over an axis
+                 color="#b00020" if "RANDOM" in caption else "0.3")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return path
 
 
-def plot_confusion(matrix: np.ndarray, labels: list[str], path, *, title: str = "", normalize: bool = True) -> Path:
+def plot_confusion(matrix: np.ndarray, labels: list[str], path, *, title: str = "", normalize: bool = True,
+                   caption: str = "") -> Path:
     """Confusion matrix (rows truth, columns prediction), row-normalised by default, with counts."""
     plt = _pyplot()
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -43,10 +49,10 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path, *, title: str = 
                     color="white" if shown[i, j] > 0.6 * (shown.max() or 1) else "black")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
-def plot_threshold_curves(sweeps: dict[str, dict], path) -> Path:
+def plot_threshold_curves(sweeps: dict[str, dict], path, caption: str = "") -> Path:
     """J (object IoU) against threshold for each swept setting, best threshold marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -59,10 +65,10 @@ def plot_threshold_curves(sweeps: dict[str, dict], path) -> Path:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
-def plot_heatmaps(examples: list[dict], path) -> Path:
+def plot_heatmaps(examples: list[dict], path, caption: str = "") -> Path:
     """One row per example (one per sequence): frame, patch similarity (with its colour bar),
     predicted mask, ground truth."""
     import cv2
@@ -85,10 +91,10 @@ def plot_heatmaps(examples: list[dict], path) -> Path:
         for ax in row:
             ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
-def plot_setting_bars(dataset: dict[str, dict[str, float]], path, metric: str = "jf") -> Path:
+def plot_setting_bars(dataset: dict[str, dict[str, float]], path, metric: str = "jf", caption: str = "") -> Path:
     """Horizontal bars of one metric per setting."""
     plt = _pyplot()
     names = list(dataset)
@@ -102,10 +108,10 @@ def plot_setting_bars(dataset: dict[str, dict[str, float]], path, metric: str = 
     for i, v in enumerate(values):
         ax.text(min(v, 0.9) + 0.01, i, f"{v:.3f}", va="center", fontsize=7)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, caption)
 
 
-def plot_deviation(series: dict[str, dict[str, np.ndarray]], path, *, title: str = "") -> Path:
+def plot_deviation(series: dict[str, dict[str, np.ndarray]], path, *, title: str = "", caption: str = "") -> Path:
     """Control deviation over time: one panel per sequence, one line per pipeline.
 
     Args:
@@ -125,4 +131,4 @@ def plot_deviation(series: dict[str, dict[str, np.ndarray]], path, *, title: str
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, caption)

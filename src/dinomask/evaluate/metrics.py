@@ -62,11 +62,11 @@ class ConfusionMatrix:
             "labels": self.labels,
         }
 
-    def plot(self, path, title: str = "", normalize: bool = True):
-        """Save the matrix as a PNG (matplotlib)."""
+    def plot(self, path, title: str = "", normalize: bool = True, caption: str = ""):
+        """Save the matrix as a PNG (matplotlib); ``caption`` under it (model, data, random weights)."""
         from dinomask.plots import plot_confusion
 
-        return plot_confusion(self.matrix, self.labels, path, title=title, normalize=normalize)
+        return plot_confusion(self.matrix, self.labels, path, title=title, normalize=normalize, caption=caption)
 
 
 def _num(value: float) -> float | None:

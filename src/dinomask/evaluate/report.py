@@ -136,15 +136,18 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
     if result.examples:
         shown = {e["setting"] for e in result.examples}
         first = "dinomask" if "dinomask" in shown else result.examples[0]["setting"]
-        files.append(plots.plot_heatmaps([e for e in result.examples if e["setting"] == first][:6], out_dir / "heatmaps.png"))
+        files.append(plots.plot_heatmaps([e for e in result.examples if e["setting"] == first][:6], out_dir / "heatmaps.png",
+                                         plot_caption(run)))
     for name in result.settings[:2] + [n for n in result.settings[2:] if n.startswith("dinomask")]:
         matrix = ConfusionMatrix(["background", "object"])
         matrix.matrix[:] = np.array(result.confusion[name]["matrix"])
-        files.append(matrix.plot(out_dir / f"confusion_{_slug(name)}.png", title=f"pixels: {name}"))
+        files.append(matrix.plot(out_dir / f"confusion_{_slug(name)}.png", title=f"pixels: {name}",
+                                 caption=plot_caption(run)))
     if result.sweeps:
-        files.append(plots.plot_threshold_curves(result.sweeps, out_dir / "threshold_curve.png"))
+        files.append(plots.plot_threshold_curves(result.sweeps, out_dir / "threshold_curve.png", plot_caption(run)))
     order = ranked(result)
-    files.append(plots.plot_setting_bars({n: result.dataset[n] for n in order}, out_dir / "settings.png", metric="jf"))
+    files.append(plots.plot_setting_bars({n: result.dataset[n] for n in order}, out_dir / "settings.png", metric="jf",
+                                           caption=plot_caption(run)))
     lines = [
         "# dinomask eval masks", "",
         *_run_lines(run),
@@ -223,7 +226,7 @@ def write_recognition_report(out_dir: Path, result: dict, run: dict) -> list[Pat
                          f" | {_fmt(by_classifier.get('mask_j'))} |")
             files.append(plots.plot_confusion(np.array(metrics["matrix"]), categories,
                                               out_dir / f"confusion_{_slug(variant)}_{_slug(classifier)}.png",
-                                              title=f"{variant}, {classifier}"))
+                                              title=f"{variant}, {classifier}", caption=plot_caption(run)))
     lines += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in files if p.suffix == ".png")]
     lines += _left_out(run)
     lines += _problems(result["problems"])
@@ -237,7 +240,8 @@ def write_control_report(out_dir: Path, result: dict, run: dict) -> list[Path]:
     _write_json(out_dir / "metrics.json", _header("control", run) | result)
     series = {seq: {p: np.array(r["deviation"]) for p, r in pipelines.items()} for seq, pipelines in result["sequences"].items()}
     files = [out_dir / "metrics.json", plots.plot_deviation(series, out_dir / "deviation.png",
-                                                            title=f"pan-tilt loop, gain {result['model']['gain']}")]
+                                                            title=f"pan-tilt loop, gain {result['model']['gain']}",
+                                                            caption=plot_caption(run))]
     lines = ["# dinomask eval control", "", *_run_lines(run),
              f"Dataset: `{run['dataset']}`. Model: `{run['model']}`. Segmenter: `{result['segmenter']}`.", "",
              "## The loop", "", control.__doc__.split("The model", 1)[1].strip().replace("\n\n", "\n\n"), "",
