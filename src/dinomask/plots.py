@@ -132,3 +132,14 @@ def plot_deviation(series: dict[str, dict[str, np.ndarray]], path, *, title: str
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path, caption)
+
+
+def plot_caption(run: dict) -> str:
+    """One line under a plot's title: the model, the data, and whether the weights are random (a
+    plot pasted on its own must still say what it shows)."""
+    models = ", ".join(c.get("backbone", source) for source, c in run.get("conditions", {}).items()) or "?"
+    random = any(c.get("random_weights") for c in run.get("conditions", {}).values())
+    live = run.get("live") or {}
+    weights = ("oracle: the ground truth as the patch classifier" if live.get("oracle")
+               else "RANDOM WEIGHTS: the masks mean nothing" if random else "")
+    return f"model {models}; data {Path(str(run.get('dataset', '?'))).name}" + (f"; {weights}" if weights else "")

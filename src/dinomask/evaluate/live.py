@@ -637,7 +637,7 @@ def plot_sequence(result: dict, sequence: str, path: Path, run: dict | None = No
                        label=f"one camera frame ({1000.0 / fps:.0f} ms at {fps:g} FPS)")
     title = f"eval live: {sequence}"
     if run is not None:
-        from dinomask.evaluate.report import plot_caption
+        from dinomask.plots import plot_caption
 
         title += "\n" + plot_caption(run)
     for ax in (top, bottom):

@@ -14,6 +14,7 @@ from dinomask.files import check_writable
 from dinomask.evaluate.masks import MaskEvalResult, ranked
 from dinomask.evaluate.metrics import ConfusionMatrix
 from dinomask import plots
+from dinomask.plots import plot_caption
 
 AGGREGATION = (
     "Per frame: J = IoU of the object; F = DAVIS boundary F-measure (boundary pixels matched within "
@@ -44,17 +45,6 @@ def random_weights_banner(run: dict) -> str | None:
         return None
     return ("**RANDOM WEIGHTS: the dinomask numbers in this report mean nothing** (" + "; ".join(reasons) +
             "). Download real weights (`dinomask download dinov2_vits14_reg`) to measure quality.")
-
-
-def plot_caption(run: dict) -> str:
-    """One line under a plot's title: the model, the data, and whether the weights are random (a
-    plot pasted on its own must still say what it shows)."""
-    models = ", ".join(c.get("backbone", source) for source, c in run.get("conditions", {}).items()) or "?"
-    random = any(c.get("random_weights") for c in run.get("conditions", {}).values())
-    live = run.get("live") or {}
-    weights = ("oracle: the ground truth as the patch classifier" if live.get("oracle")
-               else "RANDOM WEIGHTS: the masks mean nothing" if random else "")
-    return f"model {models}; data {Path(str(run.get('dataset', '?'))).name}" + (f"; {weights}" if weights else "")
 
 
 def _run_lines(run: dict) -> list[str]:
