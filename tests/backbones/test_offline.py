@@ -59,3 +59,14 @@ def test_dinomask_model_is_the_default_for_the_api_and_the_command_line(monkeypa
     assert str(tmp_path / "nowhere") in capsys.readouterr().err
     assert main(["remove", "-r", str(ref), str(image), "-o", str(tmp_path / "out"), "-q", "--runtime", "torch",
                  "--model", str(tiny_model_dir)]) == 0  # and --model beats DINOMASK_MODEL
+
+
+def test_download_without_the_hub_fails_at_once(monkeypatch):
+    import huggingface_hub.constants as constants
+
+    from dinomask.backbones import download
+    from dinomask.errors import ModelNotFoundError
+
+    monkeypatch.setattr(constants, "ENDPOINT", _refused_endpoint())
+    with pytest.raises(ModelNotFoundError, match="cannot be reached.*\\n.*dinomask random-model"):
+        download("dinov2_vits14_reg")

@@ -315,6 +315,13 @@ def download(source: str, cache_dir: str | None = None) -> Path:
     from huggingface_hub.errors import HfHubHTTPError
 
     hub_id = BACKBONES.get(source, source)
+    unreachable = hub_unreachable()
+    if unreachable is not None:  # at once, not after huggingface_hub's retries
+        raise ModelNotFoundError(
+            f"Could not download {hub_id!r}: the Hugging Face hub cannot be reached ({unreachable}).\n"
+            "This needs internet access to huggingface.co. On a machine without it, download there and copy the "
+            "cache folder (HF_HOME) or the returned directory across, then pass --model DIR; "
+            "'dinomask random-model DIR' makes a random-weight model to try the pipeline (its masks mean nothing).")
     try:
         path = snapshot_download(
             hub_id, cache_dir=cache_dir,
