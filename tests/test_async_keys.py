@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -109,3 +110,62 @@ def test_live_on_a_camera_clock_does_not_wait_for_keys(colour_backbone, tmp_path
         model.forward = forward
     assert stats.frames_processed >= 6, stats  # enough frames for the fraction to mean something
     assert stats.keyframe_fraction < 0.6, stats
+
+
+def test_the_flow_is_sized_to_the_machine_it_runs_on():
+    """Issue 33: per-frame work sized on one machine; a slower or busy machine queued. The sizer
+    shrinks the flow while a step costs more than 40% of a camera frame and grows it back when the
+    next size up fits."""
+    from dinomask.async_keys import FlowSizer
+
+    sizer = FlowSizer(160, fps=24.0)  # budget 16.7 ms
+    sides = [sizer.update(30.0) for _ in range(40)]  # a loaded machine: 30 ms a step
+    assert sizer.side == FlowSizer.MIN_SIDE and sides[0] == 128  # down by a fifth at a time, to the floor
+    for _ in range(40):
+        sizer.update(4.0)  # quiet again
+    assert sizer.side == 160  # back to the configured side, never above
+    quiet = FlowSizer(160, fps=24.0)
+    assert all(quiet.update(9.0) is None for _ in range(20)) and quiet.side == 160  # the build machine: unchanged
+
+
+def test_a_slower_planted_flow_makes_the_loop_size_its_flow_down(colour_backbone):
+    """A test double: the flow costs 30 ms a frame (a loaded laptop); the async stage on a 24 FPS
+    camera brings its flow side down and still carries the mask."""
+    from dinomask.video import Frame
+
+    segmenter = colour_segmenter(colour_backbone, "async")
+    stage = AsyncKeyStage(segmenter, fps=24.0)
+    real = stage.carrier.step
+
+    def slow(index, image):
+        time.sleep(0.03)
+        return real(index, image)
+
+    stage.carrier.step = slow
+    try:
+        for index in range(12):
+            result = stage(Frame(scene((index, index))[0], index, index / 24.0))
+    finally:
+        stage.close()
+    assert stage.stats["flow_side"] < 160 and stage.carrier.flow_side == stage.stats["flow_side"]
+    assert result.mask.any()
+
+
+def test_the_loop_says_it_is_behind_rather_than_building_a_queue(caplog):
+    from dinomask.live import IntervalReport
+    from dinomask.video import Frame
+
+    counts = lambda: {"frames": 10, "keyframes": 2, "flow_side": 128}  # noqa: E731
+    report = IntervalReport(0, counts, camera_fps=24.0)
+    report.last -= 2.0  # two seconds in which 10 frames were shown: 5 FPS of a 24 FPS camera
+    for index in range(10):
+        report.add(Frame(np.zeros((4, 4, 3), np.uint8), index, 0.0))
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with caplog.at_level("WARNING", logger="dinomask"), contextlib.redirect_stdout(out):
+        report.finish()
+    line = json.loads(out.getvalue())
+    assert line["behind"] is True and line["flow_side"] == 128
+    assert "behind the camera" in caplog.text and "nothing queues" in caplog.text

@@ -51,6 +51,47 @@ def default_key_budget_ms(fps: float) -> float:
     return KEY_BUDGET_FRAMES * 1000.0 / fps
 
 
+class FlowSizer:
+    """Sizes the loop's flow to the machine it runs on, as :class:`KeyRateController` sizes keys.
+
+    Every camera frame pays a flow step. When the measured step (a running mean) passes
+    :data:`SHARE` of a camera frame, the flow side shrinks by a fifth (never below
+    :data:`MIN_SIDE`); when the step at the next size up would stay under 80% of that share, it
+    grows back, never above the configured side. The reason for the share: the loop's thread also
+    composites, draws and hands each frame on, and on a 2-core machine the key worker takes the
+    other core, so a flow step above 40% of a frame leaves it no room (measured at 160 px: 8.7 ms on
+    the AVX-512 build machine and 13.6 ms on an AVX2 laptop, 21% and 33% of a 24 FPS frame; beside a
+    busy core the AVX2 loop read 66-96 ms and queued). A step costs about its area (side squared).
+
+    Args:
+        max_side: the configured flow side (px).
+        fps: the camera's rate.
+    """
+
+    SHARE = 0.4
+    MIN_SIDE = 96
+
+    def __init__(self, max_side: int, fps: float):
+        self.max_side, self.side = max_side, max_side
+        self.budget_ms = self.SHARE * 1000.0 / fps
+        self._mean_ms: float | None = None
+
+    def update(self, spent_ms: float) -> int | None:
+        """One flow step cost ``spent_ms``; returns the new side when it changed, else None."""
+        self._mean_ms = spent_ms if self._mean_ms is None else 0.8 * self._mean_ms + 0.2 * spent_ms
+        side = self.side
+        if self._mean_ms > self.budget_ms and side > self.MIN_SIDE:
+            side = max(self.MIN_SIDE, int(round(side * 0.8 / 8)) * 8)
+        elif side < self.max_side:
+            bigger = min(self.max_side, int(round(side * 1.25 / 8)) * 8)
+            if self._mean_ms * (bigger / side) ** 2 < 0.8 * self.budget_ms:
+                side = bigger
+        if side == self.side:
+            return None
+        self.side, self._mean_ms = side, None  # measure the new size afresh
+        return side
+
+
 class KeyRateController:
     """Moves a segmenter's token budget so that one key costs about ``budget_ms``.
 
@@ -116,14 +157,16 @@ class AsyncKeyStage:
     """
 
     def __init__(self, segmenter: Segmenter, key_maker: KeyMaker | None = None, history: int = 32,
-                 key_budget_ms: float | None = None):
+                 key_budget_ms: float | None = None, fps: float | None = None):
         self.segmenter = segmenter
         self.carrier = FlowCarrier.for_settings(segmenter.config.keyframes, history)
+        #: sizes the flow to this machine on a camera's clock (``fps``); None: the configured side
+        self.flow_sizer = FlowSizer(self.carrier.flow_side, fps) if fps else None
         self.lock = threading.Lock()
         self.controller = KeyRateController(segmenter, key_budget_ms, self.lock)
         self.key_maker = key_maker or segmenter_keys(segmenter)
         self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0, "key_failures": 0,
-                      "tokens": segmenter.config.geometry.tokens}
+                      "tokens": segmenter.config.geometry.tokens, "flow_side": self.carrier.flow_side}
         self._failures_in_row = 0
         self._error: tuple[int, BaseException] | None = None
         #: frames the backbone ran on (the last 1,000)
@@ -187,6 +230,11 @@ class AsyncKeyStage:
         self._check_worker()
         started = time.perf_counter()
         maps = self.carrier.step(frame.index, frame.image)  # after a scene cut: maps that show nothing
+        if self.flow_sizer is not None:
+            side = self.flow_sizer.update((time.perf_counter() - started) * 1e3)
+            if side is not None:
+                self.carrier.resize(side)
+                self.stats["flow_side"] = side
         keyframe = False
         landed = self._landed.take(timeout=0)
         if landed is not None:

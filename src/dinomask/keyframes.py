@@ -314,6 +314,7 @@ class FlowCarrier:
         self.maps: np.ndarray | None = None
         #: the frame of the last scene cut found (its maps were dropped), or None
         self.cut_at: int | None = None
+        self._resize_next = False
 
     @classmethod
     def for_settings(cls, settings: KeyframeSettings, history: int = 32) -> "FlowCarrier":
@@ -328,6 +329,16 @@ class FlowCarrier:
         self._steps.clear()
         self._errors.clear()
         self._grey, self.index, self.maps = None, None, None
+
+    def resize(self, flow_side: int) -> None:
+        """Run the flow at ``flow_side`` from the next frame on: the carried maps are resized to it
+        (that frame is carried without motion), the tolerance follows the side, and keys made
+        before are refused when they land (their flows were at the old size)."""
+        if flow_side == self.flow_side:
+            return
+        self.fb_tolerance *= flow_side / self.flow_side
+        self.flow_side = flow_side
+        self._resize_next = True
 
     def _is_cut(self, grey: np.ndarray, backward: np.ndarray) -> bool:
         """This frame is a new scene (see :data:`CUT_JUMP`); the error joins the clip's level."""
@@ -353,6 +364,13 @@ class FlowCarrier:
         """Frame ``index`` (``H x W x 3`` uint8 RGB, later than the last): compute its flow from
         the last frame and carry the maps onto it. Returns the carried maps (None before any key)."""
         grey = small_grey(image, self.flow_side)
+        if self._resize_next and self._grey is not None and flow_possible(grey):  # a new flow size (resize)
+            self._resize_next = False
+            self._steps.clear()
+            if self.maps is not None:
+                self.maps = np.stack([to_flow_size(m, grey.shape) for m in self.maps])
+            self._grey, self.index = grey, index
+            return self.maps
         if self._grey is None or grey.shape != self._grey.shape or not flow_possible(grey):
             self.reset()  # a frame too small for flow is keyed on its own
         else:

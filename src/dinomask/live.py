@@ -231,7 +231,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         from dinomask.async_keys import AsyncKeyStage, default_key_budget_ms
 
         budget = options.key_budget_ms if options.key_budget_ms is not None else default_key_budget_ms(source.fps)
-        stage = AsyncKeyStage(segmenter, key_budget_ms=budget or None)
+        stage = AsyncKeyStage(segmenter, key_budget_ms=budget or None, fps=source.fps)
     segment = stage if stage is not None else segment_frames(segmenter)
 
     def process(frame: Frame, meter: StageMeter):
@@ -252,10 +252,12 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     def key_counts() -> dict:
         if stage is not None:
             return {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"],
-                    "key_tokens": segmenter.config.geometry.tokens, "key_failures": stage.stats["key_failures"]}
+                    "key_tokens": segmenter.config.geometry.tokens, "key_failures": stage.stats["key_failures"],
+                    "flow_side": stage.stats["flow_side"]}
         return segmenter.keyframe_stats
 
-    report = IntervalReport(options.stats_every, key_counts) if options.stats_every is not None else None
+    report = (IntervalReport(options.stats_every, key_counts, source.fps if source.realtime else None)
+              if options.stats_every is not None else None)
     view = None
     if options.rerun is not None:
         from dinomask.rerun_view import RerunView
@@ -321,8 +323,12 @@ class IntervalReport:
     in the interval, capture-to-output latency p50/p95 (ms), the share of frames the backbone
     ran on so far, and with ``async`` the keys' token budget."""
 
-    def __init__(self, seconds: float, key_counts):
-        self.seconds, self.key_counts = seconds, key_counts
+    #: An interval whose shown FPS is below this share of the camera's rate is one the loop was behind in.
+    BEHIND = 0.9
+
+    def __init__(self, seconds: float, key_counts, camera_fps: float | None = None):
+        self.seconds, self.key_counts, self.camera_fps = seconds, key_counts, camera_fps
+        self.said_behind = False
         self.started = self.last = time.monotonic()
         self.latencies: list[float] = []
         self.shown = 0
@@ -352,6 +358,15 @@ class IntervalReport:
             line["key_tokens"] = counts["key_tokens"]
         if "key_failures" in counts:
             line["key_failures"] = counts["key_failures"]
+        if "flow_side" in counts:  # async: the flow side the loop sized to this machine
+            line["flow_side"] = counts["flow_side"]
+        if self.camera_fps and now - self.last >= 1.0:  # the loop is behind the camera: said, never queued
+            line["behind"] = line["fps"] < self.BEHIND * self.camera_fps
+            if line["behind"] and not self.said_behind:
+                self.said_behind = True
+                _log.warning("the loop is behind the camera (%.1f of %.1f FPS): the newest frame is shown and the "
+                             "others are dropped, nothing queues; fewer --tokens or a lower --fps would keep up",
+                             line["fps"], self.camera_fps)
         if final:
             line["final"] = True
         print(json.dumps(line), flush=True)

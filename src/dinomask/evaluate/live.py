@@ -221,10 +221,10 @@ class SyncStage:
 class AsyncStage:
     """``--keyframes async`` for the wall clock: :class:`~dinomask.async_keys.AsyncKeyStage`."""
 
-    def __init__(self, segmenter: Segmenter, make, key_budget_ms: float | None = None):
+    def __init__(self, segmenter: Segmenter, make, key_budget_ms: float | None = None, fps: float | None = None):
         from dinomask.async_keys import AsyncKeyStage
 
-        self.stage = AsyncKeyStage(segmenter, key_maker=make, key_budget_ms=key_budget_ms)
+        self.stage = AsyncKeyStage(segmenter, key_maker=make, key_budget_ms=key_budget_ms, fps=fps)
 
     def __call__(self, frame: Frame) -> tuple[SegmentationResult, bool]:
         result = self.stage(frame)
@@ -591,7 +591,8 @@ def replay_clip(clip: Clip, segmenter: Segmenter, keyframes: KeyframeSettings, s
     if settings.costs is not None:
         keyed = replay_simulated(clip.images, segmenter, make, keyframes, settings, scorer)
     else:
-        stage = (AsyncStage(segmenter, make, settings.key_budget) if keyframes.policy == "async"
+        stage = (AsyncStage(segmenter, make, settings.key_budget, settings.fps if settings.realtime else None)
+                 if keyframes.policy == "async"
                  else SyncStage(segmenter, make, keyframes))
         if len(clip.images) * clip.size[0] * clip.size[1] * 4 <= WALL_CLOCK_PRELOAD_BYTES:
             clip.images.preload()  # decoded before the clock starts, as a camera's are; and the oracle's truths,
