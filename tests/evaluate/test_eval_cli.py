@@ -194,3 +194,15 @@ def test_the_oracle_scores_each_setting_against_its_own_ceiling(tmp_path, davis,
     assert "oracle" not in mean["baseline: keep all"]  # baselines have no patch classifier to replace
     report = (out / "report.md").read_text()
     assert "## Ceilings" in report and "lost to the features" in report
+
+
+def test_the_masks_report_says_which_frames_every_row_scores(tmp_path, davis, tiny_model_dir):
+    """Issue 32: a refs=3 setting held 3 frames back for every row, unsaid; and the dinomask row is
+    frame by frame where remove adds temporal smoothing, keyframes and a region of interest on video."""
+    out = tmp_path / "out"
+    assert main(["eval", "masks", "-d", str(davis), "--model", str(tiny_model_dir), "-o", str(out), "--runtime",
+                 "torch", "-q", "--max-frames", "1", "--setting", "dinomask:method=dinomask",
+                 "--setting", "refs=3:refs=3"]) == 0
+    report = " ".join((out / "report.md").read_text().split())
+    assert "each sequence's frames after its first 3" in report and "refs=3 holds 3" in report
+    assert "no temporal smoothing, keyframes or region of interest" in report

@@ -136,6 +136,7 @@ def eval_masks(
         result = evaluate_masks(data, built.predictors, built.refs, sweep=built.sweep, max_frames=max_frames,
                                 show_progress=not quiet, oracle=oracle)
     run["setting_options"] = built.described  # "settings" itself is the ordered list of names
+    run["held_back"] = max(built.refs.values())  # reference frames every setting leaves unscored
     run["engine"] = engine.value
     run["conditions"] = {source: conditions(b, max_frames) for source, b in built.backbones.items()}
     files = write_masks_report(output, result, run, built.described)

@@ -108,6 +108,20 @@ def cell(text) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _scored_frames_lines(run: dict) -> list[str]:
+    """What every row of the masks table scores, said above it: the same frames for every setting,
+    and frame by frame (what ``remove`` adds on video is ``eval live``'s to measure)."""
+    held = run.get("held_back")
+    if held is None:
+        return []
+    why = (f" (a setting with refs={held} holds {held} reference frames back, so every row leaves them unscored)"
+           if held > 1 else "")
+    return [f"Every setting is scored on the same frames: each sequence's frames after its first {held}{why}. "
+            "Frames are scored one by one, each on its own: no temporal smoothing, keyframes or region of interest, "
+            "which `remove` adds on a video (its `dinomask` there is temporal 0.5, keyframes auto, region of interest "
+            "on); `dinomask eval live` measures those.", ""]
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
@@ -142,7 +156,7 @@ def write_masks_report(out_dir: Path, result: MaskEvalResult, run: dict, setting
         "# dinomask eval masks", "",
         *_run_lines(run),
         f"Dataset: `{run['dataset']}` ({run['layout']} layout). Model: `{run['model']}`.",
-        "", AGGREGATION, "",
+        "", AGGREGATION, "", *_scored_frames_lines(run),
         "| rank | setting | J&F | J mean | J recall | J decay | F mean | F recall | F decay | mIoU | pixel acc. "
         "| frames | patches/frame | threshold rule(s) | options |",
         "|---" * 15 + "|",
