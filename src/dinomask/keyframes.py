@@ -340,11 +340,11 @@ class FlowCarrier:
         self.flow_side = flow_side
         self._resize_next = True
 
-    def _is_cut(self, grey: np.ndarray, backward: np.ndarray) -> bool:
-        """This frame is a new scene (see :data:`CUT_JUMP`); the error joins the clip's level."""
+    def _is_cut(self, grey: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> bool:
+        """This frame is a new scene (see :data:`CUT_JUMP`); the error joins the clip's level.
+        ``map_x``, ``map_y``: the backward flow's sampling grid (:func:`sampling_grid`)."""
         if self.cut_photometric is None:
             return False
-        map_x, map_y = sampling_grid(backward)
         warped = cv2.remap(self._grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         error = float(np.abs(warped.astype(np.float32) - grey).mean() / 255.0)
         level = float(np.median(self._errors)) if self._errors else None
@@ -375,7 +375,8 @@ class FlowCarrier:
             self.reset()  # a frame too small for flow is keyed on its own
         else:
             backward = self._flow.calc(grey, self._grey, None)  # where each pixel of this frame was before
-            if self._is_cut(grey, backward):  # a new scene: nothing of the old one is carried onto it
+            grid = sampling_grid(backward)  # once: the cut check and the warp both sample by it
+            if self._is_cut(grey, *grid):  # a new scene: nothing of the old one is carried onto it
                 self._steps.clear()  # a key made before the cut is refused when it lands
                 self.cut_at = index
                 if self.maps is not None:
@@ -384,7 +385,7 @@ class FlowCarrier:
                 forward = self._flow.calc(self._grey, grey, None)
                 self._steps.append((self.index, index, backward.astype(np.float16), forward.astype(np.float16)))
                 if self.maps is not None:
-                    self.maps = self._warp(self.maps, backward, forward)
+                    self.maps = self._warp(self.maps, backward, forward, grid)
         self._grey, self.index = grey, index
         return self.maps
 
@@ -405,10 +406,11 @@ class FlowCarrier:
         self.maps = carried
         return True
 
-    def _warp(self, maps: np.ndarray, backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    def _warp(self, maps: np.ndarray, backward: np.ndarray, forward: np.ndarray,
+              grid: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """One step, as :meth:`ScorePropagator.step` carries: backward warping, then uncovered
-        background cleared."""
-        map_x, map_y = sampling_grid(backward)
+        background cleared. ``grid``: the backward flow's sampling grid, when already made."""
+        map_x, map_y = grid if grid is not None else sampling_grid(backward)
         warped = warp_maps(maps, map_x, map_y)
         clear_uncovered(warped, maps, forward, untrusted_flow(backward, forward, map_x, map_y, self.fb_tolerance))
         return warped

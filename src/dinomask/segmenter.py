@@ -148,7 +148,6 @@ MIN_CROP_TOKENS = 64
 #: the crops that follow are finer. At the configured budget such a key cost 262 ms on the build
 #: machine (six camera frames at 24 FPS) where crops cost a frame or less.
 SEARCH_TOKENS = 405
-SEARCH_KEYS = True
 
 
 @dataclass(frozen=True)
@@ -471,7 +470,7 @@ class Segmenter:
         bool): the last key's or a carried frame's. Without one, nothing happens."""
         if self.config.roi.enabled:
             self._roi_box = next_box(mask, self.config.roi, 2 * self.backbone.spec.patch_size)
-            self._lost = float(mask.mean()) < self.config.roi.min_area
+            self._lost = float(mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
 
     def carry_maps(self, result: SegmentationResult) -> list[np.ndarray]:
         """What flow carries from a keyframe: ``[score, similarity]`` on the grid, then with several
@@ -516,8 +515,8 @@ class Segmenter:
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
         crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
         geometry = self.config.geometry
-        if (self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None
-                and SEARCH_KEYS):  # nothing to crop around: search the whole frame, coarsely
+        if self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
+            # nothing to crop around: search the whole frame, coarsely
             geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, SEARCH_TOKENS))
             full_grid = geometry.grid(*image.shape[:2], patch)
         if box is not None and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
@@ -543,8 +542,7 @@ class Segmenter:
         else:
             result = dataclasses.replace(result, patches=full_grid[0] * full_grid[1])
             self._since_full = 0
-        self._roi_box = next_box(result.mask, self.config.roi, 2 * patch)
-        self._lost = float(result.mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
+        self.follow(result.mask)  # the next crop, or a search when the object is gone
         self.roi_stats["frames"] += 1
         self.roi_stats["roi_frames"] += box is not None
         self.roi_stats["patches"] += result.patches

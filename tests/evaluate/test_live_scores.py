@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dinomask.evaluate.live_scores import Shown, coming_and_going, on_screen, score_replay
+from dinomask.evaluate.live_scores import Shown, score_replay
 
 FPS = 24.0
 OBJECT = np.zeros((8, 8), bool)
@@ -59,9 +59,11 @@ def test_a_clip_that_never_loses_its_object_gives_no_come_and_go_figure():
 
 def test_the_mask_on_screen_is_the_newest_ready_at_each_camera_instant():
     late = [Shown(0, 0.0, 0.0, True, OBJECT), Shown(1, 1 / FPS, 3.5 / FPS, False, EMPTY)]
-    screen = on_screen(late, 5, FPS, realtime=True)
-    assert [s.index for s in screen] == [0, 0, 0, 0, 1]  # frame 1's mask is ready only after frame 3's instant
-    assert [s is None for s in on_screen(late, 3, FPS, realtime=False)] == [False, False, True]
+    # frame 1's mask (empty) is ready only after frame 3's instant: frames 1-3 still show frame 0's
+    live = score_replay(late, [OBJECT] * 5, FPS, realtime=True)["curves"]["live_j"]
+    assert live == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 0.0)]
+    own = score_replay(late, [OBJECT] * 3, FPS, realtime=False)["curves"]["live_j"]
+    assert own == [(1, 0.0)]  # without a clock each frame shows its own mask; frame 2 was never shown
 
 
 def test_two_objects_are_scored_each_on_its_own_and_the_clip_by_their_mean():
@@ -84,7 +86,6 @@ def test_two_objects_are_scored_each_on_its_own_and_the_clip_by_their_mean():
 
 def test_coming_and_going_ignores_frames_without_ground_truth():
     truths = [OBJECT, None, EMPTY, None, OBJECT]
-    screen = [Shown(k, 0, 0, False, m) for k, m in enumerate([OBJECT, OBJECT, OBJECT, EMPTY, OBJECT])]
-    figures = coming_and_going(screen, truths, first_scored=1)
+    figures = score_replay(_replay([OBJECT, OBJECT, OBJECT, EMPTY, OBJECT]), truths, FPS, realtime=False)
     assert figures["absent_frames"] == 1 and figures["absent_fp_rate"] == 1.0
     assert figures["reacquire_frames_mean"] == 0

@@ -3,14 +3,14 @@ from the replay (:mod:`dinomask.evaluate.live`), so it can be read and tested on
 
 A replay is a list of :class:`Shown` masks (for which camera frame, when captured, when ready).
 On a camera's clock, what the user sees at camera frame ``k``'s instant is the newest mask ready
-by then (:func:`on_screen`); without a clock, each frame's own mask.
+by then; without a clock, each frame's own mask (:class:`LiveScorer`).
 
 The figures (see :data:`LIVE_METRICS`):
 
 * ``shown_fps``, ``startup_ms``, ``latency_ms_p50``/``_p95``, ``own_frame_j``/``_jf``,
   ``live_j``, ``late_by_one_j``, ``keyframe_share``, ``dropped``, ``key_scale_px_*``: as in the
   module docstring of :mod:`dinomask.evaluate.live`;
-* coming and going (:func:`coming_and_going`): ``absent_frames`` (scored frames whose ground
+* coming and going (:func:`come_and_go_figures`): ``absent_frames`` (scored frames whose ground
   truth is empty), ``absent_fp_rate`` (the share of those with any object pixel on screen),
   ``reacquire_frames_mean``/``_max`` (for each return, the first present frame after absent
   ones: frames from it until the mask on screen first scores J >= :data:`REACQUIRED_J`; 0 = on
@@ -90,24 +90,6 @@ def aggregate(metric: str, values) -> float | int | None:
     return float(np.mean(values))
 
 
-def on_screen(shown: list[Shown], count: int, fps: float, realtime: bool) -> list[Shown | None]:
-    """Per camera frame, the :class:`Shown` on screen: on a camera's clock the newest ready by that
-    frame's instant (None before the first); without one, that frame's own (None if not shown)."""
-    screen: list[Shown | None] = [None] * count
-    if realtime:
-        by_ready = sorted(shown, key=lambda s: s.ready)
-        pointer = -1
-        for k in range(count):
-            while pointer + 1 < len(by_ready) and by_ready[pointer + 1].ready <= k / fps + 1e-9:
-                pointer += 1
-            screen[k] = by_ready[pointer] if pointer >= 0 else None
-    else:
-        for item in shown:
-            if 0 <= item.index < count:
-                screen[item.index] = item
-    return screen
-
-
 def _j(prediction: np.ndarray, truth: np.ndarray) -> float:
     return score_mask(prediction, truth, boundary=False).iou
 
@@ -148,21 +130,6 @@ def come_and_go_figures(records: list[FrameRecord]) -> dict:
                reacquire_frames_mean=float(np.mean(found)) if found else None,
                reacquire_frames_max=max(found) if found else None, reacquire_missed=missed)
     return out
-
-
-def coming_and_going(screen: list[Shown | None], truths: list[np.ndarray | None], first_scored: int,
-                     object_id: int | None = None) -> dict:
-    """The come-and-go figures of one object (``object_id``; None: the clip's one object, or all of
-    them) from the masks on screen (:func:`on_screen`) and the ground truths (bool masks; None for
-    frames without one)."""
-    records = []
-    for k in range(first_scored, len(truths)):
-        if truths[k] is None:
-            continue
-        mask = None if screen[k] is None else screen[k].object_mask(object_id)
-        records.append(FrameRecord(k, bool(truths[k].any()), None if mask is None else _j(mask, truths[k]),
-                                   mask is not None and bool(mask.any())))
-    return come_and_go_figures(records)
 
 
 class LiveScorer:
@@ -251,10 +218,9 @@ class LiveScorer:
                 shown_fps = (len(timeline) - 1) / span
         scales = [k.scale_px for k in keys if k is not None]
         combined = {metric: aggregate(metric, (f[metric] for f in figures.values()))
-                    if metric in SUMMED or metric in MAXED else mean_of(f[metric] for f in figures.values())
                     for metric in OBJECT_METRICS + ("own_frame_jf",)}
-        curve = [(k, float(np.mean([dict(f["curve"]).get(k, 0.0) for f in figures.values()])))
-                 for k in sorted({k for f in figures.values() for k, _ in f["curve"]})]
+        curves = [dict(f["curve"]) for f in figures.values()]  # each made once: a clip may have 10,000 frames
+        curve = [(k, float(np.mean([c.get(k, 0.0) for c in curves]))) for k in sorted(set().union(*curves))]
         scored_frames = sum(1 for k in range(self.first_scored, self.count) if self.annotated[k])
         out = {
             "shown_fps": shown_fps,

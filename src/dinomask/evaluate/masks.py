@@ -18,6 +18,7 @@ from dinomask.evaluate.datasets import Dataset, LabelledFrame, LabelledSequence,
 from dinomask.evaluate.metrics import ConfusionMatrix, davis_statistics, score_mask
 from dinomask.evaluate.predictors import MaskPredictor
 from dinomask.postprocess import upsample_score
+from dinomask.preprocess import load_image
 
 SWEEP = tuple(round(float(t), 2) for t in np.arange(0.0, 1.0001, 0.05))
 
@@ -142,8 +143,10 @@ def _score_frames(out: SequenceScores, sequence: LabelledSequence, scored, predi
     names = list(predictors)
     for frame in scored:
         try:
-            image, truth = load_pair(frame)
-            if object_id is not None:
+            if object_id is None:
+                image, truth = load_pair(frame)
+            else:  # the mask file read once, as ids
+                image = load_image(frame.image)
                 truth = load_truth_labels(frame.mask, image.shape[:2]) == object_id
         except DinomaskError as exc:
             out.problems.append(f"{frame.image}: {exc}; not scored")
