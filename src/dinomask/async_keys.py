@@ -59,9 +59,10 @@ class FlowSizer:
     :data:`MIN_SIDE`); when the step at the next size up would stay under 80% of that share, it
     grows back, never above the configured side. The reason for the share: the loop's thread also
     composites, draws and hands each frame on, and on a 2-core machine the key worker takes the
-    other core, so a flow step above 40% of a frame leaves it no room (measured at 160 px: 8.7 ms on
-    the AVX-512 build machine and 13.6 ms on an AVX2 laptop, 21% and 33% of a 24 FPS frame; beside a
-    busy core the AVX2 loop read 66-96 ms and queued). A step costs about its area (side squared).
+    other core, so a flow step above 40% of a frame leaves it no room (at 160 px: 8.7 ms on the
+    AVX-512 build machine, ``benchmarks/flow_cost.py``; 13.6 ms on an AVX2 laptop, as issue 33
+    reports it, with 66-96 ms beside a busy core: 21%, 33% and far past a 24 FPS frame). A step
+    costs about its area (side squared).
 
     Args:
         max_side: the configured flow side (px).
