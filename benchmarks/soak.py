@@ -18,8 +18,11 @@ received). It fails (exit 1) on growth after the warm-up (the first tenth, at le
   on runs whose second half lasts 5 minutes or more, a slope over the second half > 1 MiB/min;
 * file descriptors or threads: the last tenth's median above the first half's maximum (a
   leak grows the typical count; a connection open for a moment does not);
-* latency: the last tenth's median p95 over 1.5x the first tenth's (and by more than 20 ms,
-  so that a few ms of jitter on a tiny model is not called drift).
+* latency: on runs of 5 minutes or more, the last tenth's median p95 over 1.5x the first
+  tenth's (and by more than 20 ms, so that a few ms of jitter on a tiny model is not called
+  drift). A shorter run reports both figures but does not judge them: its tenths are a few
+  samples of a wall clock, and another program on the machine moves them (the 60 s test on a
+  busy CI machine read 37 then 64 ms with no growth anywhere else).
 
 Writes ``soak.json`` (every sample) and ``soak.png`` (the curves) to ``--out``.
 
@@ -52,6 +55,7 @@ RSS_GROWTH_MB = 50.0
 RSS_SLOPE_MB_PER_MIN = 1.0
 LATENCY_RATIO = 1.5
 LATENCY_FLOOR_MS = 20.0
+LATENCY_MIN_SECONDS = 300.0  # shorter runs report latency without judging it (wall clock)
 
 
 def free_port() -> int:
@@ -320,6 +324,7 @@ def judge(samples: list[dict], key: str, warmup: float, duration: float) -> dict
     growth = float(np.median(rss[last_tenth]) - rss[0])
     slope = float(np.polyfit(t[half] / 60, rss[half], 1)[0]) if half.sum() >= 2 else 0.0
     judged_slope = (t[half][-1] - t[half][0]) >= 300
+    judged_latency = duration >= LATENCY_MIN_SECONDS
     fds = np.array([s[key]["fds"] for s in rows])
     threads = np.array([s[key]["threads"] for s in rows])
     early = ~half
@@ -334,9 +339,10 @@ def judge(samples: list[dict], key: str, warmup: float, duration: float) -> dict
         "threads_first_half_max_last_tenth_median": ((int(threads[early].max()), float(np.median(threads[last_tenth]))),
                                                      np.median(threads[last_tenth]) <= threads[early].max()),
         "latency_p95_first_last_ms": ((round(first_p95, 1), round(last_p95, 1)),
-                                      not (last_p95 > LATENCY_RATIO * first_p95 and last_p95 - first_p95 > LATENCY_FLOOR_MS)),
+                                      not judged_latency
+                                      or not (last_p95 > LATENCY_RATIO * first_p95 and last_p95 - first_p95 > LATENCY_FLOOR_MS)),
     }
-    return {"ok": all(ok for _, ok in checks.values()), "slope_judged": judged_slope,
+    return {"ok": all(ok for _, ok in checks.values()), "slope_judged": judged_slope, "latency_judged": judged_latency,
             "checks": {name: {"value": value, "ok": bool(ok)} for name, (value, ok) in checks.items()}}
 
 
