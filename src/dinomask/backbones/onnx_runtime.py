@@ -339,6 +339,23 @@ def read_info(path: str | Path) -> ExportInfo:
     return info
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: ``taskset`` and container limits count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_threads(busy_wait: bool = True) -> int:
+    """ONNX Runtime's intra-op threads: every usable core when the model runs alone; beside a
+    loop (``busy_wait=False``: live's keys) one core fewer, at least one, so that the work every
+    frame waits on (capture, optical flow, compositing, output) always has a core a key does not
+    take. Measured on 2 cores (``benchmarks/live_camera.py --sizes 854x480 --schedules async``,
+    davis-live, davis-motion, davis-train6): one key thread against two cut p95 latency from
+    41/44/41 to 36/33/31 ms quiet and from 65/77/67 to 60/62/57 ms beside a busy core, the key
+    itself barely slower (two threads fight the loop for the same two cores)."""
+    cores = usable_cores()
+    return cores if busy_wait else max(1, cores - 1)
+
+
 class OnnxBackbone:
     """A DINOv2 run by ONNX Runtime on CPU, with the torch :class:`Backbone`'s interface.
 
@@ -346,10 +363,12 @@ class OnnxBackbone:
         path: an exported ``.onnx`` file.
         spec: the source weights' spec (its fingerprint stays, so references match).
         quantization: ``fp32`` or ``int8``.
-        threads: ONNX Runtime intra-op threads (0 = ``$DINOMASK_THREADS``, else all cores).
+        threads: ONNX Runtime intra-op threads (0 = ``$DINOMASK_THREADS``, else
+            :func:`default_threads`).
         busy_wait: let idle ONNX Runtime threads spin (fastest when the model runs alone);
             False when other threads work beside it, as in the live loop, where spinning
-            threads take the cores those need (measured: ``benchmarks/live_loop.py``).
+            threads take the cores those need (measured: ``benchmarks/live_loop.py``), and
+            where the model leaves those threads a core (:func:`default_threads`).
     """
 
     def __init__(self, path: str | Path, spec: BackboneSpec, quantization: str, config: dict,
@@ -358,7 +377,7 @@ class OnnxBackbone:
         import torch
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or int(os.environ.get("DINOMASK_THREADS", 0)) or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or int(os.environ.get("DINOMASK_THREADS", 0)) or default_threads(busy_wait)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not busy_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")

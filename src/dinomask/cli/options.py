@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -135,7 +137,6 @@ def _refiner(refiner: Path | None, device: str):
 def _limit_threads(threads: int) -> None:
     """At most ``threads`` compute threads for ONNX Runtime (read from ``DINOMASK_THREADS`` when a
     session is made), torch and OpenCV, set before any model loads."""
-    import os
 
     import cv2
     import torch
@@ -156,6 +157,12 @@ def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, bus
 
     runtime, dtype = _runtime(fast, runtime, dtype)
     backbone = load_backbone(model, device=device, dtype=dtype, runtime=runtime, busy_wait=busy_wait)
+    if not busy_wait and backbone.device.type == "cpu" and "DINOMASK_THREADS" not in os.environ:
+        import torch
+
+        from dinomask.backbones.onnx_runtime import default_threads
+
+        torch.set_num_threads(default_threads(busy_wait))  # a torch key leaves the loop its core too
     if warn_random and backbone.random_weights:
         typer.echo(f"warning: {backbone.spec.name} has RANDOM weights ({backbone.random_weights}): "
                    "its masks mean nothing", err=True)
@@ -175,8 +182,6 @@ def _load_segmenter(refs, model, device, dtype, runtime, fast, config, busy_wait
             typer.echo(f"reference {path}: taught after it was made: {taught.describe()}", err=True)
     loaded_refiner = _refiner(refiner, device)  # its checks are quick: before the backbone's load
     try:
-        import os
-
         # --model, then DINOMASK_MODEL (your own copy), then the model the reference names
         model = model or os.environ.get("DINOMASK_MODEL", "").strip() or None
         backbone = _backbone(model or references[0].backbone.name, device, dtype, runtime, fast, busy_wait)
