@@ -111,17 +111,30 @@ def mask_values(labels: np.ndarray, objects: int) -> np.ndarray:
     return np.asarray(labels).astype(np.uint8)
 
 
-def heatmap(image: np.ndarray, similarity: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Similarity (``h x w``, cosine in [-1, 1]) over the frame as a colour map, RGB uint8.
+#: The one colour map of the similarity wherever it is drawn (``--output-kind heatmap``, the web
+#: page, eval's plots, Rerun): matplotlib's ``inferno`` (dark = unlike the reference, bright =
+#: like it; perceptually uniform and readable in grey), over the fixed cosine range
+#: :data:`SIMILARITY_RANGE`, so pictures compare across frames and tools.
+SIMILARITY_COLORMAP = "inferno"
+SIMILARITY_RANGE = (-1.0, 1.0)
 
-    The colour scale is fixed (cosine 0 -> blue, 1 -> red) so heatmaps compare across frames.
-    """
+
+def similarity_colours(similarity: np.ndarray) -> np.ndarray:
+    """``h x w`` cosine similarity -> ``h x w x 3`` RGB uint8 in :data:`SIMILARITY_COLORMAP` over
+    :data:`SIMILARITY_RANGE` (values outside it are clipped)."""
+    low, high = SIMILARITY_RANGE
+    scaled = np.clip((np.asarray(similarity, np.float32) - low) / (high - low), 0.0, 1.0)
+    grey = np.round(np.nan_to_num(scaled) * 255).astype(np.uint8)
+    return np.ascontiguousarray(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO)[:, :, ::-1])
+
+
+def heatmap(image: np.ndarray, similarity: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Similarity (``h x w``, cosine in [-1, 1]) over the frame in :data:`SIMILARITY_COLORMAP`,
+    RGB uint8; the scale is fixed (:data:`SIMILARITY_RANGE`) so heatmaps compare across frames."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 image, got {image.shape}")
-    scaled = np.clip(similarity, 0.0, 1.0)
-    scaled = cv2.resize(scaled.astype(np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.round(scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    return cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+    resized = cv2.resize(np.asarray(similarity, np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(image, 1.0 - alpha, similarity_colours(resized), alpha, 0.0)
 
 
 def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:

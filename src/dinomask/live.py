@@ -54,6 +54,7 @@ class LiveOptions:
         topic: a ROS bag source's image topic.
         rerun: log every shown frame to Rerun: ``spawn``, ``FILE.rrd`` or ``HOST:PORT``
             (:class:`~dinomask.rerun_view.RerunView`).
+        rerun_images: ``jpeg`` or ``raw``: how frames are logged to Rerun.
         key_budget_ms: ``--keyframes async``: the target cost of one key for the rate
             controller (:class:`~dinomask.async_keys.AsyncKeyStage`); None: one camera frame;
             0: a fixed token budget.
@@ -76,6 +77,7 @@ class LiveOptions:
     key_budget_ms: float | None = None
     topic: str | None = None
     rerun: str | None = None
+    rerun_images: str = "jpeg"
     stats_every: float | None = None
 
 
@@ -262,7 +264,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
     if options.rerun is not None:
         from dinomask.rerun_view import RerunView
 
-        view = RerunView(options.rerun, segmenter.object_names, name=f"live {options.source}",
+        view = RerunView(options.rerun, segmenter.object_names, name=f"live {options.source}", images=options.rerun_images,
                          random_weights=getattr(segmenter.backbone, "random_weights", None))
 
     def output(frame: Frame, result, meter: StageMeter) -> bool:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dinomask.composite import SIMILARITY_COLORMAP, SIMILARITY_RANGE
+
 
 def _pyplot():
     import matplotlib
@@ -82,7 +84,7 @@ def plot_heatmaps(examples: list[dict], path, caption: str = "") -> Path:
                                 interpolation=cv2.INTER_LINEAR)
         row[0].imshow(image)
         row[0].set_title(f"{example['sequence']}/{example['frame']}", fontsize=8)
-        shown = row[1].imshow(similarity, cmap="inferno", vmin=-1.0, vmax=1.0)
+        shown = row[1].imshow(similarity, cmap=SIMILARITY_COLORMAP, vmin=SIMILARITY_RANGE[0], vmax=SIMILARITY_RANGE[1])
         row[1].set_title(f"cosine similarity ({example['setting']})", fontsize=8)
         fig.colorbar(shown, ax=row[1], fraction=0.046, pad=0.02)
         for ax, panel, title in ((row[2], example["mask"], "predicted"), (row[3], example["truth"], "ground truth")):

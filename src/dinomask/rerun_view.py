@@ -1,10 +1,15 @@
 """A Rerun view of what dinomask does to each frame (optional: ``pip install 'dinomask[robotics]'``).
 
-``--rerun`` on ``live`` and ``remove`` logs, per frame, the frame (``camera/image``), its mask as
-a segmentation image (``camera/mask``: 0 background, ``i + 1`` object ``i``, named and coloured by
-an annotation context), the similarity on the patch grid as a heatmap (``camera/similarity``),
-and the loop's FPS and latency (``loop/fps``, ``loop/latency_ms``). Time lines: ``frame`` (the
-frame index) and, for bags and cameras, ``capture_time`` (a bag's header stamp, a camera's clock).
+``--rerun`` on ``live`` and ``remove`` logs, per frame, the frame (``camera``, JPEG-encoded: about
+a tenth of the raw image's bytes; raw with ``images="raw"``), its mask as a segmentation image
+logged under it (``camera/mask``: 0 background, ``i + 1`` object ``i``, named and coloured by an
+annotation context, drawn half-transparent over the frame in the same 2D view, as Rerun's own
+examples do), the similarity on the patch grid in the colour map of every other picture
+(:data:`~dinomask.composite.SIMILARITY_COLORMAP`, ``similarity``), and the loop's FPS and latency
+(``loop/fps``, ``loop/latency_ms``). A blueprint lays them out: the frame with its mask, the
+similarity, the loop's curves and the note saying where the masks came from. Time lines:
+``frame`` (the frame index) and, for bags and cameras, ``capture_time`` (a bag's header stamp, a
+camera's clock).
 
 Targets: ``spawn`` starts a viewer, ``FILE.rrd`` saves a recording, ``HOST:PORT`` connects to a
 viewer already running (``rerun`` listens on 9876).
@@ -15,9 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from dinomask.composite import similarity_colours
 from dinomask.errors import OutputError
 
 #: Colours of the objects in the segmentation image (RGB), then repeated.
@@ -117,13 +122,21 @@ class RerunView:
         object_names: the objects' names, in label order.
         name: the recording's name (the source).
         random_weights: why the model's weights are random, if they are: said in the recording.
+        images: ``jpeg`` (the default: a recording a tenth the size) or ``raw`` (every pixel as
+            captured).
     """
 
+    #: JPEG quality of the logged frames.
+    JPEG_QUALITY = 90
+
     def __init__(self, target: str, object_names: tuple[str, ...] = ("object",), name: str = "dinomask",
-                 random_weights: str | None = None):
+                 random_weights: str | None = None, images: str = "jpeg"):
+        if images not in ("jpeg", "raw"):
+            raise ValueError(f"images must be 'jpeg' or 'raw', got {images!r}")
         rr = _rerun()
         kind, value = check_target(target)
         self.rr = rr
+        self.images = images
         self.stream = rr.RecordingStream("dinomask")
         if kind == "save":
             path = Path(value)
@@ -134,6 +147,7 @@ class RerunView:
         else:
             rr.spawn(executable_path=value, recording=self.stream)
         self.stream.send_recording_name(str(name)[:200])
+        self.stream.send_blueprint(self._blueprint())
         labels = [rr.AnnotationInfo(id=0, label="background", color=(0, 0, 0))]
         labels += [rr.AnnotationInfo(id=i + 1, label=label, color=OBJECT_COLOURS[i % len(OBJECT_COLOURS)])
                    for i, label in enumerate(object_names)]
@@ -143,6 +157,16 @@ class RerunView:
         self.stream.log("dinomask", rr.TextDocument(note, media_type=rr.MediaType.MARKDOWN), static=True)
         self.frames = 0
 
+    def _blueprint(self):
+        import rerun.blueprint as rrb
+
+        return rrb.Blueprint(rrb.Horizontal(
+            rrb.Spatial2DView(origin="camera", name="frame and mask"),
+            rrb.Vertical(rrb.Spatial2DView(origin="similarity", name="similarity (cosine, -1 to 1)"),
+                         rrb.TimeSeriesView(origin="loop", name="loop"),
+                         rrb.TextDocumentView(origin="dinomask", name="about these masks")),
+            column_shares=[3, 2]))
+
     def log(self, index: int, image: np.ndarray, result, capture_time_s: float | None = None,
             fps: float | None = None, latency_ms: float | None = None) -> None:
         """One frame: ``image`` (``H x W x 3`` uint8 RGB) and its :class:`~dinomask.segmenter.SegmentationResult`."""
@@ -150,11 +174,10 @@ class RerunView:
         stream.set_time("frame", sequence=int(index))
         if capture_time_s is not None:
             stream.set_time("capture_time", timestamp=float(capture_time_s))
-        stream.log("camera/image", rr.Image(np.ascontiguousarray(image[:, :, :3])))
-        stream.log("camera/mask", rr.SegmentationImage(np.ascontiguousarray(result.labels)))
-        similarity = np.clip((np.asarray(result.similarity, np.float32) + 1.0) * 127.5, 0, 255).astype(np.uint8)
-        colours = cv2.applyColorMap(similarity, cv2.COLORMAP_INFERNO)[:, :, ::-1]
-        stream.log("camera/similarity", rr.Image(np.ascontiguousarray(colours)))
+        frame = rr.Image(np.ascontiguousarray(image[:, :, :3]))
+        stream.log("camera", frame.compress(jpeg_quality=self.JPEG_QUALITY) if self.images == "jpeg" else frame)
+        stream.log("camera/mask", rr.SegmentationImage(np.ascontiguousarray(result.labels), opacity=0.5))
+        stream.log("similarity", rr.Image(similarity_colours(result.similarity)))
         if fps is not None:
             stream.log("loop/fps", rr.Scalars(float(fps)))
         if latency_ms is not None:

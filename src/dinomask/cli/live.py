@@ -29,6 +29,7 @@ from dinomask.cli.options import (
     RefineOpt,
     RefinerOpt,
     RerunOpt,
+    RerunRawOpt,
     ResolutionOpt,
     RoiOpt,
     RuntimeOpt,
@@ -79,6 +80,7 @@ def live(
     key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than a 405-token whole frame, 32 px a patch at 854x480; 0: keep --tokens fixed).")] = None,
     topic: TopicOpt = None,
     rerun: RerunOpt = None,
+    rerun_raw: RerunRawOpt = False,
 ) -> None:
     """Live background removal from a camera, stream or video, taught while it runs: keys a (add this
     view), +/- (threshold), u (undo), r (reset), s (save), q (quit); without a window, the same as stdin lines."""
@@ -104,6 +106,7 @@ def live(
         source=source, output=output, window=window and output is None, max_frames=max_frames,
         retry_seconds=retry_seconds, background=background, overwrite=overwrite, save_ref=save_ref,
         stats_every=stats_every, realtime=realtime, fps=fps, key_budget_ms=key_budget_ms, topic=topic, rerun=rerun,
+        rerun_images="raw" if rerun_raw else "jpeg",
     )
     _check_rerun(rerun)
     _check_bag_source(source, topic)

@@ -31,6 +31,7 @@ from dinomask.cli.options import (
     RefineOpt,
     RefinerOpt,
     RerunOpt,
+    RerunRawOpt,
     ResolutionOpt,
     RoiOpt,
     RuntimeOpt,
@@ -81,6 +82,7 @@ def remove(
     actors: ActorsOpt = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ray: work items per batch (default 4).")] = None,
     rerun: RerunOpt = None,
+    rerun_raw: RerunRawOpt = False,
     topic: TopicOpt = None,
     bag_outputs: Annotated[Optional[str], typer.Option("--bag-outputs", help="A bag input: besides TOPIC/mask, also write removed (the composited frame) and/or similarity (32FC1 on the patch grid), comma-separated.")] = None,
 ) -> None:
@@ -106,7 +108,7 @@ def remove(
                               bg_source=bg_source, upsample=upsample, temporal=temporal, adapt=adapt, roi=roi,
                               keyframes=keyframes, refine=refine, refiner=refiner, presence=presence)
     if any(is_bag(path) for path in inputs):
-        _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, rerun,
+        _remove_bag(inputs, output, options, topic, bag_outputs, engine, quiet, rerun, rerun_raw,
                     lambda: _load_segmenter(ref, model, device, dtype, runtime, fast, config, refiner=refiner))
         return
     if topic is not None or bag_outputs is not None:
@@ -127,7 +129,7 @@ def remove(
         report = remove_batch_ray(spec, items, RayOptions(address=address, actors=actors, batch_size=batch_size),
                                   show_progress=not quiet)
     else:
-        view = _rerun_view(rerun, segmenter, "remove")
+        view = _rerun_view(rerun, segmenter, "remove", rerun_raw)
         try:
             report = remove_batch(segmenter, items, options, show_progress=not quiet, view=view)
         finally:
@@ -142,7 +144,7 @@ def remove(
 
 
 def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet: bool, rerun: str | None,
-                load_segmenter) -> None:
+                rerun_raw: bool, load_segmenter) -> None:
     """``remove`` on one ROS bag: its image topic in, a ROS 2 bag (MCAP) of masks out at ``output``;
     ``load_segmenter()`` loads the model once the bag, its topic and the output are checked."""
     from dinomask.bags import EXTRA_OUTPUTS, BagReader
@@ -168,7 +170,7 @@ def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet
 
     check_writable(output.parent, "the output bag")
     segmenter = load_segmenter()
-    view = _rerun_view(rerun, segmenter, f"remove {source}")
+    view = _rerun_view(rerun, segmenter, f"remove {source}", rerun_raw)
     try:
         report = remove_bag(segmenter, source, output, options, topic=topic, extras=extras, show_progress=not quiet,
                             view=view)
