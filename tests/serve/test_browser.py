@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from dinomask.evaluate.control import mask_centroid
 from dinomask.preprocess import load_image, load_mask
@@ -229,3 +230,30 @@ def test_a_background_click_clears_that_region_and_the_taught_reference_download
 
     assert Reference.load(taught).teaching.negative_clicks == 1
     assert (out / "00000.png").is_file()
+
+
+def test_an_uploaded_mask_is_drawn_over_the_photo_and_nothing_shows_broken(server, chrome, davis):
+    """Issue 32 item 5: the page draws the uploaded mask over the reference (and says how much of
+    the photo is the object), shows no broken-image box before the first frame, has a favicon and
+    a colour bar for the similarity."""
+    from selenium.webdriver.common.by import By
+
+    chrome.get(server + "/")
+    for img in ("result", "heat"):
+        assert chrome.execute_script(f"return getComputedStyle(document.getElementById('{img}')).visibility") == "hidden"
+    chrome.find_element(By.ID, "photo").send_keys(str(davis / "JPEGImages/480p/dog/00000.jpg"))
+    wait_for(chrome, "return !document.getElementById('make-ref').disabled")
+    chrome.find_element(By.ID, "mask").send_keys(str(davis / "Annotations/480p/dog/00000.png"))
+    wait_for(chrome, "return window.dinomask.maskLayer != null")
+    said = chrome.find_element(By.ID, "ref-status").text
+    share = float(said.split("the object is ")[1].split("%")[0]) / 100
+    truth = load_mask(davis / "Annotations/480p/dog/00000.png")
+    assert abs(share - truth.mean()) < 0.005, (said, truth.mean())
+    # the canvas shows the tint: a background pixel is redder than the photo there, an object pixel is not
+    ys, xs = np.nonzero(~truth)
+    x, y = int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
+    red = chrome.execute_script(f"return Array.from(document.getElementById('ref-canvas').getContext('2d').getImageData({x}, {y}, 1, 1).data)")
+    photo = np.asarray(Image.open(davis / "JPEGImages/480p/dog/00000.jpg").convert("RGB"))[y, x]
+    assert red[0] > photo[0] and red[1] < photo[1] + 1, (red, photo)
+    assert chrome.execute_script("return document.querySelector('link[rel=icon]') !== null")
+    assert chrome.find_element(By.ID, "colour-bar").text.split() == ["−1", "0", "1"]

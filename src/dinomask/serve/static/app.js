@@ -25,7 +25,34 @@ function redraw() {
   ctx.save();
   ctx.globalAlpha = 0.55;
   ctx.drawImage(paint, 0, 0);
+  if (state.maskLayer) ctx.drawImage(state.maskLayer, 0, 0, canvas.width, canvas.height);
   ctx.restore();
+}
+
+// An uploaded mask, drawn over the photo as painted background would be (a preview of how the
+// server reads it: alpha where there is transparency, else non-zero for a hard mask of a few
+// values, else above half the range; see MASK_RULE in dinomask/preprocess.py).
+async function maskLayer(file, width, height) {
+  const bitmap = await createImageBitmap(file);
+  const m = document.createElement("canvas"); m.width = width; m.height = height;
+  const mctx = m.getContext("2d");
+  mctx.drawImage(bitmap, 0, 0, width, height);
+  const data = mctx.getImageData(0, 0, width, height), px = data.data;
+  let transparent = false; const values = new Set();
+  for (let i = 0; i < px.length; i += 4) {
+    if (px[i + 3] < 255) transparent = true;
+    if (values.size <= 64) values.add(Math.max(px[i], px[i + 1], px[i + 2]));
+  }
+  const hard = values.size <= 64;
+  let object = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    const v = Math.max(px[i], px[i + 1], px[i + 2]);
+    const isObject = transparent ? px[i + 3] > 127 : (hard ? v > 0 : v > 127);
+    object += isObject ? 1 : 0;
+    px[i] = 255; px[i + 1] = 45; px[i + 2] = 85; px[i + 3] = isObject ? 0 : 255;
+  }
+  mctx.putImageData(data, 0, 0);
+  return { layer: m, share: object / (width * height) };
 }
 
 $("photo").addEventListener("change", async (e) => {
@@ -37,13 +64,24 @@ $("photo").addEventListener("change", async (e) => {
   canvas.height = paint.height = state.photo.height;
   pctx.clearRect(0, 0, paint.width, paint.height);
   state.painted = false;
+  state.maskLayer = state.maskFile ? (await maskLayer(state.maskFile, canvas.width, canvas.height).catch(() => null))?.layer : null;
   redraw();
   $("make-ref").disabled = false;
   status("ref-status", `${file.name}: ${state.photo.width}×${state.photo.height}. Paint the background, upload a mask, or create the reference as it is.`);
 });
-$("mask").addEventListener("change", (e) => {
+$("mask").addEventListener("change", async (e) => {
   state.maskFile = e.target.files[0] || null;
-  if (state.maskFile) status("ref-status", `mask ${state.maskFile.name} will be used`);
+  state.maskLayer = null;
+  if (!state.maskFile) { redraw(); return; }
+  if (!state.photo) { status("ref-status", `mask ${state.maskFile.name} will be used; upload the photo to see it`); return; }
+  try {
+    const { layer, share } = await maskLayer(state.maskFile, canvas.width, canvas.height);
+    state.maskLayer = layer;
+    redraw();
+    status("ref-status", `mask ${state.maskFile.name}: the object is ${(100 * share).toFixed(1)}% of the photo (the background tinted red); it replaces any painting`);
+  } catch (err) {
+    status("ref-status", `mask ${state.maskFile.name} could not be read by the browser: ${err.message}`, true);
+  }
 });
 $("clear-paint").addEventListener("click", () => { pctx.clearRect(0, 0, paint.width, paint.height); state.painted = false; redraw(); });
 
@@ -125,6 +163,10 @@ function openSocket() {
     expect -= 1;
     if (expect === 0) {
       state.frames += 1;
+      if (state.frames === 1) {  // the first result: bring it into view (it is below the fold on a laptop)
+        const box = $("result-panel").getBoundingClientRect();
+        if (box.top > window.innerHeight * 0.5) $("result-panel").scrollIntoView({ behavior: "smooth", block: "start" });
+      }
       const now = performance.now(); state.times.push(now); while (state.times.length > 20) state.times.shift();
       if (state.times.length > 1) $("fps").textContent = `${((state.times.length - 1) * 1000 / (now - state.times[0])).toFixed(1)} FPS`;
       if (pendingResolve) { pendingResolve(); pendingResolve = null; }
