@@ -256,3 +256,19 @@ def test_live_on_a_camera_crops_at_the_frames_scale(monkeypatch, dog_ref):
     config = seen["config"]
     assert config.keyframes.policy == "async" and config.keyframes.flow_side == 160
     assert config.roi.enabled and config.roi.crop_tokens == "scale"
+
+
+@pytest.mark.parametrize("command, panels", [
+    ("remove", ("Model and runtime", "Method", "Video and live", "Outputs", "Robotics and Rerun", "Ray")),
+    ("live", ("Model and runtime", "Method", "Video and live", "Outputs", "Robotics and Rerun")),
+])
+def test_help_groups_the_options_in_panels(command, panels, capsys):
+    """Issue 32 item 6: 33 options in one list read as a wall; --help groups them by what they are about."""
+    from dinomask.cli import main
+
+    assert main([command, "--help"]) == 0
+    said = capsys.readouterr().out
+    for panel in panels:
+        assert f"─ {panel} ─" in said, panel
+    options = said.split("─ Options ─")[1].split("╰")[0] if "─ Options ─" in said else ""
+    assert options.count("--") <= 6, options  # what is left ungrouped: the command's own few

@@ -11,6 +11,8 @@ import typer
 
 
 from dinomask.cli.options import (
+    PANEL_OUTPUTS,
+    PANEL_VIDEO,
     AdaptOpt,
     BackgroundOpt,
     BgSourceOpt,
@@ -47,10 +49,10 @@ from dinomask.cli.options import (
 def live(
     ref: RefOpt = [],  # noqa: B006
     source: Annotated[str, typer.Option(help="Camera index (0), stream URL, video file, folder of frames, or ROS bag (ROS 2 folder, .mcap, ROS 1 .bag; --topic).")] = "0",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Record to this .mp4 (headless).")] = None,
-    window: Annotated[bool, typer.Option(help="Show a window (needs an OpenCV build with GUI).")] = True,
-    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames (at least 1).")] = None,
-    retry_seconds: Annotated[float, typer.Option(min=0, max=86400, help="How long to retry a camera or stream that disconnects (0 to 86400 s).")] = 10.0,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", rich_help_panel=PANEL_OUTPUTS, help="Record to this .mp4 (headless).")] = None,
+    window: Annotated[bool, typer.Option(rich_help_panel=PANEL_OUTPUTS, help="Show a window (needs an OpenCV build with GUI).")] = True,
+    max_frames: Annotated[Optional[int], typer.Option(rich_help_panel=PANEL_VIDEO, min=1, help="Stop after this many frames (at least 1).")] = None,
+    retry_seconds: Annotated[float, typer.Option(rich_help_panel=PANEL_VIDEO, min=0, max=86400, help="How long to retry a camera or stream that disconnects (0 to 86400 s).")] = 10.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -73,11 +75,11 @@ def live(
     refiner: RefinerOpt = None,
     background: BackgroundOpt = "black",
     overwrite: OverwriteOpt = False,
-    save_ref: Annotated[Optional[Path], typer.Option("--save-ref", help="Write the taught reference here on 's' and on exit (.npz).")] = None,
-    stats_every: Annotated[Optional[float], typer.Option("--stats-every", min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds, and one for the last, partial interval at the end (0: only that one).")] = None,
-    realtime: Annotated[bool, typer.Option("--realtime", help="Play a video file or frame folder on its own clock, as a camera would (the newest frame wins); without it every frame is processed.")] = False,
-    fps: Annotated[Optional[float], typer.Option(min=0.1, max=1000, help="Frame rate of a folder of frames (default 24), or one that replaces a file's own (0.1 to 1000).")] = None,
-    key_budget_ms: Annotated[Optional[float], typer.Option(min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than a 405-token whole frame, 32 px a patch at 854x480; 0: keep --tokens fixed).")] = None,
+    save_ref: Annotated[Optional[Path], typer.Option("--save-ref", rich_help_panel=PANEL_OUTPUTS, help="Write the taught reference here on 's' and on exit (.npz).")] = None,
+    stats_every: Annotated[Optional[float], typer.Option("--stats-every", rich_help_panel=PANEL_OUTPUTS, min=0, help="Print a JSON line of FPS, latency p50/p95 and keyframe share every this many seconds, and one for the last, partial interval at the end (0: only that one).")] = None,
+    realtime: Annotated[bool, typer.Option("--realtime", rich_help_panel=PANEL_VIDEO, help="Play a video file or frame folder on its own clock, as a camera would (the newest frame wins); without it every frame is processed.")] = False,
+    fps: Annotated[Optional[float], typer.Option(rich_help_panel=PANEL_VIDEO, min=0.1, max=1000, help="Frame rate of a folder of frames (default 24), or one that replaces a file's own (0.1 to 1000).")] = None,
+    key_budget_ms: Annotated[Optional[float], typer.Option(rich_help_panel=PANEL_VIDEO, min=0, max=60000, help="--keyframes async: target ms of one backbone key; the key's token budget follows it (default: one camera frame, keys no coarser than a 405-token whole frame, 32 px a patch at 854x480; 0: keep --tokens fixed).")] = None,
     topic: TopicOpt = None,
     rerun: RerunOpt = None,
     rerun_raw: RerunRawOpt = False,

@@ -19,38 +19,42 @@ VIDEO_TEMPORAL_ALPHA = 0.5
 #: Keyframe policy for video and live input unless the user sets --keyframes.
 DEFAULT_KEYFRAMES = "auto"
 
+#: --help panels: options grouped by what they are about (issue 32 item 6).
+PANEL_MODEL, PANEL_METHOD, PANEL_VIDEO, PANEL_OUTPUTS, PANEL_ROBOTICS, PANEL_RAY = (
+    "Model and runtime", "Method", "Video and live", "Outputs", "Robotics and Rerun", "Ray")
+
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="DINOv2 short name (dinov2_vits14_reg, ...), Hugging Face id, "
+    typer.Option("--model", "-m", rich_help_panel=PANEL_MODEL, help="DINOv2 short name (dinov2_vits14_reg, ...), Hugging Face id, "
                  "save_pretrained folder, .safetensors or Meta .pth. Default: the reference's own backbone."),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option(help="Torch runtime: float32 (exact), bfloat16, float16, or auto (bf16/fp16 where the hardware has it).")]
-RuntimeOpt = Annotated[str, typer.Option(help="auto (fastest faithful path: ONNX int8 on CPU, torch fp16 on CUDA), torch, onnx, onnx-int8.")]
-FastOpt = Annotated[bool, typer.Option("--fast/--no-fast", help="--no-fast: plain torch fp32 eager (the exact baseline).")]
-ResolutionOpt = Annotated[Optional[int], typer.Option(help="Network input short side in px (518 -> 37 patches); overrides --tokens. Default: the method's.")]
-TokensOpt = Annotated[Optional[int], typer.Option(help="Token budget: patches per frame on an aspect-kept grid (default 1400: 28x50 at 16:9, 32x43 at 4:3).")]
-MethodOpt = Annotated[str, typer.Option(help="Preset: 'dinomask' (improved default) or 'paper' (the method as written).")]
-ThresholdOpt = Annotated[Optional[str], typer.Option(help="0.5 or any cosine, otsu, relative:F, fg-vs-bg, or auto. Default: the preset's.")]
-PrototypeOpt = Annotated[Optional[str], typer.Option(help="cls, patch-mean or kmeans. Default: the preset's.")]
-PresenceOpt = Annotated[Optional[str], typer.Option(help="How a frame says 'no object here': reference (a patch must be at least halfway from unrelated, cosine 0, to the object's own level; the default), none (the threshold alone: Otsu always finds 'an object'), or a cosine. Default: the preset's (none for paper).")]
-KOpt = Annotated[Optional[int], typer.Option("--k", help="k-means object prototypes.")]
-BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", help="Background prototypes from: none, reference, frame, both.")]
-UpsampleOpt = Annotated[Optional[str], typer.Option(help="nearest (the paper's blocks), bilinear, bicubic (the soft score; default) or bilateral (bicubic, then a joint bilateral filter on the edge band, guided by the frame's colours; about 7 ms at 854x480 on 2 cores, 23 ms at worst).")]
-RoiOpt = Annotated[Optional[bool], typer.Option("--roi/--no-roi", help="Video: after a confident mask, process only a crop around the object: in a file frame by frame it gets the whole token budget (more patches on the object); on a camera's clock (async keyframes) it keeps the frame's scale (fewer patches, sooner keys). Default: on, except for paper.")]
-AdaptOpt = Annotated[float, typer.Option(help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
-KeyframesOpt = Annotated[Optional[str], typer.Option(help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure), every:K, or async (live on a camera's clock: the backbone in its own worker, flow on every frame). Default: async for live on a camera, stream or --realtime; auto for files; off for paper.")]
-TemporalOpt = Annotated[Optional[float], typer.Option(help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
-RefineOpt = Annotated[Optional[str], typer.Option(help="none, or sam: a SAM-family refiner makes the mask, prompted by the similarity (best patches, most background-like ones, the object's box). Default: sam when --refiner is given.")]
-RefinerOpt = Annotated[Optional[Path], typer.Option(help="Folder of a transformers SamModel for --refine sam (SAM ViT-B/L/H, SlimSAM, ...; save_pretrained layout). Its quality depends on its weights: measure it with 'dinomask eval masks --refine sam'.")]
+DeviceOpt = Annotated[str, typer.Option(rich_help_panel=PANEL_MODEL, help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option(rich_help_panel=PANEL_MODEL, help="Torch runtime: float32 (exact), bfloat16, float16, or auto (bf16/fp16 where the hardware has it).")]
+RuntimeOpt = Annotated[str, typer.Option(rich_help_panel=PANEL_MODEL, help="auto (fastest faithful path: ONNX int8 on CPU, torch fp16 on CUDA), torch, onnx, onnx-int8.")]
+FastOpt = Annotated[bool, typer.Option("--fast/--no-fast", rich_help_panel=PANEL_MODEL, help="--no-fast: plain torch fp32 eager (the exact baseline).")]
+ResolutionOpt = Annotated[Optional[int], typer.Option(rich_help_panel=PANEL_METHOD, help="Network input short side in px (518 -> 37 patches); overrides --tokens. Default: the method's.")]
+TokensOpt = Annotated[Optional[int], typer.Option(rich_help_panel=PANEL_METHOD, help="Token budget: patches per frame on an aspect-kept grid (default 1400: 28x50 at 16:9, 32x43 at 4:3).")]
+MethodOpt = Annotated[str, typer.Option(rich_help_panel=PANEL_METHOD, help="Preset: 'dinomask' (improved default) or 'paper' (the method as written).")]
+ThresholdOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_METHOD, help="0.5 or any cosine, otsu, relative:F, fg-vs-bg, or auto. Default: the preset's.")]
+PrototypeOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_METHOD, help="cls, patch-mean or kmeans. Default: the preset's.")]
+PresenceOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_METHOD, help="How a frame says 'no object here': reference (a patch must be at least halfway from unrelated, cosine 0, to the object's own level; the default), none (the threshold alone: Otsu always finds 'an object'), or a cosine. Default: the preset's (none for paper).")]
+KOpt = Annotated[Optional[int], typer.Option("--k", rich_help_panel=PANEL_METHOD, help="k-means object prototypes.")]
+BgSourceOpt = Annotated[Optional[str], typer.Option("--bg-source", rich_help_panel=PANEL_METHOD, help="Background prototypes from: none, reference, frame, both.")]
+UpsampleOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_METHOD, help="nearest (the paper's blocks), bilinear, bicubic (the soft score; default) or bilateral (bicubic, then a joint bilateral filter on the edge band, guided by the frame's colours; about 7 ms at 854x480 on 2 cores, 23 ms at worst).")]
+RoiOpt = Annotated[Optional[bool], typer.Option("--roi/--no-roi", rich_help_panel=PANEL_VIDEO, help="Video: after a confident mask, process only a crop around the object: in a file frame by frame it gets the whole token budget (more patches on the object); on a camera's clock (async keyframes) it keeps the frame's scale (fewer patches, sooner keys). Default: on, except for paper.")]
+AdaptOpt = Annotated[float, typer.Option(rich_help_panel=PANEL_METHOD, help="Video: rate at which prototypes follow the object's confident patches (0 = off), with a drift guard.")]
+KeyframesOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_VIDEO, help="Video/live: off, auto (backbone on keyframes, optical flow between, sooner when the flow is unsure), every:K, or async (live on a camera's clock: the backbone in its own worker, flow on every frame). Default: async for live on a camera, stream or --realtime; auto for files; off for paper.")]
+TemporalOpt = Annotated[Optional[float], typer.Option(rich_help_panel=PANEL_VIDEO, help="Temporal smoothing of video: weight of the past in [0, 1); 0 is off. Default: 0.5 for dinomask, 0 for paper.")]
+RefineOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_METHOD, help="none, or sam: a SAM-family refiner makes the mask, prompted by the similarity (best patches, most background-like ones, the object's box). Default: sam when --refiner is given.")]
+RefinerOpt = Annotated[Optional[Path], typer.Option(rich_help_panel=PANEL_METHOD, help="Folder of a transformers SamModel for --refine sam (SAM ViT-B/L/H, SlimSAM, ...; save_pretrained layout). Its quality depends on its weights: measure it with 'dinomask eval masks --refine sam'.")]
 RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
-BackgroundOpt = Annotated[str, typer.Option("--background", "-b", help="black, white, transparent, blur, #rrggbb or r,g,b.")]
-OutputKindOpt = Annotated[str, typer.Option("--output-kind", help="composite, mask, heatmap or overlay.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist (default: skip them).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-RerunRawOpt = Annotated[bool, typer.Option("--rerun-raw", help="With --rerun: log frames as captured (raw RGB, about 1.2 MB a frame at 854x480) instead of JPEG (quality 90, about a tenth of that).")]
-RerunOpt = Annotated[Optional[str], typer.Option(help="Log every frame, its mask, the similarity and the loop's figures to Rerun: --rerun alone spawns a viewer, --rerun FILE.rrd saves a recording, --rerun HOST:PORT connects to a running viewer (pip install 'dinomask\\[robotics]').")]
-TopicOpt = Annotated[Optional[str], typer.Option(help="A ROS bag's image topic (sensor_msgs Image or CompressedImage); needed where the bag has several.")]
+BackgroundOpt = Annotated[str, typer.Option("--background", "-b", rich_help_panel=PANEL_OUTPUTS, help="black, white, transparent, blur, #rrggbb or r,g,b.")]
+OutputKindOpt = Annotated[str, typer.Option("--output-kind", rich_help_panel=PANEL_OUTPUTS, help="composite, mask, heatmap or overlay.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", rich_help_panel=PANEL_OUTPUTS, help="Replace outputs that exist (default: skip them).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=PANEL_OUTPUTS, help="No progress bars.")]
+RerunRawOpt = Annotated[bool, typer.Option("--rerun-raw", rich_help_panel=PANEL_ROBOTICS, help="With --rerun: log frames as captured (raw RGB, about 1.2 MB a frame at 854x480) instead of JPEG (quality 90, about a tenth of that).")]
+RerunOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_ROBOTICS, help="Log every frame, its mask, the similarity and the loop's figures to Rerun: --rerun alone spawns a viewer, --rerun FILE.rrd saves a recording, --rerun HOST:PORT connects to a running viewer (pip install 'dinomask\\[robotics]').")]
+TopicOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_ROBOTICS, help="A ROS bag's image topic (sensor_msgs Image or CompressedImage); needed where the bag has several.")]
 class Engine(str, Enum):
     """Where batch work runs."""
 
@@ -58,9 +62,9 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-EngineOpt = Annotated[Engine, typer.Option(help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask\\[ray]').")]
-AddressOpt = Annotated[Optional[str], typer.Option(help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")]
-ActorsOpt = Annotated[Optional[int], typer.Option(min=1, help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")]
+EngineOpt = Annotated[Engine, typer.Option(rich_help_panel=PANEL_RAY, help="local (this process) or ray (Ray Data actor pool; pip install 'dinomask\\[ray]').")]
+AddressOpt = Annotated[Optional[str], typer.Option(rich_help_panel=PANEL_RAY, help="Ray: 'auto' joins a running cluster, ray://host:port a remote one; default starts a local Ray.")]
+ActorsOpt = Annotated[Optional[int], typer.Option(rich_help_panel=PANEL_RAY, min=1, help="Ray: actor count (default: one per GPU on CUDA, else one per CPU).")]
 #: What ``live --output`` records to (an mp4v stream; these containers take it).
 RECORDING_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")
 

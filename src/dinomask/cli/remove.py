@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from dinomask.cli.options import (
+    PANEL_OUTPUTS,
+    PANEL_RAY,
+    PANEL_ROBOTICS,
     ActorsOpt,
     AdaptOpt,
     AddressOpt,
@@ -51,7 +54,7 @@ from dinomask.errors import DinomaskError
 
 def remove(
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders and video files; or one ROS bag (a ROS 2 bag folder, .mcap or ROS 1 .bag).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (created; inputs are never overwritten). For a bag: the output bag, a ROS 2 bag folder, or a bare MCAP file when it ends in .mcap.")],
+    output: Annotated[Path, typer.Option("--output", "-o", rich_help_panel=PANEL_OUTPUTS, help="Output folder (created; inputs are never overwritten). For a bag: the output bag, a ROS 2 bag folder, or a bare MCAP file when it ends in .mcap.")],
     ref: RefOpt = [],  # noqa: B006 - typer reads the default, never mutates it
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -80,11 +83,11 @@ def remove(
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
     actors: ActorsOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Ray: work items per batch (default 4).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(rich_help_panel=PANEL_RAY, min=1, help="Ray: work items per batch (default 4).")] = None,
     rerun: RerunOpt = None,
     rerun_raw: RerunRawOpt = False,
     topic: TopicOpt = None,
-    bag_outputs: Annotated[Optional[str], typer.Option("--bag-outputs", help="A bag input: besides TOPIC/mask, also write removed (the composited frame) and/or similarity (32FC1 on the patch grid), comma-separated.")] = None,
+    bag_outputs: Annotated[Optional[str], typer.Option("--bag-outputs", rich_help_panel=PANEL_ROBOTICS, help="A bag input: besides TOPIC/mask, also write removed (the composited frame) and/or similarity (32FC1 on the patch grid), comma-separated.")] = None,
 ) -> None:
     """Remove the background of images, folders, videos, or a ROS bag's image topic; one output per input
     (for a bag: a ROS 2 bag of masks at OUT)."""
