@@ -176,3 +176,47 @@ def test_overwriting_a_frames_folder_leaves_no_frame_of_the_old_run(tmp_path, se
     assert sorted(p.name for p in (out / "v").glob("*.png")) == [f"{i:06d}.png" for i in range(4)]
     assert len(json.loads((out / "v/timestamps.json").read_text())["frames"]) == 4
     assert [p.name for p in out.iterdir()] == ["v"]  # no folder left beside it
+
+
+def test_video_files_are_written_in_a_codec_browsers_play_where_opencv_has_one(tmp_path, caplog, monkeypatch):
+    """Issue 32 item 5: a file gets the first of H.264, VP9 that this OpenCV writes (browsers play
+    both); a camera's recording never VP9 (67 ms a frame here: it would not keep up); MPEG-4 Part 2
+    only as the stated fallback. Every file reads back whole."""
+    import cv2
+
+    from dinomask import files
+    from dinomask.files import VIDEO_CODECS, video_codec
+
+    monkeypatch.setattr(files, "_codec_said", [])  # said once a process: this test must see it
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)]
+    for realtime in (False, True):
+        path = tmp_path / f"{'live' if realtime else 'file'}.mp4"
+        with AtomicVideoWriter(path, 24.0, (64, 48), realtime=realtime) as writer:
+            for frame in frames:
+                writer.write(frame)
+        capture = cv2.VideoCapture(str(path))
+        read = 0
+        while capture.read()[0]:
+            read += 1
+        capture.release()
+        assert read == len(frames), (writer.codec, read)
+        fourcc, name, browser = video_codec(".mp4", realtime)
+        assert writer.codec == name
+        allowed = [c for c in VIDEO_CODECS if not (realtime and not c[3])]
+        assert name != "VP9" or not realtime
+        # the choice is the first codec of the allowed list that this OpenCV can write
+        assert [c[1] for c in allowed].index(name) == next(i for i, c in enumerate(allowed) if _writes(c[0], tmp_path))
+    if video_codec(".mp4", True)[1] == "MPEG-4 Part 2":
+        assert any("browsers do not" in r.getMessage() for r in caplog.records)
+
+
+def _writes(fourcc: str, folder: Path) -> bool:
+    import cv2
+
+    path = folder / f"probe-{fourcc}.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 24.0, (64, 48))
+    ok = writer.isOpened()
+    if ok:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    return ok and path.is_file() and path.stat().st_size > 0

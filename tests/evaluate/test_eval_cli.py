@@ -205,4 +205,21 @@ def test_the_masks_report_says_which_frames_every_row_scores(tmp_path, davis, ti
                  "--setting", "refs=3:refs=3"]) == 0
     report = " ".join((out / "report.md").read_text().split())
     assert "each sequence's frames after its first 3" in report and "refs=3 holds 3" in report
-    assert "no temporal smoothing, keyframes or region of interest" in report
+    assert "`dinomask(video)` what it runs on a video file" in report and "keyframes act as on a video" in report
+
+
+def test_the_rows_named_for_the_default_are_what_remove_runs():
+    """Issue 32 item 4: `dinomask` is remove's config on images (each alone), `dinomask(video)`
+    remove's config on a video file: every field equal, so the table's name is not a promise
+    the row breaks."""
+    import dataclasses
+
+    from dinomask.cli.options import segmenter_config
+
+    rows = {s.name: s.config for s in named_settings(["standard"])}
+    remove_video = segmenter_config("dinomask")
+    assert rows["dinomask(video)"] == remove_video
+    # on separate images temporal state, keyframes and crops never act (batch resets per image)
+    image_fields = {f.name for f in dataclasses.fields(remove_video)} - {"temporal", "keyframes", "roi"}
+    for name in image_fields:
+        assert getattr(rows["dinomask"], name) == getattr(remove_video, name), name

@@ -43,7 +43,8 @@ def describe(setting: EvalSetting) -> str:
     c = setting.config
     text = (f"proto={c.prototype}{c.k if c.prototype == 'kmeans' else ''} thr={c.threshold} bg={c.background} "
             f"up={c.upsample} grid={c.geometry.describe()} "
-            f"temporal={c.temporal.alpha:g} adapt={c.temporal.adapt:g} roi={int(c.roi.enabled)} refs={setting.refs}")
+            f"temporal={c.temporal.alpha:g} adapt={c.temporal.adapt:g} roi={int(c.roi.enabled)} "
+            f"keyframes={c.keyframes.describe()} refs={setting.refs}")
     if c.refine.enabled:
         text += f" refine={c.refine.mode}"
     return text + (f" model={setting.model}" if setting.model else "")

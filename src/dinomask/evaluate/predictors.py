@@ -164,7 +164,7 @@ class DinomaskPredictor:
     def predict(self, image: np.ndarray, key: str) -> Prediction:
         if self.segmenter is None:
             raise RuntimeError("start_sequence must be called before predict")
-        if self.config.roi.enabled:  # crops depend on the last frame: no shared features
+        if self.config.roi.enabled or self.config.keyframes.enabled:  # crops and keys depend on the last frame
             result = self.segmenter.predict(image)
         else:
             result = self.segmenter.decide(image, self.cache.get(image, key, self.config))

@@ -117,9 +117,10 @@ def _scored_frames_lines(run: dict) -> list[str]:
     why = (f" (a setting with refs={held} holds {held} reference frames back, so every row leaves them unscored)"
            if held > 1 else "")
     return [f"Every setting is scored on the same frames: each sequence's frames after its first {held}{why}. "
-            "Frames are scored one by one, each on its own: no temporal smoothing, keyframes or region of interest, "
-            "which `remove` adds on a video (its `dinomask` there is temporal 0.5, keyframes auto, region of interest "
-            "on); `dinomask eval live` measures those.", ""]
+            "Within a sequence one segmenter scores the frames in order, so temporal smoothing, adaptation, the "
+            "region of interest and keyframes act as on a video; `dinomask` is what `remove` runs on separate "
+            "images, `dinomask(video)` what it runs on a video file (temporal 0.5, region of interest on, keyframes "
+            "auto). On a camera's clock `dinomask eval live` measures the live loop.", ""]
 
 
 def _fmt(value) -> str:

@@ -7,7 +7,11 @@ A setting is written ``name:key=value,key=value`` on the command line, e.g.
 ``bg`` (none | reference | frame | both), ``upsample``, ``resolution``, ``tokens``, ``aspect``
 (keep | square), ``temporal`` (alpha), ``adapt`` (prototype adaptation rate), ``roi`` (1 = region of interest on video), ``refs`` (reference frames per sequence),
 ``model`` (backbone for this setting only), ``refine`` (none | sam: the run's ``--refiner``, prompted by the score),
-``presence`` (reference | none | a cosine: how a frame says "no object here").
+``presence`` (reference | none | a cosine: how a frame says "no object here"), ``keyframes``
+(off | auto | every:N: the backbone on keyframes, optical flow between, as ``remove`` on a video).
+
+Within a sequence the frames are scored in order by one segmenter, so ``temporal``, ``adapt``,
+``roi`` and ``keyframes`` act as they do on a video; the others decide each frame alone.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dinomask.roi import RoiSettings
 from dinomask.segmenter import SegmenterConfig
 
 SETTING_KEYS = ("method", "prototype", "k", "threshold", "bg", "upsample", "resolution", "tokens", "aspect",
-                "temporal", "adapt", "roi", "refs", "model", "refine", "presence")
+                "temporal", "adapt", "roi", "refs", "model", "refine", "presence", "keyframes")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ def parse_setting(text: str) -> EvalSetting:
         changes["temporal"] = TemporalSettings(alpha=float(pairs.pop("temporal", 0.0)), adapt=float(pairs.pop("adapt", 0.0)))
     if "roi" in pairs:
         changes["roi"] = RoiSettings(enabled=pairs.pop("roi") in ("1", "true", "yes", "on"))
+    if "keyframes" in pairs:
+        from dinomask.keyframes import KeyframeSettings
+
+        changes["keyframes"] = KeyframeSettings.parse(pairs.pop("keyframes"))
     if "refine" in pairs:
         from dinomask.refine import RefineSettings
 
@@ -90,13 +98,17 @@ def parse_setting(text: str) -> EvalSetting:
 
 
 #: Every option of the method, each changed alone from the improved default, plus the
-#: method as written with single improvements: one eval run compares them all.
+#: method as written with single improvements: one eval run compares them all. ``dinomask`` is
+#: what ``remove`` runs on images (each alone); ``dinomask(video)`` what it runs on a video file,
+#: its defaults there (temporal 0.5, region of interest, keyframes auto: ``cli/options.py``'s
+#: ``segmenter_config``), kept equal by a test.
 STANDARD = [
     "paper:method=paper",
     "paper+otsu:method=paper,threshold=otsu",
     "paper+bilinear:method=paper,upsample=bilinear",
     "paper+aspect:method=paper,aspect=keep",
     "dinomask:method=dinomask",
+    "dinomask(video):temporal=0.5,roi=1,keyframes=auto",
     "proto=cls:prototype=cls",
     "proto=patch-mean:prototype=patch-mean",
     "proto=kmeans8:prototype=kmeans,k=8",
