@@ -107,3 +107,57 @@ def test_beside_a_loop_the_model_leaves_one_core_to_it(monkeypatch, tiny_model_d
     monkeypatch.setenv("DINOMASK_THREADS", "3")  # the user's word wins
     backbone = load_backbone(str(tiny_model_dir), device="cpu", runtime="onnx", busy_wait=False)
     assert backbone.session.get_session_options().intra_op_num_threads == 3
+
+
+def test_a_second_load_opens_the_export_at_once_with_the_same_features(tmp_path, tiny_reg_model_dir, monkeypatch):
+    """Issue 32 item 6: the export chosen for a model's files is remembered by them (paths, sizes,
+    modification times); the next load opens it without transformers or the torch model, and gives
+    the same features to the bit. A changed file is a new key: the long way again."""
+    import os
+    import subprocess
+    import sys
+
+    from dinomask.backbones import loader
+
+    monkeypatch.setenv("DINOMASK_CACHE", str(tmp_path / "cache"))
+    pixels = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 3, 14 * 5, 14 * 7)).astype(np.float32))
+    first = load_backbone(str(tiny_reg_model_dir), device="cpu")
+    assert isinstance(first, OnnxBackbone) and loader._ready_entry(str(tiny_reg_model_dir), "auto").is_file()
+    calls = []
+    monkeypatch.setattr(loader, "load_model", lambda source: calls.append(source) or (_ for _ in ()).throw(AssertionError))
+    second = load_backbone(str(tiny_reg_model_dir), device="cpu")
+    assert calls == [] and second.spec == first.spec and second.random_weights == first.random_weights
+    a, b = first(pixels), second(pixels)
+    assert torch.equal(a.patches, b.patches) and torch.equal(a.cls, b.cls)
+    code = ("import sys; from dinomask.backbones import load_backbone; "
+            f"load_backbone({str(tiny_reg_model_dir)!r}, device='cpu'); "
+            "print('transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "DINOMASK_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"})
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
+    weights = next(tiny_reg_model_dir.glob("*.safetensors"))
+    stat = weights.stat()
+    try:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        monkeypatch.undo()
+        monkeypatch.setenv("DINOMASK_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(loader, "load_model", lambda source: calls.append(source) or (_ for _ in ()).throw(AssertionError))
+        with pytest.raises(AssertionError):
+            load_backbone(str(tiny_reg_model_dir), device="cpu")
+        assert calls == [str(tiny_reg_model_dir)]
+    finally:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("size", [(14, 14), (392, 700), (518, 518), (98, 1400)])
+def test_the_runtime_position_table_interpolates_as_the_embeddings_module(tmp_path, tiny_reg_model_dir, size):
+    """The ONNX runtime interpolates the position table without building transformers' module:
+    the same function on the same table, so the same numbers to the bit."""
+    from dinomask.backbones.onnx_runtime import PositionInputs, _position_table
+
+    backbone = load_backbone(str(tiny_reg_model_dir), device="cpu", runtime="torch", dtype="float32")
+    onnx = onnx_for(backbone, int8=False)
+    config = onnx._positions.config
+    from_module = PositionInputs(config, backbone.model.embeddings)(*size)
+    from_table = PositionInputs(config, _position_table(config, onnx.path.with_suffix(".embeddings.safetensors")))(*size)
+    assert np.array_equal(from_module["position_embeddings"], from_table["position_embeddings"])

@@ -189,26 +189,24 @@ def _embeddings_path(path: Path) -> Path:
     return path.with_suffix(".embeddings.safetensors")
 
 
-def _embeddings_module(config: dict, weights: Path):
-    """transformers' own DINOv2 embeddings module, rebuilt to interpolate position embeddings."""
+def _position_table(config: dict, weights: Path):
+    """The export's DINOv2 position table (``1 x (1 + n) x C`` float32 tensor) from its embeddings
+    file, checked against the config: all the ONNX runtime needs of the embeddings, interpolated by
+    :func:`~dinomask.backbones.meta_v2.meta_position_embeddings`, the function the torch model's
+    embeddings use (no transformers import, no module built: a second ``remove`` starts sooner)."""
+    import math
+
     from safetensors.torch import load_file
 
-    fields = {k: v for k, v in config.items() if k != "model_type"}
-    if config["model_type"] == "dinov2_with_registers":
-        from transformers import Dinov2WithRegistersConfig
-        from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
-            Dinov2WithRegistersEmbeddings as Embeddings,
-        )
-
-        module = Embeddings(Dinov2WithRegistersConfig(**fields))
-    else:
-        from transformers import Dinov2Config
-        from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings as Embeddings
-
-        module = Embeddings(Dinov2Config(**fields))
-    module.load_state_dict(load_file(str(weights)), strict=True)
-    use_meta_position_embeddings(module)
-    return module.eval()
+    table = load_file(str(weights)).get("position_embeddings")
+    dim = config["hidden_size"]
+    if table is None or table.ndim != 3 or table.shape[0] != 1 or table.shape[2] != dim:
+        shape = None if table is None else tuple(table.shape)
+        raise ModelNotFoundError(f"{weights}: expected a position_embeddings table of 1 x (1 + n) x {dim}, got {shape}")
+    side = math.isqrt(table.shape[1] - 1)
+    if side * side != table.shape[1] - 1:
+        raise ModelNotFoundError(f"{weights}: the position table's {table.shape[1] - 1} positions are not a square grid")
+    return table.float()
 
 
 class PositionInputs:
@@ -219,7 +217,9 @@ class PositionInputs:
 
     Args:
         config: the export's config fields (with ``model_type``).
-        embeddings: DINOv2 only: the embeddings module holding the position table.
+        embeddings: DINOv2 only: the embeddings module holding the position table (at export), or
+            the table itself (:func:`_position_table`, at run time); both interpolate with
+            :func:`~dinomask.backbones.meta_v2.meta_position_embeddings`.
     """
 
     def __init__(self, config: dict, embeddings=None):
@@ -246,6 +246,11 @@ class PositionInputs:
                 if self.dinov3:
                     cos, sin = self.module(torch.zeros(1, 3, height, width))
                     values = (cos, sin)
+                elif isinstance(self.module, torch.Tensor):
+                    from dinomask.backbones.meta_v2 import meta_position_embeddings
+
+                    p = self.config["patch_size"]
+                    values = (meta_position_embeddings(self.module, height // p, width // p),)
                 else:
                     p, dim = self.config["patch_size"], self.config["hidden_size"]
                     tokens = torch.zeros(1, 1 + (height // p) * (width // p), dim)
@@ -391,7 +396,7 @@ class OnnxBackbone:
         self.random_weights: str | None = None  # set by the loader from the source weights
         self.model = None
         dinov3 = config["model_type"] == "dinov3_vit"
-        self._positions = PositionInputs(config, None if dinov3 else _embeddings_module(config, Path(embeddings)))
+        self._positions = PositionInputs(config, None if dinov3 else _position_table(config, Path(embeddings)))
         self.fidelity = float("nan")
 
     def __repr__(self) -> str:
