@@ -220,3 +220,19 @@ def test_the_readme_example_runs_as_written(tmp_path, tiny_model_dir):
     assert len(removed) == len(list((ROOT / "examples" / "dog" / "frames").glob("*.jpg"))) > 0
     assert len(sorted((tmp_path / "example" / "heatmaps").glob("*.png"))) == len(removed)
     assert sys.executable
+
+
+def test_the_robotics_read_back_snippet_reads_the_masks_remove_wrote(stand_ins, tmp_path, monkeypatch, capsys):
+    """docs/robotics.md's Python block, run as written on the bag its own command writes."""
+    from dinomask.cli import main
+
+    page = (ROOT / "docs" / "robotics.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    snippet = next(b for b in blocks if "run_2026_12_03_masks" in b)
+    monkeypatch.chdir(tmp_path)
+    assert main(["remove", "--ref", str(stand_ins["mug.npz"]), str(stand_ins["run_2026_12_03/"]),
+                 "-o", "run_2026_12_03_masks"]) == 0
+    capsys.readouterr()
+    exec(compile(snippet, "docs/robotics.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(0.0 <= float(line.split()[-1]) <= 1.0 for line in lines), lines
