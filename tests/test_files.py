@@ -178,10 +178,10 @@ def test_overwriting_a_frames_folder_leaves_no_frame_of_the_old_run(tmp_path, se
     assert [p.name for p in out.iterdir()] == ["v"]  # no folder left beside it
 
 
-def test_video_files_are_written_in_a_codec_browsers_play_where_opencv_has_one(tmp_path, caplog, monkeypatch):
-    """Issue 32 item 5: a file gets the first of H.264, VP9 that this OpenCV writes (browsers play
-    both); a camera's recording never VP9 (67 ms a frame here: it would not keep up); MPEG-4 Part 2
-    only as the stated fallback. Every file reads back whole."""
+def test_video_codecs_auto_is_h264_where_opencv_has_it_else_stated_mpeg4_and_vp9_on_request(tmp_path, caplog, monkeypatch):
+    """Issue 32 item 5: ``auto`` writes H.264 where this OpenCV has an encoder, else MPEG-4 Part 2,
+    said once with what to do; VP9 (browsers play it, 25x slower to encode) when asked. Every file
+    reads back whole, and the probe prints nothing of FFmpeg's."""
     import cv2
 
     from dinomask import files
@@ -189,9 +189,9 @@ def test_video_files_are_written_in_a_codec_browsers_play_where_opencv_has_one(t
 
     monkeypatch.setattr(files, "_codec_said", [])  # said once a process: this test must see it
     frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)]
-    for realtime in (False, True):
-        path = tmp_path / f"{'live' if realtime else 'file'}.mp4"
-        with AtomicVideoWriter(path, 24.0, (64, 48), realtime=realtime) as writer:
+    for choice in ("auto", "vp9", "mp4v"):
+        path = tmp_path / f"{choice}.mp4"
+        with AtomicVideoWriter(path, 24.0, (64, 48), codec=choice) as writer:
             for frame in frames:
                 writer.write(frame)
         capture = cv2.VideoCapture(str(path))
@@ -199,15 +199,22 @@ def test_video_files_are_written_in_a_codec_browsers_play_where_opencv_has_one(t
         while capture.read()[0]:
             read += 1
         capture.release()
-        assert read == len(frames), (writer.codec, read)
-        fourcc, name, browser = video_codec(".mp4", realtime)
-        assert writer.codec == name
-        allowed = [c for c in VIDEO_CODECS if not (realtime and not c[3])]
-        assert name != "VP9" or not realtime
-        # the choice is the first codec of the allowed list that this OpenCV can write
-        assert [c[1] for c in allowed].index(name) == next(i for i, c in enumerate(allowed) if _writes(c[0], tmp_path))
-    if video_codec(".mp4", True)[1] == "MPEG-4 Part 2":
-        assert any("browsers do not" in r.getMessage() for r in caplog.records)
+        assert read == len(frames), (choice, writer.codec, read)
+        assert writer.codec == video_codec(".mp4", choice)[1]
+    h264 = _writes(VIDEO_CODECS["h264"][0], tmp_path)
+    assert video_codec(".mp4", "auto")[1] == ("H.264" if h264 else "MPEG-4 Part 2")
+    if not h264:
+        assert any("browsers do not" in r.getMessage() and "--video-codec vp9" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="auto or one of"):
+        video_codec(".mp4", "hevc")
+
+
+def test_the_codec_probe_keeps_ffmpeg_quiet(capfd):
+    from dinomask import files
+
+    files._codec_cache.clear()
+    files.video_codec(".mp4", "auto")
+    assert capfd.readouterr().err == ""
 
 
 def _writes(fourcc: str, folder: Path) -> bool:

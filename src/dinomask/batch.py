@@ -40,11 +40,13 @@ class OutputOptions:
         kind: ``composite``, ``mask``, ``heatmap`` or ``overlay``.
         background: for ``composite``: black, white, transparent, blur or a colour.
         overwrite: replace outputs that already exist (default: skip them).
+        video_codec: ``auto`` or a key of :data:`~dinomask.files.VIDEO_CODECS`, for video outputs.
     """
 
     kind: str = "composite"
     background: Background = field(default_factory=lambda: Background.parse("black"))
     overwrite: bool = False
+    video_codec: str = "auto"
 
     @property
     def transparent(self) -> bool:
@@ -179,7 +181,7 @@ def _process_video(segmenter: Segmenter, item: WorkItem, options: OutputOptions,
             if output.ndim == 2:
                 output = output[:, :, None].repeat(3, axis=2)
             if writer is None:
-                writer = AtomicVideoWriter(item.output, source.fps, (output.shape[1], output.shape[0]))
+                writer = AtomicVideoWriter(item.output, source.fps, (output.shape[1], output.shape[0]), options.video_codec)
             writer.write(output)
         _check_complete(item, source, writer.frames if writer is not None else 0)
     except BaseException:

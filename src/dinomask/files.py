@@ -206,40 +206,58 @@ def write_image_atomic(path: Path, image: np.ndarray, text: dict[str, str] | Non
     return path
 
 
-#: Video codecs in the order they are tried: ``(OpenCV fourcc, name, plays in a browser, keeps
-#: up with a camera)``. H.264 where the installed OpenCV has an encoder (the pip wheels do not),
-#: then VP9 (in an MP4: Chrome, Firefox, Edge, Safari 14+), then MPEG-4 Part 2, which every wheel
-#: writes but browsers do not play (VLC and ffmpeg do). VP9 through OpenCV's libvpx costs 67 ms a
-#: 854x480 frame (p95 274 ms) against 2.7 ms for MPEG-4 Part 2 on the 2-core build machine: fine
-#: for ``remove`` on a file, too slow for ``live -o`` beside a 24 FPS camera, which skips it.
-VIDEO_CODECS = (("avc1", "H.264", True, True), ("vp09", "VP9", True, False), ("mp4v", "MPEG-4 Part 2", False, True))
-_codec_cache: dict[tuple[str, bool], tuple[str, str, bool]] = {}
+#: Video codecs by the name ``--video-codec`` takes: ``(OpenCV fourcc, name, plays in a browser)``.
+VIDEO_CODECS = {"h264": ("avc1", "H.264", True), "vp9": ("vp09", "VP9", True), "mp4v": ("mp4v", "MPEG-4 Part 2", False)}
+#: ``auto``: H.264 where the installed OpenCV has an encoder (the pip wheels do not), else MPEG-4
+#: Part 2, which every wheel writes and VLC and ffmpeg play, browsers do not. VP9 plays in every
+#: current browser but only on request: OpenCV's libvpx costs 67 ms a 854x480 frame (p95 274 ms,
+#: 4.6 s to close 48 frames) against 2.7 ms for MPEG-4 Part 2 on the 2-core build machine, which
+#: would double the time of ``remove`` on a video and cannot keep up with a camera.
+AUTO_CODECS = ("h264", "mp4v")
+_codec_cache: dict[tuple[str, str], tuple[str, str, bool] | None] = {}
 _codec_said: list[bool] = []
 
 
-def video_codec(suffix: str = ".mp4", realtime: bool = False) -> tuple[str, str, bool]:
-    """``(fourcc, name, plays in a browser)``: the first of :data:`VIDEO_CODECS` this OpenCV can
-    write into a ``suffix`` file (``realtime``: among those that keep up with a camera), found once
-    a process by writing two frames to a temporary file (OpenCV says so only by trying)."""
-    key = (suffix, realtime)
-    if key not in _codec_cache:
-        chosen = VIDEO_CODECS[-1][:3]
-        with tempfile.TemporaryDirectory(prefix="dinomask-codec-") as tmp:
-            for fourcc, name, browser, fast in VIDEO_CODECS:
-                if realtime and not fast:
-                    continue
-                probe = Path(tmp) / f"probe-{fourcc}{suffix}"
+def _writes(fourcc: str, suffix: str) -> bool:
+    """Whether this OpenCV writes ``fourcc`` into a ``suffix`` file: two frames to a temporary
+    file, FFmpeg's complaints about a missing encoder kept off the user's terminal."""
+    with tempfile.TemporaryDirectory(prefix="dinomask-codec-") as tmp:
+        probe = Path(tmp) / f"probe{suffix}"
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
                 writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*fourcc), 24.0, (64, 48))
                 opened = writer.isOpened()
                 if opened:
                     for _ in range(2):
                         writer.write(np.zeros((48, 64, 3), np.uint8))
                 writer.release()
-                if opened and probe.is_file() and probe.stat().st_size > 0:
-                    chosen = (fourcc, name, browser)
-                    break
-        _codec_cache[key] = chosen
-    return _codec_cache[key]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        return opened and probe.is_file() and probe.stat().st_size > 0
+
+
+def video_codec(suffix: str = ".mp4", choice: str = "auto") -> tuple[str, str, bool]:
+    """``(fourcc, name, plays in a browser)`` for ``choice`` (``auto`` or a key of
+    :data:`VIDEO_CODECS`), found once a process (OpenCV says whether it can write a codec only
+    by trying).
+
+    Raises:
+        OutputError: the codec asked for is not one this OpenCV can write.
+    """
+    if choice != "auto" and choice not in VIDEO_CODECS:
+        raise ValueError(f"video codec must be auto or one of {', '.join(VIDEO_CODECS)}, got {choice!r}")
+    for name in (AUTO_CODECS if choice == "auto" else (choice,)):
+        key = (suffix, name)
+        if key not in _codec_cache:
+            fourcc = VIDEO_CODECS[name][0]
+            _codec_cache[key] = VIDEO_CODECS[name] if _writes(fourcc, suffix) else None
+        if _codec_cache[key] is not None:
+            return _codec_cache[key]
+    raise OutputError(f"this OpenCV cannot write {VIDEO_CODECS[choice][1] if choice != 'auto' else 'any video codec'} "
+                      f"into a {suffix} file; use --video-codec auto")
 
 
 class AtomicVideoWriter:
@@ -250,24 +268,23 @@ class AtomicVideoWriter:
         path: final ``.mp4`` path.
         fps: frames per second to record.
         size: ``(width, height)`` of every frame.
-        realtime: a recording beside a camera (``live -o``): only codecs that keep up.
+        codec: ``auto`` or a key of :data:`VIDEO_CODECS` (see :func:`video_codec`).
     """
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], realtime: bool = False):
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], codec: str = "auto"):
         self.path = Path(path)
+        fourcc, self.codec, self.plays_in_browsers = video_codec(self.path.suffix.lower() or ".mp4", codec)
         self._tmp = temporary_file(self.path)
-        fourcc, self.codec, self.plays_in_browsers = video_codec(self.path.suffix.lower() or ".mp4", realtime)
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
         if not self._writer.isOpened():
             self._tmp.unlink(missing_ok=True)
             raise OSError(f"OpenCV could not open a {self.codec} video writer for {self.path}")
         if not self.plays_in_browsers and not _codec_said:
             _codec_said.append(True)
-            why = ("a camera's recording needs a codec that keeps up, and this OpenCV has no H.264 encoder" if realtime
-                   else "this OpenCV has no H.264 or VP9 encoder")
             logging.getLogger("dinomask").warning(
-                "%s is written as %s (%s): VLC and ffmpeg play it, browsers do not; "
-                "'ffmpeg -i IN.mp4 -c:v libx264 OUT.mp4' converts it", self.path.name, self.codec, why)
+                "%s is written as %s (this OpenCV has no H.264 encoder): VLC and ffmpeg play it, browsers do not; "
+                "--video-codec vp9 plays in browsers but encodes about 25x slower, or convert afterwards with "
+                "'ffmpeg -i IN.mp4 -c:v libx264 OUT.mp4'", self.path.name, self.codec)
         self.size = size
         self.frames = 0
 

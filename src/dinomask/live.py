@@ -278,8 +278,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
                           teaching.status())
         if options.output is not None:
             if "writer" not in state:
-                state["writer"] = AtomicVideoWriter(options.output, source.fps, (shown.shape[1], shown.shape[0]),
-                                                    realtime=source.realtime)
+                state["writer"] = AtomicVideoWriter(options.output, source.fps, (shown.shape[1], shown.shape[0]))
             size = state["writer"].size
             if (shown.shape[1], shown.shape[0]) != size:  # a source whose frames change size: one recording, scaled
                 shown = cv2.resize(shown, size, interpolation=cv2.INTER_AREA)

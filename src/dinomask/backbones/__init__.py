@@ -26,7 +26,7 @@ Nothing heavy (torch, transformers, onnxruntime) is imported until a backbone is
 
 from dinomask.backbones.devices import resolve_device
 from dinomask.backbones.loader import RUNTIMES, load_backbone, quiet_loading
-from dinomask.backbones.onnx_runtime import MIN_FIDELITY, OnnxBackbone, export_onnx
+from dinomask.backbones.onnx_runtime import MIN_FIDELITY, OnnxBackbone, default_threads, export_onnx
 from dinomask.backbones.random_models import random_backbone_dir
 from dinomask.backbones.registry import ARCHITECTURES, BACKBONES, DEFAULT_BACKBONE, default_model
 from dinomask.backbones.sources import download
@@ -36,6 +36,6 @@ from dinomask.backbones.weights import check_loaded, read_config_json
 
 __all__ = [
     "ARCHITECTURES", "BACKBONES", "DEFAULT_BACKBONE", "default_model", "MIN_FIDELITY", "RUNTIMES", "Backbone", "BackboneFeatures",
-    "BackboneSpec", "OnnxBackbone", "check_loaded", "download", "export_onnx", "load_backbone", "quiet_loading",
+    "BackboneSpec", "OnnxBackbone", "check_loaded", "default_threads", "download", "export_onnx", "load_backbone", "quiet_loading",
     "random_backbone_dir", "read_config_json", "resolve_device",
 ]

@@ -50,6 +50,7 @@ RefinerOpt = Annotated[Optional[Path], typer.Option(rich_help_panel=PANEL_METHOD
 RefOpt = Annotated[list[Path], typer.Option("--ref", "-r", help="Reference .npz (repeat for several objects).")]
 BackgroundOpt = Annotated[str, typer.Option("--background", "-b", rich_help_panel=PANEL_OUTPUTS, help="black, white, transparent, blur, #rrggbb or r,g,b.")]
 OutputKindOpt = Annotated[str, typer.Option("--output-kind", rich_help_panel=PANEL_OUTPUTS, help="composite, mask, heatmap or overlay.")]
+VideoCodecOpt = Annotated[str, typer.Option("--video-codec", rich_help_panel=PANEL_OUTPUTS, help="Videos: auto (H.264 where this OpenCV has an encoder, else MPEG-4 Part 2, which browsers do not play), h264, vp9 (plays in browsers; about 25x slower to encode with OpenCV's libvpx) or mp4v.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", rich_help_panel=PANEL_OUTPUTS, help="Replace outputs that exist (default: skip them).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=PANEL_OUTPUTS, help="No progress bars.")]
 RerunRawOpt = Annotated[bool, typer.Option("--rerun-raw", rich_help_panel=PANEL_ROBOTICS, help="With --rerun: log frames as captured (raw RGB, about 1.2 MB a frame at 854x480) instead of JPEG (quality 90, about a tenth of that).")]
@@ -165,7 +166,7 @@ def _backbone(model: str, device: str, dtype: str, runtime: str, fast: bool, bus
     if not busy_wait and backbone.device.type == "cpu" and "DINOMASK_THREADS" not in os.environ:
         import torch
 
-        from dinomask.backbones.onnx_runtime import default_threads
+        from dinomask.backbones import default_threads
 
         torch.set_num_threads(default_threads(busy_wait))  # a torch key leaves the loop its core too
     if warn_random and backbone.random_weights:

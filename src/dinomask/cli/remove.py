@@ -26,6 +26,7 @@ from dinomask.cli.options import (
     MethodOpt,
     ModelOpt,
     OutputKindOpt,
+    VideoCodecOpt,
     OverwriteOpt,
     PresenceOpt,
     PrototypeOpt,
@@ -78,6 +79,7 @@ def remove(
     refiner: RefinerOpt = None,
     background: BackgroundOpt = "black",
     output_kind: OutputKindOpt = "composite",
+    video_codec: VideoCodecOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     engine: EngineOpt = Engine.local,
@@ -97,7 +99,8 @@ def remove(
 
     if output_kind not in OUTPUT_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(OUTPUT_KINDS)}, got {output_kind!r}", param_hint="--output-kind")
-    options = OutputOptions(kind=output_kind, background=Background.parse(background), overwrite=overwrite)
+    options = OutputOptions(kind=output_kind, background=Background.parse(background), overwrite=overwrite,
+                            video_codec=_checked_codec(video_codec))
     _check_rerun(rerun)
     if rerun is not None and engine is Engine.ray:
         raise typer.BadParameter("--rerun logs from this process; it does not combine with --engine ray", param_hint="--rerun")
@@ -185,3 +188,17 @@ def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet
         raise report.interrupted
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _checked_codec(choice: str) -> str:
+    """``--video-codec`` checked before the model loads: a name it knows, that this OpenCV writes."""
+    from dinomask.errors import OutputError
+    from dinomask.files import VIDEO_CODECS, video_codec
+
+    if choice != "auto" and choice not in VIDEO_CODECS:
+        raise typer.BadParameter(f"expected auto or one of {', '.join(VIDEO_CODECS)}, got {choice!r}", param_hint="--video-codec")
+    try:
+        video_codec(".mp4", choice)
+    except OutputError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--video-codec") from None
+    return choice
