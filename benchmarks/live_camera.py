@@ -61,24 +61,28 @@ def _pinned(command: list[str], cores: str) -> list[str]:
     return ["taskset", "-c", cores, *command]
 
 
+def run_under_load(command: list[str], load: str, **kwargs) -> subprocess.CompletedProcess:
+    """``command`` run to its end under ``load`` (:data:`LOADS`): as it is, beside a busy loop
+    pinned to core 0 (another program on a laptop), or pinned to core 0 itself."""
+    if load == "one-core":
+        command = _pinned(command, "0")
+    hog = subprocess.Popen(_pinned([sys.executable, "-c", "while 1: pass"], "0")) if load == "hog" else None
+    try:
+        return subprocess.run(command, capture_output=True, text=True, **kwargs)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+
+
 def run_size(root: Path, size: tuple[int, int], model: Path, work: Path, schedules: list[str], runtime: str,
              load: str = "quiet") -> dict:
     data = resized_dataset(root, size, work / f"data-{root.name}-{size[0]}x{size[1]}")
     out = work / f"out-{root.name}-{size[0]}x{size[1]}"
     command = [sys.executable, "-m", "dinomask.cli", "eval", "live", "-d", str(data), "--model", str(model), "-o", str(out),
                "--oracle", "--runtime", runtime, "-q"] + [a for s in schedules for a in ("--keyframes", s)]
-    if load == "one-core":
-        command = _pinned(command, "0")
-    hog = None
-    if load == "hog":  # another program busy on one of the cores, as on a laptop
-        hog = subprocess.Popen(_pinned([sys.executable, "-c", "while 1: pass"], "0"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    try:
-        done = subprocess.run(command, capture_output=True, text=True)
-    finally:
-        if hog is not None:
-            hog.kill()
-            hog.wait()
+    done = run_under_load(command, load)
     if done.returncode != 0:
         raise SystemExit(f"eval live failed at {size}:\n{done.stderr[-3000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

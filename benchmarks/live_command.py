@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_camera import DATA, LOADS, _pinned  # noqa: E402
+from live_camera import DATA, LOADS, run_under_load  # noqa: E402
 
 SUMMARY = re.compile(r"(?P<processed>\d+) frames processed in (?P<seconds>[\d.]+) s \((?P<fps>[\d.]+) FPS\); "
                      r"(?P<dropped>\d+) dropped; reconnects \d+; (?P<stages>.*)")
@@ -56,6 +56,8 @@ def parse_run(stdout: str, stderr: str, delivered: int) -> dict:
 
 
 def run_clip(frames: Path, mask: Path, model: Path, work: Path, output: bool, load: str) -> dict:
+    """One clip (a folder of ``*.jpg``) through ``dinomask live`` as a 24 FPS camera, the reference
+    made from its first frame and ``mask`` (once, in ``work``): :func:`parse_run`'s figures."""
     name = frames.name
     reference = work / f"{name}.npz"
     if not reference.exists():
@@ -66,15 +68,7 @@ def run_clip(frames: Path, mask: Path, model: Path, work: Path, output: bool, lo
                "--realtime", "--fps", "24", "--no-window", "--stats-every", "0", "--model", str(model)]
     if output:
         command += ["-o", str(work / f"{name}.mp4"), "--overwrite"]
-    if load == "one-core":
-        command = _pinned(command, "0")
-    hog = subprocess.Popen(_pinned([sys.executable, "-c", "while 1: pass"], "0")) if load == "hog" else None
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    finally:
-        if hog is not None:
-            hog.kill()
-            hog.wait()
+    done = run_under_load(command, load, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise SystemExit(f"live failed on {frames}:\n{done.stderr[-3000:]}")
     return {"clip": name, "output": output, **parse_run(done.stdout, done.stderr, len(list(frames.glob("*.jpg"))))}

@@ -188,30 +188,12 @@ def worker(args) -> int:
 
 
 def run_worker(python: str, name: str, args, extra: list[str]) -> dict:
-    import torch  # noqa: F401  (only for the thread count below, printed with the table)
-
     command = [python, __file__, "--worker", name, "--data", str(args.data), "--clip", args.clip,
                "--frames", str(args.frames), *extra]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if done.returncode != 0:
         return {"system": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def live_loop(folder: Path, prompt_frame: Path, prompt: Path, model: str, work: Path) -> dict:
-    """``dinomask live --realtime`` on the whole clip (24 FPS): shown FPS, dropped, p95."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from live_command import parse_run
-
-    reference = work / "ref.npz"
-    subprocess.run([sys.executable, "-m", "dinomask.cli", "reference", str(prompt_frame), "--mask", str(prompt),
-                    "--model", model, "-o", str(reference)], check=True, capture_output=True)
-    done = subprocess.run([sys.executable, "-m", "dinomask.cli", "live", "--ref", str(reference), "--source", str(folder),
-                           "--realtime", "--fps", "24", "--no-window", "--stats-every", "0", "--model", model],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise SystemExit(f"live failed:\n{done.stderr[-2000:]}")
-    return parse_run(done.stdout, done.stderr, len(list(folder.glob("*.jpg"))))
 
 
 def summarise(row: dict, key_ms: float | None) -> dict:
@@ -286,15 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         rows += [run_worker(args.peers_python, name, args, extra) for name in args.peers.split(",")]
         rows.append(run_worker(sys.executable, "key", args, extra))
         loop = None
-        if not args.tiny:
+        if not args.tiny:  # the live loop on the whole clip, as benchmarks/live_command.py plays it
+            from live_command import run_clip
+
             _, _, folder = load_clip(args.data, args.clip, 1)
             prompt = sorted((args.data / "Annotations" / "480p" / args.clip).glob("*.png"))[0]
-            loop = live_loop(folder, sorted(folder.glob("*.jpg"))[0], prompt, args.model, work)
+            loop = run_clip(folder, prompt, Path(args.model), work, output=False, load="quiet")
     keys = [r for r in rows if r["system"] == "dinomask key" and "error" not in r]
     key_ms = float(np.median([np.median(r["ms"][1:] if len(r["ms"]) > 2 else r["ms"]) for r in keys])) if keys else None
     rows = [summarise(r, key_ms) for r in rows]
     machine = describe()
-    print(f"machine: {machine}; torch threads: {os.cpu_count()}")
+    print(f"machine: {machine}")
     print(f"{args.clip} ({args.data.name}), {args.frames} frames at {rows[0].get('input', '?')} for the key, streamed one "
           "at a time; random weights at the published shapes; fp32 peers, this project's default runtime")
     print("| system | parameters | input | median ms / frame (p90) | last third's median | FPS | ms / frame over the key's "

@@ -201,7 +201,7 @@ def test_video_codecs_auto_is_h264_where_opencv_has_it_else_stated_mpeg4_and_vp9
         capture.release()
         assert read == len(frames), (choice, writer.codec, read)
         assert writer.codec == video_codec(".mp4", choice)[1]
-    h264 = _writes(VIDEO_CODECS["h264"][0], tmp_path)
+    h264 = files._writes(VIDEO_CODECS["h264"][0], ".mp4")
     assert video_codec(".mp4", "auto")[1] == ("H.264" if h264 else "MPEG-4 Part 2")
     if not h264:
         assert any("browsers do not" in r.getMessage() and "--video-codec vp9" in r.getMessage() for r in caplog.records)
@@ -216,14 +216,3 @@ def test_the_codec_probe_keeps_ffmpeg_quiet(capfd):
     files.video_codec(".mp4", "auto")
     assert capfd.readouterr().err == ""
 
-
-def _writes(fourcc: str, folder: Path) -> bool:
-    import cv2
-
-    path = folder / f"probe-{fourcc}.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 24.0, (64, 48))
-    ok = writer.isOpened()
-    if ok:
-        writer.write(np.zeros((48, 64, 3), np.uint8))
-    writer.release()
-    return ok and path.is_file() and path.stat().st_size > 0

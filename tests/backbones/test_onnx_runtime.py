@@ -150,14 +150,17 @@ def test_a_second_load_opens_the_export_at_once_with_the_same_features(tmp_path,
 
 
 @pytest.mark.parametrize("size", [(14, 14), (392, 700), (518, 518), (98, 1400)])
-def test_the_runtime_position_table_interpolates_as_the_embeddings_module(tmp_path, tiny_reg_model_dir, size):
-    """The ONNX runtime interpolates the position table without building transformers' module:
-    the same function on the same table, so the same numbers to the bit."""
+def test_the_runtime_position_table_interpolates_as_the_torch_models_embeddings(tmp_path, tiny_reg_model_dir, size):
+    """The ONNX runtime interpolates the export's position table without building transformers'
+    module: the torch model's own embeddings give the same numbers, to the bit."""
     from dinomask.backbones.onnx_runtime import PositionInputs, _position_table
 
     backbone = load_backbone(str(tiny_reg_model_dir), device="cpu", runtime="torch", dtype="float32")
     onnx = onnx_for(backbone, int8=False)
     config = onnx._positions.config
-    from_module = PositionInputs(config, backbone.model.embeddings)(*size)
+    p, dim = config["patch_size"], config["hidden_size"]
+    tokens = torch.zeros(1, 1 + (size[0] // p) * (size[1] // p), dim)
+    with torch.no_grad():
+        from_model = backbone.model.embeddings.interpolate_pos_encoding(tokens, *size).float().numpy()
     from_table = PositionInputs(config, _position_table(config, onnx.path.with_suffix(".embeddings.safetensors")))(*size)
-    assert np.array_equal(from_module["position_embeddings"], from_table["position_embeddings"])
+    assert np.array_equal(from_model, from_table["position_embeddings"])

@@ -74,8 +74,9 @@ def load_backbone(
         onnx.spec = dataclasses.replace(onnx.spec, name=str(Path(source).resolve()))
         return onnx
     torch_device = resolve_device(device)
-    if runtime != "torch" and torch_device.type == "cpu":
-        ready = _ready_onnx(source, runtime, busy_wait)
+    entry = _ready_entry(source, runtime) if runtime != "torch" and torch_device.type == "cpu" else None
+    if entry is not None:
+        ready = _ready_onnx(entry, busy_wait)
         if ready is not None:
             return ready
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -92,7 +93,9 @@ def load_backbone(
     fast = _onnx_fast_path(backbone, runtime, busy_wait)
     fast.random_weights = backbone.random_weights
     if fast is not backbone:
-        _remember_ready(source, runtime, fast)
+        entry = entry or _ready_entry(source, runtime)  # a hub model's files exist once it is downloaded
+        if entry is not None:
+            _remember_ready(entry, fast)
     return fast
 
 
@@ -124,6 +127,7 @@ def _source_files(source: str) -> list[Path]:
 
 
 def _ready_entry(source: str, runtime: str) -> Path | None:
+    """Where the export chosen for ``source``'s files and ``runtime`` is remembered (None: files unknown)."""
     import hashlib
 
     from dinomask.backbones.weights import _files_key, cache_dir
@@ -136,15 +140,14 @@ def _ready_entry(source: str, runtime: str) -> Path | None:
     return cache_dir() / "ready" / f"{name}.json"
 
 
-def _ready_onnx(source: str, runtime: str, busy_wait: bool):
-    """The ONNX backbone remembered for these files and this runtime, or None."""
+def _ready_onnx(entry: Path, busy_wait: bool):
+    """The ONNX backbone remembered at ``entry`` (:func:`_ready_entry`), or None."""
     import json
 
     from dinomask.backbones.onnx_runtime import _from_info, read_info
     from dinomask.backbones.spec import BackboneSpec
 
-    entry = _ready_entry(source, runtime)
-    if entry is None or not entry.is_file():
+    if not entry.is_file():
         return None
     try:
         record = json.loads(entry.read_text())
@@ -160,12 +163,9 @@ def _ready_onnx(source: str, runtime: str, busy_wait: bool):
     return onnx
 
 
-def _remember_ready(source: str, runtime: str, onnx) -> None:
+def _remember_ready(entry: Path, onnx) -> None:
     import json
 
-    entry = _ready_entry(source, runtime)
-    if entry is None:
-        return
     record = {"spec": dataclasses.asdict(onnx.spec), "onnx": str(onnx.path), "random_weights": onnx.random_weights}
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)

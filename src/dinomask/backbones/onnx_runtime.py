@@ -25,7 +25,6 @@ from types import SimpleNamespace
 import numpy as np
 
 from dinomask.atomic import make_readable
-from dinomask.backbones.meta_v2 import use_meta_position_embeddings
 from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
 from dinomask.backbones.torch_runtime import Backbone
 from dinomask.backbones.weights import cache_dir, check_config
@@ -131,7 +130,7 @@ def export_onnx(backbone: Backbone, path: str | Path, *, int8: bool = False) -> 
     side = backbone.spec.patch_size * 16
     example = torch.zeros(1, 3, side, side)
     config = {"model_type": model.config.model_type, **_config_fields(model.config)}
-    positions = PositionInputs(config, None if dinov3 else model.embeddings)
+    positions = PositionInputs(config, None if dinov3 else model.embeddings.position_embeddings.detach().float())
     example_positions = tuple(torch.from_numpy(v) for v in positions(side, side).values())
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         plain = Path(tmp) / "fp32.onnx"
@@ -217,9 +216,10 @@ class PositionInputs:
 
     Args:
         config: the export's config fields (with ``model_type``).
-        embeddings: DINOv2 only: the embeddings module holding the position table (at export), or
-            the table itself (:func:`_position_table`, at run time); both interpolate with
-            :func:`~dinomask.backbones.meta_v2.meta_position_embeddings`.
+        embeddings: DINOv2 only: the position table (``1 x (1 + n) x C``: the torch model's at
+            export, :func:`_position_table` at run time), interpolated by
+            :func:`~dinomask.backbones.meta_v2.meta_position_embeddings` as the torch model's
+            embeddings do.
     """
 
     def __init__(self, config: dict, embeddings=None):
@@ -246,15 +246,11 @@ class PositionInputs:
                 if self.dinov3:
                     cos, sin = self.module(torch.zeros(1, 3, height, width))
                     values = (cos, sin)
-                elif isinstance(self.module, torch.Tensor):
+                else:
                     from dinomask.backbones.meta_v2 import meta_position_embeddings
 
                     p = self.config["patch_size"]
                     values = (meta_position_embeddings(self.module, height // p, width // p),)
-                else:
-                    p, dim = self.config["patch_size"], self.config["hidden_size"]
-                    tokens = torch.zeros(1, 1 + (height // p) * (width // p), dim)
-                    values = (self.module.interpolate_pos_encoding(tokens, height, width),)
             self._cache[key] = {n: v.detach().float().numpy() for n, v in zip(self.names, values)}
         return self._cache[key]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -143,7 +142,6 @@ def _refiner(refiner: Path | None, device: str):
 def _limit_threads(threads: int) -> None:
     """At most ``threads`` compute threads for ONNX Runtime (read from ``DINOMASK_THREADS`` when a
     session is made), torch and OpenCV, set before any model loads."""
-
     import cv2
     import torch
 

@@ -26,7 +26,6 @@ from dinomask.cli.options import (
     MethodOpt,
     ModelOpt,
     OutputKindOpt,
-    VideoCodecOpt,
     OverwriteOpt,
     PresenceOpt,
     PrototypeOpt,
@@ -43,6 +42,7 @@ from dinomask.cli.options import (
     ThresholdOpt,
     TokensOpt,
     TopicOpt,
+    VideoCodecOpt,
     UpsampleOpt,
     _check_rerun,
     _load_segmenter,
@@ -193,12 +193,10 @@ def _remove_bag(inputs, output: Path, options, topic, bag_outputs, engine, quiet
 def _checked_codec(choice: str) -> str:
     """``--video-codec`` checked before the model loads: a name it knows, that this OpenCV writes."""
     from dinomask.errors import OutputError
-    from dinomask.files import VIDEO_CODECS, video_codec
+    from dinomask.files import video_codec
 
-    if choice != "auto" and choice not in VIDEO_CODECS:
-        raise typer.BadParameter(f"expected auto or one of {', '.join(VIDEO_CODECS)}, got {choice!r}", param_hint="--video-codec")
     try:
         video_codec(".mp4", choice)
-    except OutputError as exc:
+    except (ValueError, OutputError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--video-codec") from None
     return choice
