@@ -89,3 +89,15 @@ def test_coming_and_going_ignores_frames_without_ground_truth():
     figures = score_replay(_replay([OBJECT, OBJECT, OBJECT, EMPTY, OBJECT]), truths, FPS, realtime=False)
     assert figures["absent_frames"] == 1 and figures["absent_fp_rate"] == 1.0
     assert figures["reacquire_frames_mean"] == 0
+
+
+def test_the_ground_truth_one_frame_late_gives_the_ceiling_of_coming_and_going():
+    """What a perfect mask on a screen one frame behind the camera scores: the last present frame's
+    mask is still up on the first absent frame, and the return's own frame shows the empty one."""
+    truths = [OBJECT] * 3 + [EMPTY] * 4 + [OBJECT] * 4  # absent 3-6, returns at 7
+    figures = score_replay(_replay([EMPTY] * 11), truths, FPS, realtime=True)
+    assert figures["late_by_one_absent_fp_rate"] == pytest.approx(1 / 4)  # frame 3 shows frame 2's object
+    assert figures["late_by_one_reacquire_frames_mean"] == 1  # frame 8 shows frame 7's
+    assert figures["late_by_one_j"] == pytest.approx(8 / 10)  # frames 3 and 7 miss
+    still = score_replay(_replay([OBJECT] * 5), [OBJECT] * 5, FPS, realtime=True)
+    assert still["late_by_one_absent_fp_rate"] is None and still["late_by_one_reacquire_frames_mean"] is None

@@ -306,11 +306,12 @@ def eval_live(
     typer.echo("  (dropped: camera frames a clip never shown, mean over clips)")
     if any(d["absent_frames"] for d in result["schedules"].values()):
         typer.echo(f"  {'schedule':10s} {'absent':>6s} {'absent FP':>9s} {'reacquire mean/max':>18s} {'missed':>6s} "
-                   f"{'present J':>9s}")
+                   f"{'present J':>9s} {'late-1 FP/reacquire':>19s}")
         for name, d in result["schedules"].items():
             reacquire = f"{show(d['reacquire_frames_mean'], '.1f', 0)}/{show(d['reacquire_frames_max'], 'd', 0)}"
             typer.echo(f"  {name:10s} {show(d['absent_frames'], 'd', 6)} {show(d['absent_fp_rate'], '.1%', 9)} "
-                       f"{reacquire:>18s} {show(d['reacquire_missed'], 'd', 6)} {show(d['present_live_j'], '.3f', 9)}")
+                       f"{reacquire:>18s} {show(d['reacquire_missed'], 'd', 6)} {show(d['present_live_j'], '.3f', 9)} "
+                       f"{show(d['late_by_one_absent_fp_rate'], '.1%', 9)}/{show(d['late_by_one_reacquire_frames_mean'], '.1f', 0)}")
 
 
 def eval_control(

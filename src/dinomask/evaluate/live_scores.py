@@ -16,7 +16,12 @@ The figures (see :data:`LIVE_METRICS`):
   ones: frames from it until the mask on screen first scores J >= :data:`REACQUIRED_J`; 0 = on
   the return frame), ``reacquire_missed`` (returns never re-acquired before the clip ends or the
   object leaves again), ``present_live_j`` (live J over the frames where the object is present).
-  A clip without an absent frame gives None for the first five.
+  A clip without an absent frame gives None for the first five;
+* ``late_by_one_absent_fp_rate``, ``late_by_one_reacquire_frames_mean``: the same two figures for
+  the ground truth shown one frame late (as ``late_by_one_j``): what a perfect mask on a screen that
+  lags the camera by a frame scores, the best a live loop can read. An object that leaves the view
+  over a few frames is still on the last frame's mask (a false positive) and a fast object's
+  frame-old mask may miss it by more than half.
 
 Several objects (a label-map ground truth): each object is scored as above on its own mask
 (the labels equal to its id) and the clip's figure is the mean over its objects, as DAVIS-2017
@@ -37,7 +42,7 @@ from dinomask.evaluate.metrics import score_mask
 LIVE_METRICS = ("shown_fps", "latency_ms_p50", "latency_ms_p95", "own_frame_j", "own_frame_jf", "live_j",
                 "late_by_one_j", "keyframe_share", "dropped", "startup_ms", "key_scale_px_max", "key_scale_px_mean",
                 "absent_frames", "absent_fp_rate", "reacquire_frames_mean", "reacquire_frames_max", "reacquire_missed",
-                "present_live_j")
+                "present_live_j", "late_by_one_absent_fp_rate", "late_by_one_reacquire_frames_mean")
 #: Figures that describe a whole set by their sum or maximum over clips, not their mean.
 SUMMED = ("absent_frames", "reacquire_missed")
 MAXED = ("reacquire_frames_max", "key_scale_px_max")
@@ -159,6 +164,7 @@ class LiveScorer:
         self.own: dict = {o: [] for o in self.objects}
         self.records: dict = {o: [] for o in self.objects}
         self.late: list[float] = []
+        self.late_records: list[FrameRecord] = []  # the ground truth one frame late, as shown masks
         self._current: Shown | None = None
         self._next = 0  # the next camera frame to score
 
@@ -183,7 +189,9 @@ class LiveScorer:
         if k < self.first_scored or not self.annotated[k]:
             return
         if self.annotated[k - 1] if k >= 1 else False:
-            self.late.append((k, _j(self.truths[k - 1], self.truths[k])))
+            previous, truth = self.truths[k - 1], self.truths[k]
+            self.late.append((k, _j(previous, truth)))
+            self.late_records.append(FrameRecord(k, bool(truth.any()), self.late[-1][1], bool(previous.any())))
         for object_id, truths in self.objects.items():
             truth = truths[k]
             mask = None if shown is None else shown.object_mask(object_id)
@@ -222,6 +230,7 @@ class LiveScorer:
         curves = [dict(f["curve"]) for f in figures.values()]  # each made once: a clip may have 10,000 frames
         curve = [(k, float(np.mean([c.get(k, 0.0) for c in curves]))) for k in sorted(set().union(*curves))]
         scored_frames = sum(1 for k in range(self.first_scored, self.count) if self.annotated[k])
+        ceiling = come_and_go_figures(self.late_records)
         out = {
             "shown_fps": shown_fps,
             "startup_ms": first * 1e3,
@@ -229,6 +238,8 @@ class LiveScorer:
             "latency_ms_p95": float(np.percentile(latency, 95)) if len(latency) else None,
             **combined,
             "late_by_one_j": mean_of(j for _, j in self.late),
+            "late_by_one_absent_fp_rate": ceiling["absent_fp_rate"],
+            "late_by_one_reacquire_frames_mean": ceiling["reacquire_frames_mean"],
             "keyframe_share": (sum(key or index in keyed for index, _, _, key in timeline) / len(timeline)
                                if timeline else None),
             "dropped": self.count - len(timeline),
