@@ -185,3 +185,136 @@ def test_eval_masks_scores_each_object_of_a_label_map(tmp_path, tiny_model_dir, 
     (clip,) = metrics["per_sequence"]["dinomask"].values()
     assert set(clip["objects"]) == {"1", "2"} and clip["frames"] == 4  # two frames of each object
     assert clip["j_mean"] == pytest.approx(np.mean([o["j_mean"] for o in clip["objects"].values()]))
+
+
+def _roi_segmenter(colour_backbone):
+    from dinomask.roi import RoiSettings
+    from tests.test_keyframes import colour_segmenter
+
+    segmenter = colour_segmenter(colour_backbone, "async")
+    segmenter.config = segmenter.config.replace(roi=RoiSettings(enabled=True, crop_tokens="scale"))
+    return segmenter
+
+
+def test_a_lost_object_is_looked_for_where_it_was_last_seen_after_a_cut_or_an_exit_at_the_edge(colour_backbone):
+    """Search keys (the object is lost) look at the whole frame at the coarse search budget. After a
+    scene cut, or when the object left across the frame's edge, they look in turn where it was last
+    seen, as a crop key would have looked (it comes back there); when the flow lost it in the middle
+    of the frame, it has moved on, and the whole frame is searched."""
+    from dinomask.segmenter import SEARCH_TOKENS
+    from tests.test_keyframes import scene
+
+    segmenter = _roi_segmenter(colour_backbone)
+    present, truth = scene((0, 0))
+    empty = textured(*SIZE, seed=1)
+    first = segmenter.key(present)
+    assert first.roi is None and first.mask[truth].mean() > 0.4  # nothing to crop around yet: the whole frame
+    seen = segmenter._roi_box
+    assert seen is not None
+    gone = segmenter.key(empty)  # a crop where it was, nothing there: lost in the middle of the frame
+    assert gone.roi == seen and not gone.mask.any()
+    searches = [segmenter.key(empty) for _ in range(3)]
+    assert [s.roi for s in searches] == [None, None, None]
+    whole = segmenter.config.geometry.grid(*SIZE, 14)
+    assert searches[0].patches <= min(SEARCH_TOKENS, whole[0] * whole[1])
+    segmenter.scene_cut()
+    assert [segmenter.key(empty).roi for _ in range(3)] == [seen, None, seen]
+    segmenter.scene_cut()
+    back = segmenter.key(present)  # the cut back: looked for where it was, and found
+    assert back.roi == seen and back.mask[truth].mean() > 0.4
+    assert segmenter.key(present).roi is not None  # found: crops follow it again
+
+    at_edge, _ = scene((0, 170))  # the square at the right edge
+    segmenter.reset()
+    segmenter.key(at_edge)
+    assert segmenter.key(at_edge).roi is not None and segmenter._roi_box[3] == SIZE[1]
+    edge_box = segmenter._roi_box
+    segmenter.key(empty)  # it left across the edge
+    assert [segmenter.key(empty).roi for _ in range(3)] == [edge_box, None, edge_box]
+
+
+def test_a_key_for_the_scene_before_a_cut_is_cancelled_and_the_cut_frame_keyed(colour_backbone):
+    """The key worker is busy with a frame before the cut: it is told to stop (where the backbone
+    can), and the worker takes the new scene's frame instead of waiting for a key that would be refused."""
+    import threading
+    import time
+
+    from dinomask.async_keys import AsyncKeyStage
+    from dinomask.errors import RunCancelled
+    from dinomask.video import Frame
+
+    segmenter = _roi_segmenter(colour_backbone)
+    release = threading.Event()
+    cancels: list[int] = []
+
+    def cancel() -> bool:
+        cancels.append(1)
+        release.set()
+        return True
+
+    segmenter.backbone.cancel = cancel  # this test's backbone can stop a run
+    keyed: list[int] = []
+
+    def make(image, index):
+        keyed.append(index)
+        if index > 0 and not release.is_set():  # a long key: runs until cancelled
+            release.wait(10)
+            if cancels:
+                raise RunCancelled("stopped")
+        return segmenter.carry_maps(segmenter.key(image))
+
+    first, second = _scene(1, (0.2, 0.3, 0.9)), _scene(7, (0.9, 0.8, 0.2))
+    stage = AsyncKeyStage(segmenter, key_maker=make)
+    try:
+        for index in range(4):
+            stage(Frame(np.roll(first, index, axis=1), index, index / 24))
+            time.sleep(0.05)
+        assert stage._keying is not None and stage._keying < 4  # a key for the old scene is running
+        stage(Frame(second, 4, 4 / 24))  # the cut
+        assert stage.carrier.cut_at == 4 and cancels == [1]
+        deadline = time.time() + 10
+        while 4 not in keyed and time.time() < deadline:
+            time.sleep(0.01)
+        assert 4 in keyed and stage.stats["keys_cancelled"] == 1 and stage.stats["key_failures"] == 0
+    finally:
+        release.set()
+        stage.close()
+
+
+def _cut_clip(root: Path, before: int = 12, away: int = 12, after: int = 12) -> Path:
+    """A textured square on one scene, ``away`` frames of another scene, and back (square where it was)."""
+    from tests.test_keyframes import scene
+
+    images, masks = root / "JPEGImages/480p/cut", root / "Annotations/480p/cut"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    other = _scene(7, (0.9, 0.8, 0.2))
+    for i in range(before + away + after):
+        frame, mask = scene((0, i % 3))
+        if before <= i < before + away:
+            frame, mask = other, np.zeros(SIZE, bool)
+        Image.fromarray(frame).save(images / f"{i:05d}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(masks / f"{i:05d}.png")
+    return root
+
+
+@pytest.mark.parametrize("can_cancel", [False, True])
+def test_a_cut_back_is_found_within_three_frames_where_keys_can_be_cancelled(tmp_path, colour_backbone, can_cancel):
+    """On the simulated clock: a key costs 2.5 camera frames, so one is always running when the
+    scene cuts back; where the backbone can stop it, the cut frame is keyed at once, in a crop where
+    the object was, and it is shown again 3 frames after its return (the least a key on the return
+    frame allows: it lands, is shown with its frame, and that mask is on screen at the next instant)."""
+    from dinomask.evaluate.datasets import load_dataset
+    from dinomask.evaluate.live import LiveEvalSettings, replay_sequence
+    from dinomask.keyframes import KeyframeSettings
+
+    segmenter = _roi_segmenter(colour_backbone)
+    segmenter.backbone.can_cancel = can_cancel
+    sequence = load_dataset(_cut_clip(tmp_path)).sequences[0]
+    figures = replay_sequence(sequence, segmenter, KeyframeSettings.parse("async"),
+                              LiveEvalSettings(oracle=True, costs=(100, 20)))
+    assert figures["absent_frames"] == 12 and figures["reacquire_missed"] == 0, figures
+    if can_cancel:
+        assert figures["reacquire_frames_max"] <= 3, figures
+    else:
+        assert figures["reacquire_frames_max"] <= 8, figures

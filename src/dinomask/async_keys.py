@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from dinomask.errors import DinomaskError
+from dinomask.errors import DinomaskError, RunCancelled
 from dinomask.keyframes import FlowCarrier
 from dinomask.segmenter import SEARCH_TOKENS, SegmentationResult, Segmenter
 from dinomask.video import Frame, LatestSlot, StageMeter
@@ -166,8 +166,9 @@ class AsyncKeyStage:
         self.lock = threading.Lock()
         self.controller = KeyRateController(segmenter, key_budget_ms, self.lock)
         self.key_maker = key_maker or segmenter_keys(segmenter)
-        self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0, "key_failures": 0,
-                      "tokens": segmenter.config.geometry.tokens, "flow_side": self.carrier.flow_side}
+        self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0, "keys_cancelled": 0,
+                      "key_failures": 0, "tokens": segmenter.config.geometry.tokens, "flow_side": self.carrier.flow_side}
+        self._keying: int | None = None  # the frame the worker's key is for, while it runs
         self._failures_in_row = 0
         self._error: tuple[int, BaseException] | None = None
         #: frames the backbone ran on (the last 1,000)
@@ -197,8 +198,12 @@ class AsyncKeyStage:
                 self.keyed.clear()
             self.keyed.add(index)
             started = time.perf_counter()
+            self._keying = index
             try:
                 maps = self._make(image, index)
+            except RunCancelled:  # its frame was before a scene cut (see cancel_stale_key)
+                self.stats["keys_cancelled"] += 1
+                continue
             except Exception as exc:  # handed to the loop, which ends the run when keys keep failing
                 self.stats["key_failures"] += 1
                 self._failures_in_row += 1
@@ -206,6 +211,8 @@ class AsyncKeyStage:
                 _log.warning("key on frame %d failed (%d in a row): %s: %s", index, self._failures_in_row,
                              exc.__class__.__name__, exc)
                 continue
+            finally:
+                self._keying = None
             self._failures_in_row = 0
             spent = (time.perf_counter() - started) * 1e3
             self._key_ms.append(spent)
@@ -231,6 +238,9 @@ class AsyncKeyStage:
         self._check_worker()
         started = time.perf_counter()
         maps = self.carrier.step(frame.index, frame.image)  # after a scene cut: maps that show nothing
+        if self.carrier.cut_at == frame.index:
+            self.segmenter.scene_cut()
+            self.cancel_stale_key(frame.index)
         if self.flow_sizer is not None:
             side = self.flow_sizer.update((time.perf_counter() - started) * 1e3)
             if side is not None:
@@ -263,6 +273,18 @@ class AsyncKeyStage:
             while self._key_ms:
                 meter.add("key", self._key_ms.pop() / 1e3)
         return result
+
+    def cancel_stale_key(self, cut_at: int) -> bool:
+        """A scene cut at frame ``cut_at``: a key still running for an earlier frame could only be
+        refused when it lands (:meth:`FlowCarrier.land`), and the worker would take the new scene's
+        first frame after it, so it is stopped where the backbone can stop a run (ONNX Runtime; a
+        torch forward runs to its end). A return to a scene is then found one key sooner (``eval
+        live --oracle`` on cut scenarios: see docs/speed.md). Returns whether a run was stopped."""
+        keying = self._keying
+        cancel = getattr(self.segmenter.backbone, "cancel", None)
+        if keying is None or keying >= cut_at or cancel is None:
+            return False
+        return bool(cancel())
 
     def close(self) -> None:
         """Stop the worker (after the key it is computing)."""

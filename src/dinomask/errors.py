@@ -27,3 +27,8 @@ class SourceError(DinomaskError):
 
 class OutputError(DinomaskError):
     """An output cannot be written where the user asked (read-only, not a folder, no space)."""
+
+
+class RunCancelled(DinomaskError):
+    """A backbone run was stopped from another thread before it finished (its result would have
+    been for a scene the camera no longer shows); nothing is wrong, and nothing came of it."""

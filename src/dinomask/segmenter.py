@@ -40,7 +40,7 @@ from dinomask.preprocess import ColorOrder, FrameLike, InputGeometry, load_image
 from dinomask.prototypes import best_match, kmeans_prototypes, l2_normalize
 from dinomask.refine import RefineSettings, SamRefiner, prompts_from_score
 from dinomask.reference import PROTOTYPE_MODES, PrototypeMode, Reference
-from dinomask.roi import Box, RoiSettings, next_box, paste_grid
+from dinomask.roi import Box, RoiSettings, at_edge, next_box, paste_grid
 
 BackgroundSource = Literal["none", "reference", "frame", "both"]
 #: The presence rule (see :func:`presence_floor`): the object's own level is the similarity that all but
@@ -343,6 +343,9 @@ class Segmenter:
         self.last_refine_ms = 0.0
         self._roi_box: Box | None = None
         self._lost = True  # no object to crop around yet (a first key searches)
+        self._last_box: Box | None = None  # the crop around the object when it was last seen
+        self._look_back = False  # searches look where it was last seen too (it left at an edge, or a cut)
+        self._back_turn = False  # the next search key looks there
         self._since_full = 0
         #: what the last key (:meth:`key`) cost: patches and source pixels per patch side
         self.last_key: KeyInfo | None = None
@@ -388,6 +391,7 @@ class Segmenter:
         self._propagator.reset()
         self._roi_box = None
         self._lost = True
+        self._last_box, self._look_back, self._back_turn = None, False, False
         self._since_full = 0
         for obj in self._objects:
             obj.prototypes = obj.original.copy()
@@ -451,13 +455,15 @@ class Segmenter:
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         return result
 
-    def key(self, image: np.ndarray, timings: dict[str, float] | None = None) -> SegmentationResult:
+    def key(self, image: np.ndarray, timings: dict[str, float] | None = None, *, follow: bool = True) -> SegmentationResult:
         """One keyframe: the backbone and the decision on ``image`` (``H x W x 3`` uint8 RGB),
         with the segmenter's temporal state; seconds per stage are added to ``timings``. With a
-        region of interest, the key is made in the crop around the last mask (see :meth:`_roi_key`)."""
+        region of interest, the key is made in the crop around the last mask (see :meth:`_roi_key`)
+        and the next crop follows its mask, unless ``follow`` is False (the caller then calls
+        :meth:`follow` with the mask it keeps: ``eval live --oracle`` keeps the ground truth's)."""
         timings = {} if timings is None else timings
         if self.config.roi.enabled:
-            return self._roi_key(image, timings)
+            return self._roi_key(image, timings, follow)
         (features,) = extract_features(self.backbone, [image], self.config.geometry, timings)
         self.last_key = KeyInfo.of(image.shape[:2], features.patches.shape[:2])
         start = time.perf_counter()
@@ -469,8 +475,20 @@ class Segmenter:
         """With a region of interest, the next key is made in the crop around ``mask`` (``H x W``
         bool): the last key's or a carried frame's. Without one, nothing happens."""
         if self.config.roi.enabled:
+            was_lost = self._lost
             self._roi_box = next_box(mask, self.config.roi, 2 * self.backbone.spec.patch_size)
             self._lost = float(mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
+            if not self._lost:
+                self._last_box = self._roi_box
+            elif not was_lost:  # lost now: across the frame's edge it comes back there; in the middle the flow lost it
+                self._look_back = self._back_turn = at_edge(self._last_box, mask.shape)
+
+    def scene_cut(self) -> None:
+        """The live loop found a scene cut (:class:`~dinomask.keyframes.FlowCarrier`): the object is
+        lost, and the next key looks where it was last seen, then the whole frame, in turn (a cut
+        back to the scene shows it there; a new scene costs one crop key in two)."""
+        self._roi_box, self._lost = None, True
+        self._look_back = self._back_turn = self._last_box is not None
 
     def carry_maps(self, result: SegmentationResult) -> list[np.ndarray]:
         """What flow carries from a keyframe: ``[score, similarity]`` on the grid, then with several
@@ -507,18 +525,23 @@ class Segmenter:
             keyframe=keyframe,
         )
 
-    def _roi_key(self, image: np.ndarray, timings: dict[str, float]) -> SegmentationResult:
+    def _roi_key(self, image: np.ndarray, timings: dict[str, float], follow: bool = True) -> SegmentationResult:
         """One backbone pass, in the last mask's region of interest when there is a trusted one
         (a whole frame at least every ``roi.refresh`` passes); the next crop follows this mask."""
         patch = self.backbone.spec.patch_size
         full_grid = self.config.geometry.grid(*image.shape[:2], patch)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
-        crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
         geometry = self.config.geometry
         if self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
-            # nothing to crop around: search the whole frame, coarsely
-            geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, SEARCH_TOKENS))
-            full_grid = geometry.grid(*image.shape[:2], patch)
+            # nothing to crop around: search the whole frame, coarsely (see SEARCH_TOKENS), and in turn
+            # where the object was last seen, as a crop key would have looked, when it left across the
+            # frame's edge or the scene was cut (it comes back there)
+            box = self._last_box if self._back_turn else None
+            self._back_turn = self._look_back and not self._back_turn
+            if box is None:
+                geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, SEARCH_TOKENS))
+                full_grid = geometry.grid(*image.shape[:2], patch)
+        crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
         if box is not None and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
             # the crop at the whole frame's scale: fewer patches, a cheaper key (live on a camera's clock)
             scale = KeyInfo.of(image.shape[:2], full_grid).scale_px
@@ -542,7 +565,8 @@ class Segmenter:
         else:
             result = dataclasses.replace(result, patches=full_grid[0] * full_grid[1])
             self._since_full = 0
-        self.follow(result.mask)  # the next crop, or a search when the object is gone
+        if follow:
+            self.follow(result.mask)  # the next crop, or a search when the object is gone
         self.roi_stats["frames"] += 1
         self.roi_stats["roi_frames"] += box is not None
         self.roi_stats["patches"] += result.patches

@@ -164,3 +164,33 @@ def test_the_runtime_position_table_interpolates_as_the_torch_models_embeddings(
         from_model = backbone.model.embeddings.interpolate_pos_encoding(tokens, *size).float().numpy()
     from_table = PositionInputs(config, _position_table(config, onnx.path.with_suffix(".embeddings.safetensors")))(*size)
     assert np.array_equal(from_model, from_table["position_embeddings"])
+
+
+class _CancelledDuringRun:
+    """A session whose run is cancelled from "another thread" as it starts: the backbone's
+    :meth:`OnnxBackbone.cancel` is called between the run's start and ONNX Runtime's work."""
+
+    def __init__(self, backbone: OnnxBackbone):
+        self.backbone, self.session = backbone, backbone.session
+
+    def run(self, outputs, inputs, options=None):
+        assert self.backbone.cancel()  # a run is in progress: it is told to stop
+        return self.session.run(outputs, inputs, options)
+
+
+def test_a_run_in_progress_can_be_cancelled_and_the_next_one_runs(reg_backbone):
+    """A key made for the scene before a cut is stopped (issue 30): ONNX Runtime's terminate flag,
+    set on that run's options from another thread, raises RunCancelled; nothing else changes."""
+    from dinomask.errors import RunCancelled
+
+    onnx = onnx_for(reg_backbone, int8=False)
+    assert onnx.can_cancel and not reg_backbone.can_cancel and not reg_backbone.cancel()
+    pixels = torch.zeros(1, 3, 56, 84)
+    expected = onnx(pixels).patches
+    assert not onnx.cancel()  # between runs: nothing to stop
+    plain = onnx.session
+    onnx.session = _CancelledDuringRun(onnx)
+    with pytest.raises(RunCancelled, match="cancelled"):
+        onnx(pixels)
+    onnx.session = plain
+    assert torch.equal(onnx(pixels).patches, expected)  # the cancel touched only the run it stopped

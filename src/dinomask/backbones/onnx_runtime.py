@@ -28,7 +28,7 @@ from dinomask.atomic import make_readable
 from dinomask.backbones.spec import BackboneFeatures, BackboneSpec
 from dinomask.backbones.torch_runtime import Backbone
 from dinomask.backbones.weights import cache_dir, check_config
-from dinomask.errors import DinomaskError, ModelNotFoundError
+from dinomask.errors import DinomaskError, ModelNotFoundError, RunCancelled
 
 #: Lowest acceptable cosine similarity between fast-path and fp32 features, per patch.
 MIN_FIDELITY = 0.99
@@ -394,12 +394,28 @@ class OnnxBackbone:
         dinov3 = config["model_type"] == "dinov3_vit"
         self._positions = PositionInputs(config, None if dinov3 else _position_table(config, Path(embeddings)))
         self.fidelity = float("nan")
+        self._run = None  # the RunOptions of the run in progress (see cancel)
+
+    #: a run in progress can be stopped from another thread (ONNX Runtime's ``RunOptions.terminate``)
+    can_cancel = True
+
+    def cancel(self) -> bool:
+        """Stop the run in progress, from another thread: that call raises
+        :class:`~dinomask.errors.RunCancelled` within milliseconds. Returns whether one was running
+        (a call between runs does nothing)."""
+        run = self._run
+        if run is None:
+            return False
+        run.terminate = True
+        return True
 
     def __repr__(self) -> str:
         return f"OnnxBackbone(name={self.spec.name!r}, dim={self.spec.feature_dim}, quantization={self.quantization})"
 
     def __call__(self, pixel_values) -> BackboneFeatures:
-        """Same contract as :meth:`Backbone.__call__`: B x 3 x H x W normalised float."""
+        """Same contract as :meth:`Backbone.__call__`: B x 3 x H x W normalised float.
+        Raises :class:`~dinomask.errors.RunCancelled` when :meth:`cancel` stopped it."""
+        import onnxruntime as ort
         import torch
 
         p = self.spec.patch_size
@@ -408,7 +424,15 @@ class OnnxBackbone:
             raise ValueError(f"input height {height} and width {width} must be multiples of the patch size {p}")
         array = pixel_values.detach().float().cpu().numpy()
         inputs = {"pixel_values": array, **self._positions(height, width)}
-        hidden = torch.from_numpy(self.session.run(None, inputs)[0])
+        run = self._run = ort.RunOptions()
+        try:
+            hidden = torch.from_numpy(self.session.run(None, inputs, run)[0])
+        except Exception as exc:
+            if run.terminate:
+                raise RunCancelled(f"the backbone run on a {height} x {width} input was cancelled") from exc
+            raise
+        finally:
+            self._run = None
         start = 1 + self.spec.num_register_tokens
         patches = hidden[:, start:, :].reshape(hidden.shape[0], height // p, width // p, -1)
         return BackboneFeatures(cls=hidden[:, 0, :], patches=patches)

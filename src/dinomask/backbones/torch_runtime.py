@@ -34,6 +34,13 @@ class Backbone:
         #: Why these weights are known to be random (reports print it as a warning), or None.
         self.random_weights: str | None = None
 
+    #: a run in progress cannot be stopped from another thread (see :meth:`cancel`)
+    can_cancel = False
+
+    def cancel(self) -> bool:
+        """A torch forward cannot be stopped part-way: nothing happens; returns False."""
+        return False
+
     def __repr__(self) -> str:
         return (
             f"Backbone(name={self.spec.name!r}, dim={self.spec.feature_dim}, "

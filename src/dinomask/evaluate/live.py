@@ -179,7 +179,7 @@ def key_maker(segmenter: Segmenter, truths, labels=None, objects: tuple[int, ...
             maps = real(image, index)
             keys.append(segmenter.last_key)
             return maps
-        result = segmenter.key(image)
+        result = segmenter.key(image, follow=False)  # the crops follow the ground truth's mask (below)
         keys.append(segmenter.last_key)
         truth = nearest_truth(truths, index)
         shares = []
@@ -342,6 +342,7 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
             last = index
         return emit.result(set())
     carrier = FlowCarrier.for_settings(keyframes)
+    can_cancel = getattr(segmenter.backbone, "can_cancel", False)
     job: tuple[int, float, list] | None = None  # the worker's key: (frame, done at, maps)
     offered: list[tuple[int, float]] = []  # frames the loop offered: (index, at)
     keyed: set[int] = set()  # frames the worker ran the backbone on
@@ -360,6 +361,10 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
                 job = (taken, free_at + seconds, key_maps)
                 keyed.add(taken)
             offered = [o for o in offered if o[1] > free_at]
+        if carrier.cut_at == index:  # as AsyncKeyStage does
+            segmenter.scene_cut()
+            if job is not None and job[0] < index and can_cancel:
+                job, offered = None, []  # a key for the old scene is stopped (cancel_stale_key)
         cost = flow_s
         if maps is None:
             key_maps, seconds = key(index)
