@@ -255,7 +255,7 @@ def run_live_command(segmenter: Segmenter, options: LiveOptions, commands: Itera
         if stage is not None:
             return {"frames": stage.stats["frames"], "keyframes": stage.stats["keys_started"],
                     "key_tokens": segmenter.config.geometry.tokens, "key_failures": stage.stats["key_failures"],
-                    "flow_side": stage.stats["flow_side"]}
+                    "keys_cancelled": stage.stats["keys_cancelled"], "flow_side": stage.stats["flow_side"]}
         return segmenter.keyframe_stats
 
     report = (IntervalReport(options.stats_every, key_counts, source.fps if source.realtime else None)
@@ -360,6 +360,8 @@ class IntervalReport:
             line["key_tokens"] = counts["key_tokens"]
         if "key_failures" in counts:
             line["key_failures"] = counts["key_failures"]
+        if "keys_cancelled" in counts:  # async: keys stopped because the scene was cut under them
+            line["keys_cancelled"] = counts["keys_cancelled"]
         if "flow_side" in counts:  # async: the flow side the loop sized to this machine
             line["flow_side"] = counts["flow_side"]
         if self.camera_fps and now - self.last >= 1.0:  # the loop is behind the camera: said, never queued

@@ -62,14 +62,6 @@ def next_box(mask: np.ndarray, settings: RoiSettings, min_side: int) -> Box | No
     return int(y0), int(y1), int(x0), int(x1)
 
 
-def at_edge(box: Box | None, frame_size: tuple[int, int]) -> bool:
-    """Whether ``box`` (y0, y1, x0, x1) reaches the edge of a ``(height, width)`` frame."""
-    if box is None:
-        return False
-    y0, y1, x0, x1 = box
-    return y0 <= 0 or x0 <= 0 or y1 >= frame_size[0] or x1 >= frame_size[1]
-
-
 def paste_grid(values: np.ndarray, box: Box, frame_size: tuple[int, int], grid: tuple[int, int], fill: float) -> np.ndarray:
     """A crop's ``h' x w'`` map placed into the full frame's ``h x w`` grid (``fill`` outside the crop)."""
     height, width = frame_size
