@@ -317,3 +317,39 @@ def test_a_cut_back_is_found_within_three_frames_where_keys_can_be_cancelled(tmp
         assert figures["reacquire_frames_max"] <= 3, figures
     else:
         assert figures["reacquire_frames_max"] <= 8, figures
+
+
+def test_objects_apart_are_each_keyed_in_a_crop_of_their_own(colour_backbone):
+    """Two objects at the two ends of a wide frame: the crop around both is the whole frame, so after
+    the first key each object gets a crop of its own at the frame's scale (fewer patches than the
+    whole frame, finer than it at the same cost), and each object is taken from its own crop."""
+    from dinomask.preprocess import InputGeometry
+    from dinomask.reference import Reference, ReferenceSettings
+    from dinomask.roi import RoiSettings
+    from dinomask.segmenter import Segmenter, SegmenterConfig
+    from dinomask.keyframes import KeyframeSettings
+    from tests.helpers import reference_on_black
+
+    settings = ReferenceSettings(geometry=InputGeometry(140))
+    references = [Reference.from_images(colour_backbone, [reference_on_black(colour=c)], settings=settings, label=name)
+                  for c, name in (((230, 25, 25), "red"), ((25, 230, 25), "green"))]
+    config = SegmenterConfig.preset("dinomask").replace(
+        keyframes=KeyframeSettings.parse("async"), background="none", threshold="0.9",
+        geometry=InputGeometry(tokens=400), roi=RoiSettings(enabled=True, crop_tokens="scale"))
+    segmenter = Segmenter(colour_backbone, references, config)
+    frame = textured(240, 960, seed=1)
+    red, green = np.zeros((240, 960), bool), np.zeros((240, 960), bool)
+    red[80:160, 40:120], green[80:160, 840:920] = True, True
+    frame[red] = (230, 25, 25)
+    frame[green] = (25, 230, 25)
+    first = segmenter.key(frame)
+    assert first.crops == () and (first.labels[red] == 1).mean() > 0.5 and (first.labels[green] == 2).mean() > 0.5
+    second = segmenter.key(frame)
+    assert len(second.crops) == 2 and second.roi is None
+    left, right = second.crops
+    assert left[3] < 480 < right[2]  # one crop an object, nothing of the frame between them
+    assert second.patches < first.patches
+    assert (second.labels[red] == 1).mean() > 0.5 and (second.labels[green] == 2).mean() > 0.5
+    assert not second.labels[:, 300:660].any()
+    carried = segmenter.carry_maps(second)  # the crops' mask is carried as itself
+    assert carried[0].shape == (240, 960) and (carried[0] > 0).sum() == second.mask.sum()

@@ -266,7 +266,7 @@ class AsyncKeyStage:
         else:
             self._offered.put((frame.index, frame.image))  # the worker takes the newest when it is free
         result = self.segmenter.carried_result(frame.image, maps, keyframe=keyframe)
-        self.segmenter.follow(result.mask)  # with a region of interest, the next key's crop is around this frame's mask
+        self.segmenter.follow(result.mask, result.labels)  # with a region of interest, the next key's crop is around this frame's mask
         self.stats["frames"] += 1
         if meter is not None:
             meter.add("flow", time.perf_counter() - started)

@@ -154,6 +154,10 @@ MIN_CROP_TOKENS = 64
 SEARCH_TOKENS = 405
 
 
+def _area(box: Box) -> int:
+    return (box[1] - box[0]) * (box[3] - box[2])
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """What one key cost and how fine it looked.
@@ -198,6 +202,9 @@ class SegmentationResult:
         refined: True when the refiner made ``mask`` and ``labels`` (prompted by ``score``).
         refine_skipped: why a segmenter with a refiner kept the unrefined mask on this frame
             (a frame the refiner cannot take, such as one a few pixels high), else None.
+        crops: with several objects on a camera's clock, one crop ``(y0, y1, x0, x1)`` per object
+            when each was processed in its own (object ``i`` is taken from crop ``i``; ``roi`` is
+            then None), else empty.
     """
 
     similarity: np.ndarray
@@ -214,6 +221,7 @@ class SegmentationResult:
     keyframe: bool = True
     refined: bool = False
     refine_skipped: str | None = None
+    crops: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         grid = self.similarity.shape
@@ -348,6 +356,7 @@ class Segmenter:
         self._roi_box: Box | None = None
         self._lost = True  # no object to crop around yet (a first key searches)
         self._last_box: Box | None = None  # the crop around the object when it was last seen
+        self._object_boxes: tuple[Box, ...] = ()  # several objects: a crop each, when that is less to see
         self._look_back = False  # searches look where it was last seen too (after a scene cut)
         self._back_turn = False  # the next search key looks there
         self._since_full = 0
@@ -396,6 +405,7 @@ class Segmenter:
         self._roi_box = None
         self._lost = True
         self._last_box, self._look_back, self._back_turn = None, False, False
+        self._object_boxes = ()
         self._since_full = 0
         for obj in self._objects:
             obj.prototypes = obj.original.copy()
@@ -449,7 +459,7 @@ class Segmenter:
         if maps is not None:
             start = time.perf_counter()
             result = self.carried_result(image, maps)
-            self.follow(result.mask)  # the next key's crop follows the carried mask
+            self.follow(result.mask, result.labels)  # the next key's crop follows the carried mask
             timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
             return result
         result = self.key(image, timings)
@@ -475,14 +485,25 @@ class Segmenter:
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         return result
 
-    def follow(self, mask: np.ndarray) -> None:
+    def follow(self, mask: np.ndarray, labels: np.ndarray | None = None) -> None:
         """With a region of interest, the next key is made in the crop around ``mask`` (``H x W``
-        bool): the last key's or a carried frame's. Without one, nothing happens."""
-        if self.config.roi.enabled:
-            self._roi_box = next_box(mask, self.config.roi, 2 * self.backbone.spec.patch_size)
-            self._lost = float(mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
-            if not self._lost:
-                self._last_box, self._look_back, self._back_turn = self._roi_box, False, False
+        bool): the last key's or a carried frame's. Without one, nothing happens. With several
+        objects and their ``labels`` (``H x W`` uint8, ``i + 1`` for object ``i``), on a camera's
+        clock each object gets a crop of its own when together they are less to see than the crop
+        around all of them (see :meth:`_object_crops_key`)."""
+        if not self.config.roi.enabled:
+            return
+        min_side = 2 * self.backbone.spec.patch_size
+        self._roi_box = next_box(mask, self.config.roi, min_side)
+        self._lost = float(mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
+        if not self._lost:
+            self._last_box, self._look_back, self._back_turn = self._roi_box, False, False
+        self._object_boxes = ()
+        if labels is not None and len(self._objects) > 1 and not self._lost and self.config.roi.crop_tokens == "scale":
+            boxes = tuple(next_box(labels == i + 1, self.config.roi, min_side) for i in range(len(self._objects)))
+            union = self._roi_box or (0, mask.shape[0], 0, mask.shape[1])
+            if None not in boxes and sum(_area(b) for b in boxes) < _area(union):
+                self._object_boxes = boxes
 
     def scene_cut(self) -> None:
         """The live loop found a scene cut (:class:`~dinomask.keyframes.FlowCarrier`): the object is
@@ -498,7 +519,7 @@ class Segmenter:
         A mask finer than the grid (refined, or made in a region of interest) is carried as
         itself: the score is then ``+1`` on the mask and ``-1`` off it, at the frame's size."""
         score = result.score
-        if result.refined or result.roi is not None:
+        if result.refined or result.roi is not None or result.crops:
             score = np.where(result.mask, 1.0, -1.0).astype(np.float32)
         maps = [score, result.similarity]
         if len(self._objects) > 1:
@@ -531,6 +552,8 @@ class Segmenter:
         (a whole frame at least every ``roi.refresh`` passes); the next crop follows this mask."""
         patch = self.backbone.spec.patch_size
         full_grid = self.config.geometry.grid(*image.shape[:2], patch)
+        if self._object_boxes and not self._lost and self._since_full < self.config.roi.refresh:
+            return self._object_crops_key(image, self._object_boxes, full_grid, timings, follow)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
         geometry = self.config.geometry
         if self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
@@ -566,12 +589,51 @@ class Segmenter:
             result = dataclasses.replace(result, patches=full_grid[0] * full_grid[1])
             self._since_full = 0
         if follow:
-            self.follow(result.mask)  # the next crop, or a search when the object is gone
+            self.follow(result.mask, result.labels)  # the next crop, or a search when the object is gone
         self.roi_stats["frames"] += 1
         self.roi_stats["roi_frames"] += box is not None
         self.roi_stats["patches"] += result.patches
         self.roi_stats["full_patches"] += full_grid[0] * full_grid[1]
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
+        return result
+
+    def _object_crops_key(self, image: np.ndarray, boxes: tuple[Box, ...], full_grid: tuple[int, int],
+                          timings: dict[str, float], follow: bool) -> SegmentationResult:
+        """Several objects apart on a camera's clock: one key, a backbone pass on each object's own crop
+        at the whole frame's scale (object ``i`` is taken from crop ``i``). The crop around all of them
+        would hold the frame between them too: side by side it is the whole frame, and its patches
+        coarser at the same cost (two DAVIS clips side by side: see docs/speed.md)."""
+        size = image.shape[:2]
+        scale = KeyInfo.of(size, full_grid).scale_px
+        labels = np.zeros(size, np.uint8)
+        similarity = np.full(full_grid, -1.0, np.float32)
+        score = np.full(full_grid, -1.0, np.float32)
+        patches, decided = 0, None
+        for i, box in enumerate(boxes):
+            crop = np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
+            tokens = math.ceil(crop.shape[0] / scale) * math.ceil(crop.shape[1] / scale)
+            geometry = dataclasses.replace(self.config.geometry,
+                                           tokens=min(self.config.geometry.tokens, max(MIN_CROP_TOKENS, tokens)))
+            (features,) = extract_features(self.backbone, [crop], geometry, timings)
+            start = time.perf_counter()
+            decided = self.decide(crop, features)
+            region = labels[box[0]:box[1], box[2]:box[3]]
+            region[decided.labels == i + 1] = i + 1
+            similarity = np.maximum(similarity, paste_grid(decided.similarity, box, size, full_grid, -1.0))
+            score = np.maximum(score, paste_grid(decided.score, box, size, full_grid, -1.0))
+            patches += features.patches.shape[0] * features.patches.shape[1]
+            timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
+        self.last_key = KeyInfo(patches, scale)
+        mask = labels > 0
+        result = SegmentationResult(similarity, score, score > 0, mask, labels, decided.threshold, decided.rule,
+                                    decided.object_names, decided.scene_cut, None, patches, crops=boxes)
+        self._since_full += 1
+        if follow:
+            self.follow(mask, labels)
+        self.roi_stats["frames"] += 1
+        self.roi_stats["roi_frames"] += 1
+        self.roi_stats["patches"] += patches
+        self.roi_stats["full_patches"] += full_grid[0] * full_grid[1]
         return result
 
     def similarity_maps(self, features: FrameFeatures) -> tuple[np.ndarray, np.ndarray | None]:

@@ -182,16 +182,27 @@ def key_maker(segmenter: Segmenter, truths, labels=None, objects: tuple[int, ...
         result = segmenter.key(image, follow=False)  # the crops follow the ground truth's mask (below)
         keys.append(segmenter.last_key)
         truth = nearest_truth(truths, index)
-        shares = []
+        shares, ids = [], None
         if len(objects) > 1:
             ids = nearest_truth(labels, index)
             shares = [(ids == object_id).astype(np.float32) for object_id in objects]
         if not (segmenter.config.roi.enabled or segmenter.refiner is not None):
             coverage = patch_coverage(truth, result.score.shape)
             return [coverage - 0.5, coverage, *shares]
-        frame = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner)
-        segmenter.follow(frame.mask)
-        return [np.where(frame.mask, 1.0, -1.0).astype(np.float32), frame.coverage, *shares]
+        if result.crops:  # a crop per object: each object's ground truth on its own crop's grid
+            frames = [oracle_frame(image, ids == objects[i], segmenter.config, patch, box, segmenter.refiner)
+                      for i, box in enumerate(result.crops)]
+            mask, coverage = np.any([f.mask for f in frames], axis=0), patch_coverage(truth, result.score.shape)
+        else:
+            frame = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner)
+            mask, coverage = frame.mask, frame.coverage
+        found = None
+        if ids is not None:  # each object's part of the oracle's mask: the next key's crops follow them
+            found = np.zeros(mask.shape, np.uint8)
+            for i, object_id in enumerate(objects):
+                found[mask & (ids == object_id)] = i + 1
+        segmenter.follow(mask, found)
+        return [np.where(mask, 1.0, -1.0).astype(np.float32), coverage, *shares]
 
     make.keys = keys
     return make
@@ -371,7 +382,7 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
             carrier.land(index, key_maps)
             maps, was_key, cost = carrier.maps, True, flow_s + seconds
         result = segmenter.carried_result(images[index], maps, keyframe=was_key)
-        segmenter.follow(result.mask)  # as the live loop does: the next crop key is around this mask
+        segmenter.follow(result.mask, result.labels)  # as the live loop does: the next crop key is around this mask
         now += cost
         emit(index, index / fps, now, was_key, result)
         if job is None:
