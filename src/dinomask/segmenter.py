@@ -158,6 +158,13 @@ def _area(box: Box) -> int:
     return (box[1] - box[0]) * (box[3] - box[2])
 
 
+def _at_scale(geometry: InputGeometry, size: tuple[int, int], scale: float) -> InputGeometry:
+    """``geometry`` for a crop of ``size`` (H, W) at ``scale`` source pixels a patch (the whole frame's):
+    as many patches as the scale gives it, at least :data:`MIN_CROP_TOKENS`, at most the budget."""
+    tokens = math.ceil(size[0] / scale) * math.ceil(size[1] / scale)
+    return dataclasses.replace(geometry, tokens=min(geometry.tokens, max(MIN_CROP_TOKENS, tokens)))
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """What one key cost and how fine it looked.
@@ -356,7 +363,7 @@ class Segmenter:
         self._roi_box: Box | None = None
         self._lost = True  # no object to crop around yet (a first key searches)
         self._last_box: Box | None = None  # the crop around the object when it was last seen
-        self._object_boxes: tuple[Box, ...] = ()  # several objects: a crop each, when that is less to see
+        self._labels: np.ndarray | None = None  # several objects: the last labels, for a crop each (_object_crops)
         self._look_back = False  # searches look where it was last seen too (after a scene cut)
         self._back_turn = False  # the next search key looks there
         self._since_full = 0
@@ -405,7 +412,7 @@ class Segmenter:
         self._roi_box = None
         self._lost = True
         self._last_box, self._look_back, self._back_turn = None, False, False
-        self._object_boxes = ()
+        self._labels = None
         self._since_full = 0
         for obj in self._objects:
             obj.prototypes = obj.original.copy()
@@ -493,17 +500,23 @@ class Segmenter:
         around all of them (see :meth:`_object_crops_key`)."""
         if not self.config.roi.enabled:
             return
-        min_side = 2 * self.backbone.spec.patch_size
-        self._roi_box = next_box(mask, self.config.roi, min_side)
+        self._roi_box = next_box(mask, self.config.roi, 2 * self.backbone.spec.patch_size)
         self._lost = float(mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
         if not self._lost:
             self._last_box, self._look_back, self._back_turn = self._roi_box, False, False
-        self._object_boxes = ()
-        if labels is not None and len(self._objects) > 1 and not self._lost and self.config.roi.crop_tokens == "scale":
-            boxes = tuple(next_box(labels == i + 1, self.config.roi, min_side) for i in range(len(self._objects)))
-            union = self._roi_box or (0, mask.shape[0], 0, mask.shape[1])
-            if None not in boxes and sum(_area(b) for b in boxes) < _area(union):
-                self._object_boxes = boxes
+        several = len(self._objects) > 1 and self.config.roi.crop_tokens == "scale"
+        self._labels = labels if several and not self._lost else None  # its crops are found when a key needs them
+
+    def _object_crops(self) -> tuple[Box, ...]:
+        """A crop per object around the last labels followed, when together they are less to see than
+        the crop around all of them (the whole frame when that is None); else empty."""
+        labels = self._labels
+        if labels is None:
+            return ()
+        min_side = 2 * self.backbone.spec.patch_size
+        boxes = tuple(next_box(labels == i + 1, self.config.roi, min_side) for i in range(len(self._objects)))
+        union = self._roi_box or (0, labels.shape[0], 0, labels.shape[1])
+        return boxes if None not in boxes and sum(_area(b) for b in boxes) < _area(union) else ()
 
     def scene_cut(self) -> None:
         """The live loop found a scene cut (:class:`~dinomask.keyframes.FlowCarrier`): the object is
@@ -552,8 +565,9 @@ class Segmenter:
         (a whole frame at least every ``roi.refresh`` passes); the next crop follows this mask."""
         patch = self.backbone.spec.patch_size
         full_grid = self.config.geometry.grid(*image.shape[:2], patch)
-        if self._object_boxes and not self._lost and self._since_full < self.config.roi.refresh:
-            return self._object_crops_key(image, self._object_boxes, full_grid, timings, follow)
+        crops = self._object_crops() if not self._lost and self._since_full < self.config.roi.refresh else ()
+        if crops:
+            return self._object_crops_key(image, crops, full_grid, timings, follow)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
         geometry = self.config.geometry
         if self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
@@ -567,9 +581,7 @@ class Segmenter:
         crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
         if box is not None and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
             # the crop at the whole frame's scale: fewer patches, a cheaper key (live on a camera's clock)
-            scale = KeyInfo.of(image.shape[:2], full_grid).scale_px
-            tokens = math.ceil(crop.shape[0] / scale) * math.ceil(crop.shape[1] / scale)
-            geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, max(MIN_CROP_TOKENS, tokens)))
+            geometry = _at_scale(geometry, crop.shape[:2], KeyInfo.of(image.shape[:2], full_grid).scale_px)
         (features,) = extract_features(self.backbone, [crop], geometry, timings)
         self.last_key = KeyInfo.of(crop.shape[:2], features.patches.shape[:2])
         start = time.perf_counter()
@@ -584,16 +596,9 @@ class Segmenter:
             result = SegmentationResult(similarity, score, score > 0, mask, labels, result.threshold, result.rule,
                                         result.object_names, result.scene_cut, box, features.patches.shape[0] * features.patches.shape[1],
                                         refined=result.refined, refine_skipped=result.refine_skipped)
-            self._since_full += 1
         else:
             result = dataclasses.replace(result, patches=full_grid[0] * full_grid[1])
-            self._since_full = 0
-        if follow:
-            self.follow(result.mask, result.labels)  # the next crop, or a search when the object is gone
-        self.roi_stats["frames"] += 1
-        self.roi_stats["roi_frames"] += box is not None
-        self.roi_stats["patches"] += result.patches
-        self.roi_stats["full_patches"] += full_grid[0] * full_grid[1]
+        self._keyed(result, full_grid, box is not None, follow)
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         return result
 
@@ -611,10 +616,7 @@ class Segmenter:
         patches, decided = 0, None
         for i, box in enumerate(boxes):
             crop = np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
-            tokens = math.ceil(crop.shape[0] / scale) * math.ceil(crop.shape[1] / scale)
-            geometry = dataclasses.replace(self.config.geometry,
-                                           tokens=min(self.config.geometry.tokens, max(MIN_CROP_TOKENS, tokens)))
-            (features,) = extract_features(self.backbone, [crop], geometry, timings)
+            (features,) = extract_features(self.backbone, [crop], _at_scale(self.config.geometry, crop.shape[:2], scale), timings)
             start = time.perf_counter()
             decided = self.decide(crop, features)
             region = labels[box[0]:box[1], box[2]:box[3]]
@@ -624,17 +626,21 @@ class Segmenter:
             patches += features.patches.shape[0] * features.patches.shape[1]
             timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         self.last_key = KeyInfo(patches, scale)
-        mask = labels > 0
-        result = SegmentationResult(similarity, score, score > 0, mask, labels, decided.threshold, decided.rule,
+        result = SegmentationResult(similarity, score, score > 0, labels > 0, labels, decided.threshold, decided.rule,
                                     decided.object_names, decided.scene_cut, None, patches, crops=boxes)
-        self._since_full += 1
-        if follow:
-            self.follow(mask, labels)
-        self.roi_stats["frames"] += 1
-        self.roi_stats["roi_frames"] += 1
-        self.roi_stats["patches"] += patches
-        self.roi_stats["full_patches"] += full_grid[0] * full_grid[1]
+        self._keyed(result, full_grid, True, follow)
         return result
+
+    def _keyed(self, result: SegmentationResult, full_grid: tuple[int, int], cropped: bool, follow: bool) -> None:
+        """After a key with a region of interest: a whole frame restarts the count to the next one, the
+        next crop follows this mask (or a search starts when the object is gone), the stats count it."""
+        self._since_full = self._since_full + 1 if cropped else 0
+        if follow:
+            self.follow(result.mask, result.labels)
+        self.roi_stats["frames"] += 1
+        self.roi_stats["roi_frames"] += cropped
+        self.roi_stats["patches"] += result.patches
+        self.roi_stats["full_patches"] += full_grid[0] * full_grid[1]
 
     def similarity_maps(self, features: FrameFeatures) -> tuple[np.ndarray, np.ndarray | None]:
         """Object similarity ``n_objects x h x w`` and background similarity (same shape, or None)."""

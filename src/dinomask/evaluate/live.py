@@ -182,25 +182,26 @@ def key_maker(segmenter: Segmenter, truths, labels=None, objects: tuple[int, ...
         result = segmenter.key(image, follow=False)  # the crops follow the ground truth's mask (below)
         keys.append(segmenter.last_key)
         truth = nearest_truth(truths, index)
-        shares, ids = [], None
+        members = []  # with several objects, each one's ground truth
         if len(objects) > 1:
             ids = nearest_truth(labels, index)
-            shares = [(ids == object_id).astype(np.float32) for object_id in objects]
+            members = [ids == object_id for object_id in objects]
+        shares = [member.astype(np.float32) for member in members]
         if not (segmenter.config.roi.enabled or segmenter.refiner is not None):
             coverage = patch_coverage(truth, result.score.shape)
             return [coverage - 0.5, coverage, *shares]
         if result.crops:  # a crop per object: each object's ground truth on its own crop's grid
-            frames = [oracle_frame(image, ids == objects[i], segmenter.config, patch, box, segmenter.refiner)
+            frames = [oracle_frame(image, members[i], segmenter.config, patch, box, segmenter.refiner)
                       for i, box in enumerate(result.crops)]
             mask, coverage = np.any([f.mask for f in frames], axis=0), patch_coverage(truth, result.score.shape)
         else:
             frame = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner)
             mask, coverage = frame.mask, frame.coverage
         found = None
-        if ids is not None:  # each object's part of the oracle's mask: the next key's crops follow them
+        if members:  # each object's part of the oracle's mask: the next key's crops follow them
             found = np.zeros(mask.shape, np.uint8)
-            for i, object_id in enumerate(objects):
-                found[mask & (ids == object_id)] = i + 1
+            for i, member in enumerate(members):
+                found[mask & member] = i + 1
         segmenter.follow(mask, found)
         return [np.where(mask, 1.0, -1.0).astype(np.float32), coverage, *shares]
 
