@@ -173,15 +173,18 @@ class KeyInfo:
         patches: patches the backbone processed (a crop's with a region of interest).
         scale_px: source pixels per patch side (the larger of the two axes): 480 px rows on a
             15-patch grid are 32 px a patch; a crop at the same grid is finer.
+        grids: the patch grid ``(h, w)`` of each backbone pass, in order: one, or one per
+            object's crop (``eval live --oracle`` puts the ground truth on the grids the key used).
     """
 
     patches: int
     scale_px: float
+    grids: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def of(cls, size: tuple[int, int], grid: tuple[int, int]) -> "KeyInfo":
         """From the processed image's ``(H, W)`` and its patch grid ``(h, w)``."""
-        return cls(int(grid[0] * grid[1]), float(max(size[0] / grid[0], size[1] / grid[1])))
+        return cls(int(grid[0] * grid[1]), float(max(size[0] / grid[0], size[1] / grid[1])), ((int(grid[0]), int(grid[1])),))
 
 
 @dataclass(frozen=True)
@@ -613,7 +616,7 @@ class Segmenter:
         labels = np.zeros(size, np.uint8)
         similarity = np.full(full_grid, -1.0, np.float32)
         score = np.full(full_grid, -1.0, np.float32)
-        patches, decided = 0, None
+        patches, decided, grids = 0, None, []
         for i, box in enumerate(boxes):
             crop = np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
             (features,) = extract_features(self.backbone, [crop], _at_scale(self.config.geometry, crop.shape[:2], scale), timings)
@@ -624,8 +627,9 @@ class Segmenter:
             similarity = np.maximum(similarity, paste_grid(decided.similarity, box, size, full_grid, -1.0))
             score = np.maximum(score, paste_grid(decided.score, box, size, full_grid, -1.0))
             patches += features.patches.shape[0] * features.patches.shape[1]
+            grids.append(tuple(int(n) for n in features.patches.shape[:2]))
             timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
-        self.last_key = KeyInfo(patches, scale)
+        self.last_key = KeyInfo(patches, scale, tuple(grids))
         result = SegmentationResult(similarity, score, score > 0, labels > 0, labels, decided.threshold, decided.rule,
                                     decided.object_names, decided.scene_cut, None, patches, crops=boxes)
         self._keyed(result, full_grid, True, follow)

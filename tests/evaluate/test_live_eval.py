@@ -325,3 +325,39 @@ def test_the_machine_factor_plays_a_slower_machine(tmp_path, colour_backbone, co
     assert figures[2.0]["shown_fps"] < 24.0 and figures[2.0]["startup_ms"] > figures[1.0]["startup_ms"]
     with pytest.raises(ValueError, match="machine_factor"):
         LiveEvalSettings(machine_factor=float("nan"))
+
+
+def test_the_oracle_puts_the_ground_truth_on_the_grid_the_key_used(colour_backbone, colour_reference):
+    """A search key (the whole frame at SEARCH_TOKENS) and a crop key at the frame's scale process
+    fewer patches than the token budget: the oracle's mask is the ground truth on the grid each key
+    really used (``KeyInfo.grids``). On the budget's finer grid it scored a ceiling the loop never had
+    (0.005 live J on davis-live)."""
+    from dinomask.evaluate.live import key_maker
+    from dinomask.evaluate.oracle import oracle_frame
+    from dinomask.roi import RoiSettings
+    from dinomask.segmenter import SEARCH_TOKENS
+    from tests.helpers import textured
+
+    image = textured(240, 320, seed=1, tint=(0.2, 0.3, 0.9))
+    truth = np.zeros((240, 320), bool)
+    truth[70:163, 101:189] = True  # edges off every grid's lines
+    image[truth] = textured(93, 88, seed=2, tint=(0.9, 0.1, 0.1)).reshape(-1, 3)
+    segmenter = _segmenter(colour_backbone, colour_reference, "async")
+    segmenter.config = segmenter.config.replace(geometry=InputGeometry(tokens=1200),
+                                                roi=RoiSettings(enabled=True, crop_tokens="scale"))
+    make = key_maker(segmenter, [truth])
+    for kind in ("search", "crop"):
+        box = None if kind == "search" else segmenter._roi_box
+        maps = make(image, 0)
+        info = segmenter.last_key
+        budget = segmenter.config.geometry.grid(*(truth.shape if box is None else (box[1] - box[0], box[3] - box[2])), 14)
+        assert info.patches < budget[0] * budget[1], kind
+        if kind == "search":
+            assert info.patches <= SEARCH_TOKENS and box is None
+        else:
+            assert box is not None  # the search found it: this key is a crop around it
+        used = oracle_frame(image, truth, segmenter.config, 14, box, grid=info.grids[0]).mask
+        finer = oracle_frame(image, truth, segmenter.config, 14, box).mask
+        shown = maps[0] > 0
+        assert np.array_equal(shown, used), kind
+        assert not np.array_equal(shown, finer), kind  # the budget's grid would have drawn another mask

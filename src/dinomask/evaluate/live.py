@@ -190,13 +190,14 @@ def key_maker(segmenter: Segmenter, truths, labels=None, objects: tuple[int, ...
         if not (segmenter.config.roi.enabled or segmenter.refiner is not None):
             coverage = patch_coverage(truth, result.score.shape)
             return [coverage - 0.5, coverage, *shares]
+        grids = segmenter.last_key.grids  # the ground truth on the grids the key really used
         if result.crops:  # a crop per object: each object's ground truth on its own crop's grid
-            frames = [oracle_frame(image, members[i], segmenter.config, patch, box, segmenter.refiner)
+            frames = [oracle_frame(image, members[i], segmenter.config, patch, box, segmenter.refiner, grids[i])
                       for i, box in enumerate(result.crops)]
-            mask, coverage = np.any([f.mask for f in frames], axis=0), patch_coverage(truth, result.score.shape)
+            mask = np.any([f.mask for f in frames], axis=0)
         else:
-            frame = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner)
-            mask, coverage = frame.mask, frame.coverage
+            mask = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner, grids[0]).mask
+        coverage = patch_coverage(truth, result.score.shape)
         found = None
         if members:  # each object's part of the oracle's mask: the next key's crops follow them
             found = np.zeros(mask.shape, np.uint8)

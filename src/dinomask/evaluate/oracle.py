@@ -32,7 +32,8 @@ class OracleFrame:
 
 
 def oracle_frame(image: np.ndarray, truth: np.ndarray, config: SegmenterConfig, patch: int,
-                 box: tuple[int, int, int, int] | None = None, refiner=None) -> OracleFrame:
+                 box: tuple[int, int, int, int] | None = None, refiner=None,
+                 grid: tuple[int, int] | None = None) -> OracleFrame:
     """The ceiling of ``config`` on one frame.
 
     Args:
@@ -43,10 +44,13 @@ def oracle_frame(image: np.ndarray, truth: np.ndarray, config: SegmenterConfig, 
         box: ``(y0, y1, x0, x1)`` crop the setting processed this frame in (region of
             interest), or None for the whole frame.
         refiner: a :class:`~dinomask.refine.SamRefiner` to prompt with the oracle's score, or None.
+        grid: the patch grid ``(h, w)`` the setting really processed the crop (or frame) on, where
+            it is not the configured budget's (a search key's coarse grid, a crop at the frame's
+            scale: the key's :attr:`~dinomask.segmenter.KeyInfo.grids`); None: ``config``'s grid.
     """
     y0, y1, x0, x1 = box if box is not None else (0, truth.shape[0], 0, truth.shape[1])
     crop, crop_truth = image[y0:y1, x0:x1], truth[y0:y1, x0:x1]
-    grid = config.geometry.grid(*crop_truth.shape, patch)
+    grid = tuple(grid) if grid is not None else config.geometry.grid(*crop_truth.shape, patch)
     score = patch_coverage(crop_truth, grid) - 0.5
     mask = np.zeros(truth.shape, bool)
     if refiner is not None:
