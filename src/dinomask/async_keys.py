@@ -237,6 +237,9 @@ class AsyncKeyStage:
     def __call__(self, frame: Frame, meter: StageMeter | None = None) -> SegmentationResult:
         self._check_worker()
         started = time.perf_counter()
+        early = self.carrier.maps is not None and not self.segmenter.key_follows_mask
+        if early:  # a key that needs nothing of this frame's mask starts beside its flow step
+            self._offered.put((frame.index, frame.image))
         maps = self.carrier.step(frame.index, frame.image)  # after a scene cut: maps that show nothing
         if self.carrier.cut_at == frame.index:
             self.segmenter.scene_cut()
@@ -263,7 +266,7 @@ class AsyncKeyStage:
             self.stats["keys_started"] += 1
             self.stats["keys_landed"] += 1
             maps, keyframe = self.carrier.maps, True
-        else:
+        elif not early:
             self._offered.put((frame.index, frame.image))  # the worker takes the newest when it is free
         result = self.segmenter.carried_result(frame.image, maps, keyframe=keyframe)
         self.segmenter.follow(result.mask, result.labels)  # with a region of interest, the next key's crop is around this frame's mask

@@ -361,6 +361,7 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
     keyed: set[int] = set()  # frames the worker ran the backbone on
     while (index := next_frame(now)) < count:
         now = max(now, index / fps)
+        early = carrier.maps is not None and not segmenter.key_follows_mask  # as AsyncKeyStage offers it
         maps = carrier.step(index, images[index])
         was_key = False
         if job is not None and job[1] <= now:
@@ -374,6 +375,13 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
                 job = (taken, free_at + seconds, key_maps)
                 keyed.add(taken)
             offered = [o for o in offered if o[1] > free_at]
+        if early and job is None:  # offered as it arrived (a key that needs nothing of its mask)
+            key_maps, seconds = key(index)
+            job = (index, now + seconds, key_maps)
+            keyed.add(index)
+            offered = []
+        elif early:
+            offered.append((index, now))
         if carrier.cut_at == index:  # as AsyncKeyStage does
             segmenter.scene_cut()
             if job is not None and job[0] < index and can_cancel:
@@ -387,12 +395,12 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
         segmenter.follow(result.mask, result.labels)  # as the live loop does: the next crop key is around this mask
         now += cost
         emit(index, index / fps, now, was_key, result)
-        if job is None:
+        if not early and job is None:  # a crop key around this frame's mask
             key_maps, seconds = key(index)
             job = (index, now + seconds, key_maps)
             keyed.add(index)
             offered = []
-        else:
+        elif not early:
             offered.append((index, now))
         last = index
     return emit.result(keyed)
