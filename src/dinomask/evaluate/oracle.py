@@ -22,12 +22,10 @@ from dinomask.segmenter import SegmenterConfig
 class OracleFrame:
     """Attributes:
         mask: ``H x W`` bool, the setting's ceiling mask for the frame.
-        coverage: ``h x w`` float32 object share of each patch on the whole frame's grid.
         patches: patches of the grid the score was made on (the crop's with a region of interest).
     """
 
     mask: np.ndarray
-    coverage: np.ndarray
     patches: int
 
 
@@ -59,5 +57,4 @@ def oracle_frame(image: np.ndarray, truth: np.ndarray, config: SegmenterConfig, 
             mask[y0:y1, x0:x1] = refiner.refine(np.ascontiguousarray(crop), [prompts])[0]
     else:
         mask[y0:y1, x0:x1] = upsample_score(score, crop_truth.shape, config.upsample, np.ascontiguousarray(crop)) > 0
-    full_grid = config.geometry.grid(*truth.shape, patch)
-    return OracleFrame(mask, patch_coverage(truth, full_grid), grid[0] * grid[1])
+    return OracleFrame(mask, grid[0] * grid[1])
