@@ -285,7 +285,9 @@ def test_a_search_key_starts_beside_the_flow_step_and_a_crop_key_after_it(colour
     """A key that needs nothing of a frame's mask (a search: the object is not in view) is offered to
     the worker as the frame arrives, and runs beside its flow step (on the simulated clock a return
     after a cut is found in 3.3 frames on cut24, max 4, where it took 5.7, max 29); a crop key follows
-    the frame's mask, so its frame is offered only once the flow step has made that mask."""
+    the frame's mask, so its frame is offered only once that mask is made and followed (an idle worker
+    took it before, and cropped around the frame before's)."""
+    import threading
     import time
 
     from dinomask.async_keys import AsyncKeyStage
@@ -301,7 +303,15 @@ def test_a_search_key_starts_beside_the_flow_step_and_a_crop_key_after_it(colour
 
     stage = AsyncKeyStage(segmenter, key_maker=make)
     stepped: dict[int, float] = {}
-    real = stage.carrier.step
+    followed: list[float] = []  # when the loop's thread followed a mask
+    real, follow = stage.carrier.step, segmenter.follow
+
+    def following(mask, labels=None):
+        follow(mask, labels)
+        if threading.current_thread() is threading.main_thread():
+            followed.append(time.perf_counter())
+
+    segmenter.follow = following
 
     def slow(index, image):  # a flow step of 150 ms: long enough to see which starts first
         maps = real(index, image)
@@ -315,13 +325,14 @@ def test_a_search_key_starts_beside_the_flow_step_and_a_crop_key_after_it(colour
         stage(Frame(image, 0, 0.0))  # the first key, in the loop: found or not
         assert segmenter.key_follows_mask == present
         stage(Frame(np.roll(image, 2, axis=1), 1, 1 / 24))
+        frame_followed = followed[-1]  # the last thing frame 1 did in the loop
         deadline = time.time() + 10
         while 1 not in started and time.time() < deadline:
             time.sleep(0.01)
     finally:
         stage.close()
     if present:
-        assert started[1] > stepped[1]  # after the mask it crops around
+        assert started[1] > frame_followed > stepped[1]  # after the mask it crops around is made and followed
     else:
         assert started[1] < stepped[1] - 0.1  # beside the flow step
 

@@ -249,7 +249,7 @@ class AsyncKeyStage:
             if side is not None:
                 self.carrier.resize(side)
                 self.stats["flow_side"] = side
-        keyframe = False
+        keyframe, keyed_here = False, False
         landed = self._landed.take(timeout=0)
         if landed is not None:
             if self.carrier.land(*landed):
@@ -265,11 +265,11 @@ class AsyncKeyStage:
             self._control((time.perf_counter() - first) * 1e3)  # the controller starts from this machine's cost
             self.stats["keys_started"] += 1
             self.stats["keys_landed"] += 1
-            maps, keyframe = self.carrier.maps, True
-        elif not early:
-            self._offered.put((frame.index, frame.image))  # the worker takes the newest when it is free
+            maps, keyframe, keyed_here = self.carrier.maps, True, True
         result = self.segmenter.carried_result(frame.image, maps, keyframe=keyframe)
         self.segmenter.follow(result.mask, result.labels)  # with a region of interest, the next key's crop is around this frame's mask
+        if not (early or keyed_here):  # a crop key: offered once the mask it crops around is made
+            self._offered.put((frame.index, frame.image))  # the worker takes the newest when it is free
         self.stats["frames"] += 1
         if meter is not None:
             meter.add("flow", time.perf_counter() - started)
