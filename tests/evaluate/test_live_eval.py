@@ -361,3 +361,31 @@ def test_the_oracle_puts_the_ground_truth_on_the_grid_the_key_used(colour_backbo
         shown = maps[0] > 0
         assert np.array_equal(shown, used), kind
         assert not np.array_equal(shown, finer), kind  # the budget's grid would have drawn another mask
+
+
+def test_the_simulated_clock_takes_a_key_that_lands_during_the_flow_step(monkeypatch, colour_backbone, colour_reference):
+    """As the live loop does (AsyncKeyStage looks for a landed key after the frame's flow step), the
+    simulated clock uses a key that lands during a frame's flow step for that frame. Keys cost 50 ms,
+    a frame's work 20 ms of which the flow step (120 px) is 5.1: the first key for a frame after the
+    first lands at 170 ms, 3.3 ms into frame 4's flow step (frame 4 arrives at 166.7 ms), and frame 4
+    shows it; waiting for the next frame would show it on frame 5."""
+    import dataclasses
+
+    import dinomask.evaluate.live as live
+    from dinomask.evaluate.live import CostModel, FLOW_STEP_MS_AT_120, replay_simulated
+    from tests.helpers import textured
+
+    model = CostModel(50.0, 20.0, tokens=1, exponent=0.0, flow_side=120)
+    assert model.step_s == pytest.approx(FLOW_STEP_MS_AT_120 / 1000)
+    monkeypatch.setattr(live, "cost_model", lambda *args: model)
+    segmenter = _segmenter(colour_backbone, colour_reference, "async")
+    keyframes = dataclasses.replace(segmenter.config.keyframes, flow_side=120)
+    image = textured(240, 320, seed=1)
+
+    def make(frame, index):  # frame 0's key shows nothing, every later frame's key the whole frame
+        score = np.full((8, 8), 1.0 if index > 0 else -1.0, np.float32)
+        return [score, np.zeros((8, 8), np.float32)]
+
+    shown = replay_simulated([image] * 8, segmenter, make, keyframes, LiveEvalSettings(oracle=True, costs=(50, 20)))
+    first_full = next(s for s in shown if s.mask.all())
+    assert first_full.index == 4 and first_full.ready == pytest.approx(166.67e-3 + 20e-3, abs=1e-4)

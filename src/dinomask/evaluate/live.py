@@ -139,6 +139,12 @@ class CostModel:
         extra = FLOW_STEP_MS_AT_120 * ((self.flow_side / 120.0) ** 2 - 1.0)
         return self.factor * (self.flow_ms + extra) / 1000.0
 
+    @property
+    def step_s(self) -> float:
+        """The flow step at the start of a frame's work: the loop takes a key that landed by its end
+        (:class:`~dinomask.async_keys.AsyncKeyStage` looks for one after the step)."""
+        return self.factor * FLOW_STEP_MS_AT_120 * (self.flow_side / 120.0) ** 2 / 1000.0
+
 
 
 
@@ -364,7 +370,9 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
         early = carrier.maps is not None and not segmenter.key_follows_mask  # as AsyncKeyStage offers it
         maps = carrier.step(index, images[index])
         was_key = False
-        if job is not None and job[1] <= now:
+        if early and job is not None:
+            offered.append((index, now))
+        if job is not None and job[1] <= now + model.step_s:  # landed by the end of the flow step
             carrier.land(job[0], job[2])
             maps, was_key, free_at = carrier.maps, job[0] == index, job[1]
             job = None
@@ -380,8 +388,6 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
             job = (index, now + seconds, key_maps)
             keyed.add(index)
             offered = []
-        elif early:
-            offered.append((index, now))
         if carrier.cut_at == index:  # as AsyncKeyStage does
             segmenter.scene_cut()
             if job is not None and job[0] < index and can_cancel:
