@@ -579,7 +579,7 @@ class Segmenter:
         (a whole frame at least every ``roi.refresh`` passes); the next crop follows this mask."""
         patch = self.backbone.spec.patch_size
         full_grid = self.config.geometry.grid(*image.shape[:2], patch)
-        crops = self._object_crops() if not self._lost and self._since_full < self.config.roi.refresh else ()
+        crops = self._object_crops() if self.key_follows_mask else ()
         if crops:
             return self._object_crops_key(image, crops, full_grid, timings, follow)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None

@@ -134,16 +134,17 @@ class CostModel:
         return self.factor * self.key_ms / 1000.0 * (max(patches, 1) / self.tokens) ** self.exponent
 
     @property
-    def frame_s(self) -> float:
-        """A frame's work in the loop: flow and carrying."""
-        extra = FLOW_STEP_MS_AT_120 * ((self.flow_side / 120.0) ** 2 - 1.0)
-        return self.factor * (self.flow_ms + extra) / 1000.0
+    def step_s(self) -> float:
+        """The flow step at the start of a frame's work (it grows with the flow image's area): the loop
+        takes a key that landed by its end (:class:`~dinomask.async_keys.AsyncKeyStage` looks for one
+        after the step)."""
+        return self.factor * FLOW_STEP_MS_AT_120 * (self.flow_side / 120.0) ** 2 / 1000.0
 
     @property
-    def step_s(self) -> float:
-        """The flow step at the start of a frame's work: the loop takes a key that landed by its end
-        (:class:`~dinomask.async_keys.AsyncKeyStage` looks for one after the step)."""
-        return self.factor * FLOW_STEP_MS_AT_120 * (self.flow_side / 120.0) ** 2 / 1000.0
+    def frame_s(self) -> float:
+        """A frame's work in the loop: ``flow_ms`` (measured with a 120 px flow step) with the step at
+        ``flow_side`` in place of that one."""
+        return self.factor * (self.flow_ms - FLOW_STEP_MS_AT_120) / 1000.0 + self.step_s
 
 
 
@@ -365,6 +366,13 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
     job: tuple[int, float, list] | None = None  # the worker's key: (frame, done at, maps)
     offered: list[tuple[int, float]] = []  # frames the loop offered: (index, at)
     keyed: set[int] = set()  # frames the worker ran the backbone on
+
+    def start(frame: int, at: float) -> tuple[int, float, list]:
+        """The worker takes ``frame`` at ``at`` s: its job (frame, done at, maps)."""
+        key_maps, seconds = key(frame)
+        keyed.add(frame)
+        return frame, at + seconds, key_maps
+
     while (index := next_frame(now)) < count:
         now = max(now, index / fps)
         early = carrier.maps is not None and not segmenter.key_follows_mask  # as AsyncKeyStage offers it
@@ -378,16 +386,10 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
             job = None
             waiting = [o for o in offered if o[1] <= free_at]  # the worker takes the newest offer when it frees
             if waiting:
-                taken = waiting[-1][0]
-                key_maps, seconds = key(taken)
-                job = (taken, free_at + seconds, key_maps)
-                keyed.add(taken)
+                job = start(waiting[-1][0], free_at)
             offered = [o for o in offered if o[1] > free_at]
         if early and job is None:  # offered as it arrived (a key that needs nothing of its mask)
-            key_maps, seconds = key(index)
-            job = (index, now + seconds, key_maps)
-            keyed.add(index)
-            offered = []
+            job, offered = start(index, now), []
         if carrier.cut_at == index:  # as AsyncKeyStage does
             segmenter.scene_cut()
             if job is not None and job[0] < index and can_cancel:
@@ -401,13 +403,11 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
         segmenter.follow(result.mask, result.labels)  # as the live loop does: the next crop key is around this mask
         now += cost
         emit(index, index / fps, now, was_key, result)
-        if not early and job is None:  # a crop key around this frame's mask
-            key_maps, seconds = key(index)
-            job = (index, now + seconds, key_maps)
-            keyed.add(index)
-            offered = []
-        elif not early:
-            offered.append((index, now))
+        if not early:  # a crop key: offered now that the mask it crops around is made
+            if job is None:
+                job, offered = start(index, now), []
+            else:
+                offered.append((index, now))
         last = index
     return emit.result(keyed)
 
