@@ -392,8 +392,10 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
             job, offered = start(index, now), []
         if carrier.cut_at == index:  # as AsyncKeyStage does
             segmenter.scene_cut()
-            if job is not None and job[0] < index and can_cancel:
-                job, offered = None, []  # a key for the old scene is stopped (cancel_stale_key)
+            if job is not None and job[0] < index and can_cancel:  # a key for the old scene is stopped
+                job, offered = None, []  # (cancel_stale_key), after the flow step that found the cut,
+                if early:  # and the worker takes the cut frame, offered as it arrived
+                    job = start(index, now + model.step_s)
         cost = flow_s
         if maps is None:
             key_maps, seconds = key(index)
