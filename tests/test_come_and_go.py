@@ -280,6 +280,58 @@ def test_a_key_for_the_scene_before_a_cut_is_cancelled_and_the_cut_frame_keyed(c
         stage.close()
 
 
+def test_a_cut_never_stops_the_new_scenes_key_when_the_old_one_ends_as_it_is_stopped(colour_backbone):
+    """The worst moment for the cut's cancel: the old scene's key ends just as the loop stops it, and
+    the worker would take the cut frame next. The run the backbone stops must still be the old one
+    (the worker waits for the cancel to finish), never the cut frame's key (which would then be lost)."""
+    import threading
+    import time
+
+    from dinomask.async_keys import AsyncKeyStage
+    from dinomask.video import Frame
+
+    segmenter = _roi_segmenter(colour_backbone)
+    release = threading.Event()
+    started_while_stopping: list[bool] = []  # whether the cut frame's key started while a run was being stopped
+    keyed: list[int] = []
+
+    def cancel() -> bool:
+        release.set()  # the old key ends here, on its own
+        deadline = time.time() + 1.0  # and the worker gets every chance to start the cut frame's key
+        while 4 not in keyed and time.time() < deadline:
+            time.sleep(0.01)
+        started_while_stopping.append(4 in keyed)
+        return True
+
+    segmenter.backbone.cancel = cancel
+
+    def make(image, index):
+        keyed.append(index)
+        if index == 3:
+            release.wait(10)  # a long key for the old scene
+        return segmenter.carry_maps(segmenter.key(image))
+
+    first, second = textured(*SIZE, seed=1), _scene(7, (0.9, 0.8, 0.2))  # no object before the cut: searches,
+    stage = AsyncKeyStage(segmenter, key_maker=make)  # so the cut frame is offered as it arrives
+    try:
+        for index in range(4):
+            stage(Frame(np.roll(first, index, axis=1), index, index / 24))
+            time.sleep(0.05)
+        deadline = time.time() + 10
+        while stage._keying != 3 and time.time() < deadline:
+            time.sleep(0.01)
+        assert stage._keying == 3  # the old scene's key is running
+        stage(Frame(second, 4, 4 / 24))  # the cut
+        assert started_while_stopping == [False]  # the run stopped was the old scene's
+        deadline = time.time() + 10
+        while 4 not in keyed and time.time() < deadline:
+            time.sleep(0.01)
+        assert 4 in keyed
+    finally:
+        release.set()
+        stage.close()
+
+
 @pytest.mark.parametrize("present", [False, True])
 def test_a_search_key_starts_beside_the_flow_step_and_a_crop_key_after_it(colour_backbone, present):
     """A key that needs nothing of a frame's mask (a search: the object is not in view) is offered to

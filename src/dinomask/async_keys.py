@@ -169,6 +169,7 @@ class AsyncKeyStage:
         self.stats = {"frames": 0, "keys_started": 0, "keys_landed": 0, "keys_dropped": 0, "keys_cancelled": 0,
                       "key_failures": 0, "tokens": segmenter.config.geometry.tokens, "flow_side": self.carrier.flow_side}
         self._keying: int | None = None  # the frame the worker's key is for, while it runs
+        self._keying_lock = threading.Lock()  # held to change _keying, and by cancel_stale_key
         self._failures_in_row = 0
         self._error: tuple[int, BaseException] | None = None
         #: frames the backbone ran on (the last 1,000)
@@ -198,7 +199,8 @@ class AsyncKeyStage:
                 self.keyed.clear()
             self.keyed.add(index)
             started = time.perf_counter()
-            self._keying = index
+            with self._keying_lock:
+                self._keying = index
             try:
                 maps = self._make(image, index)
             except RunCancelled:  # its frame was before a scene cut (see cancel_stale_key)
@@ -212,7 +214,8 @@ class AsyncKeyStage:
                              exc.__class__.__name__, exc)
                 continue
             finally:
-                self._keying = None
+                with self._keying_lock:
+                    self._keying = None
             self._failures_in_row = 0
             spent = (time.perf_counter() - started) * 1e3
             self._key_ms.append(spent)
@@ -282,12 +285,16 @@ class AsyncKeyStage:
         refused when it lands (:meth:`FlowCarrier.land`), and the worker would take the new scene's
         first frame after it, so it is stopped where the backbone can stop a run (ONNX Runtime; a
         torch forward runs to its end). A return to a scene is then found one key sooner (``eval
-        live --oracle`` on cut scenarios: see docs/speed.md). Returns whether a run was stopped."""
-        keying = self._keying
+        live --oracle`` on cut scenarios: see docs/speed.md). Returns whether a run was stopped.
+
+        The worker's frame is read and the run stopped under one lock, which the worker also needs to
+        start its next key: the run stopped is the old scene's, never the cut frame's that follows it."""
         cancel = getattr(self.segmenter.backbone, "cancel", None)
-        if keying is None or keying >= cut_at or cancel is None:
-            return False
-        return bool(cancel())
+        with self._keying_lock:  # the worker cannot move on to the new scene's key while this looks
+            keying = self._keying
+            if keying is None or keying >= cut_at or cancel is None:
+                return False
+            return bool(cancel())
 
     def close(self) -> None:
         """Stop the worker (after the key it is computing)."""
