@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,6 +37,30 @@ def test_a_scene_cut_drops_the_carried_mask_and_refuses_a_key_from_before_it():
     assert not carrier.land(4, [square, np.zeros_like(square)])  # a key made before the cut is refused
     assert carrier.land(6, [square, np.zeros_like(square)])  # one made on the cut frame is taken
     assert (carrier.step(7, second)[0] > 0).any()
+
+
+def test_an_object_the_camera_pans_back_onto_grows_into_the_view_as_it_enters():
+    """A camera panning back onto an object cut by the frame's left edge: each frame 10 px more of it
+    comes into view. What comes in has nothing in the previous frame to go back to, so it fails the
+    forward-backward check, and no object pixel lands on it by forward flow; it is still no uncovered
+    background, and the carried mask grows with the object (it was erased strip by strip: IoU 0.71
+    after eight frames, where it is now above 0.95)."""
+    height, width, view = 240, 560, 320
+    world = textured(height, width, seed=3, tint=(0.5, 0.5, 0.4), scales=(2.0, 8.0))
+    thing = np.zeros((height, width), bool)
+    thing[50:190, 40:220] = True
+    world[thing] = textured(height, width, seed=4, tint=(0.9, 0.3, 0.2), scales=(2.0, 8.0))[thing]
+    carrier = FlowCarrier(flow_side=160)
+    for index, offset in enumerate(range(160, 70, -10)):  # the view's left edge in the world
+        image, truth = np.ascontiguousarray(world[:, offset:offset + view]), thing[:, offset:offset + view]
+        maps = carrier.step(index, image)
+        if index == 0:
+            carrier.land(0, [np.where(truth, 1.0, -1.0).astype(np.float32), truth.astype(np.float32)])
+            continue
+        small = cv2.resize(truth.astype(np.uint8), maps.shape[:0:-1], interpolation=cv2.INTER_NEAREST) > 0
+        carried = maps[0] > 0
+        assert (carried & small).sum() / (carried | small).sum() > 0.95, index
+    assert small.mean() > 1.9 * np.mean(thing[:, 160:160 + view])  # it came in: twice what was in view
 
 
 def _leaving_clip(root: Path, frames: int = 48) -> Path:

@@ -181,12 +181,27 @@ def forward_object(forward: np.ndarray, previous_object: np.ndarray) -> np.ndarr
     return cv2.dilate(landed, np.ones((3, 3), np.uint8)).astype(bool)
 
 
-def clear_uncovered(warped: np.ndarray, previous: np.ndarray, forward: np.ndarray, untrusted: np.ndarray) -> None:
+def came_into_view(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """``h x w`` bool: pixels whose backward flow (:func:`sampling_grid`'s maps) points outside the
+    previous frame, content that has just come into the view at its edge (a camera panning)."""
+    height, width = map_x.shape
+    return (map_x < 0) | (map_x > width - 1) | (map_y < 0) | (map_y > height - 1)
+
+
+def clear_uncovered(warped: np.ndarray, previous: np.ndarray, forward: np.ndarray, untrusted: np.ndarray,
+                    entered: np.ndarray | None = None) -> None:
     """Backward warping copies the object onto the background it uncovers as it moves. There the
     flow fails the check, and no object pixel lands there by forward flow: such pixels of the
     carried score (``warped[0]``) are made background, in place. (Untrusted pixels that forward
-    flow does reach stay: erasing every untrusted pixel cost 0.2 J on DAVIS, where objects deform.)"""
+    flow does reach stay: erasing every untrusted pixel cost 0.2 J on DAVIS, where objects deform.)
+
+    ``entered`` (:func:`came_into_view`) is left as warped: what comes into the view at the frame's
+    edge fails the check too, as it has nothing in the previous frame to go back to, but it is no
+    uncovered background: it copies the edge (:func:`warp_maps`), so an object that the camera pans
+    back onto grows into the view as it enters instead of being erased strip by strip."""
     uncovered = untrusted & ~forward_object(forward, previous[0] > 0)
+    if entered is not None:
+        uncovered &= ~entered
     warped[0][uncovered] = np.minimum(warped[0][uncovered], -1e-3)
 
 
@@ -412,5 +427,6 @@ class FlowCarrier:
         background cleared. ``grid``: the backward flow's sampling grid, when already made."""
         map_x, map_y = grid if grid is not None else sampling_grid(backward)
         warped = warp_maps(maps, map_x, map_y)
-        clear_uncovered(warped, maps, forward, untrusted_flow(backward, forward, map_x, map_y, self.fb_tolerance))
+        clear_uncovered(warped, maps, forward, untrusted_flow(backward, forward, map_x, map_y, self.fb_tolerance),
+                        came_into_view(map_x, map_y))
         return warped
