@@ -159,7 +159,8 @@ def sampling_grid(backward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def warp_maps(maps: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     """``K x h x w`` maps of the previous frame, warped onto this one by :func:`sampling_grid`'s maps.
     What comes in at the frame's edge copies the edge (an object entering the view is carried in as
-    it enters: ``eval live --oracle`` on pans, live J 0.573 against 0.549 with background there)."""
+    it enters: ``eval live --oracle`` on pans, live J 0.573 against 0.549 with background there), and
+    :func:`clear_uncovered` leaves it so (:func:`came_into_view`)."""
     return np.stack([cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps])
 
 
