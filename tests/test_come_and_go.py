@@ -141,6 +141,20 @@ def _planted_clip(root: Path, frames: int, size=(480, 640)) -> Path:
     return root
 
 
+def test_a_pan_is_built_only_where_the_camera_comes_back_in_time_to_see_the_object_again(tmp_path):
+    """A pan holds ``hold`` frames away from the object and must then be back on it for as long as it
+    took to come back: a return on the clip's last frames (or none at all) could not be re-acquired
+    by any loop, and was scored as missed (3 of 11 clips at 3x zoom and a 24-frame hold)."""
+    from dinomask.evaluate.datasets import load_dataset, load_truth_labels
+    from dinomask.evaluate.scenarios import build
+
+    source = _planted_clip(tmp_path / "source", 24)  # on it 6 frames, 4 to pan off, hold, 4 back, 4 after
+    assert build("pan", [source], tmp_path / "too-long", hold=7) == []
+    (written,) = build("pan", [source], tmp_path / "fits", hold=6)
+    present = [bool(load_truth_labels(f.mask).any()) for f in load_dataset(tmp_path / "fits").sequences[0].frames]
+    assert not all(present) and all(present[-8:]), present  # it left, came back, and stays in view
+
+
 def test_eval_live_streams_a_long_clip_in_the_memory_of_a_short_one(tmp_path, colour_backbone):
     """Issue 30: every frame of a set was held in memory (1.9 GiB at 1280x720 on davis-motion). A
     300-frame clip at 640x480 would hold about 460 MB of frames, truths and shown masks; streamed,

@@ -102,11 +102,15 @@ def cut(sequence: LabelledSequence, other: LabelledSequence, root: Path, k: int)
     return writer.images
 
 
-def _pan_offsets(count: int, travel: float, hold: int) -> list[float]:
+def _pan_offsets(count: int, travel: float, hold: int) -> list[float] | None:
     """The camera's offset per frame: on the object for a quarter of the clip, then off it over
-    an eighth (at least 4 frames), ``hold`` frames away, back over the same time, on it after."""
+    an eighth (at least 4 frames), ``hold`` frames away, back over the same time, on it after for
+    as long again at least; None when the clip is too short for that (a return at or near the clip's
+    end could not be re-acquired by any loop, and would be scored as missed)."""
     ramp = max(4, count // 8)
     start = count // 4
+    if start + 3 * ramp + hold > count:
+        return None
     offsets = []
     for t in range(count):
         if t < start:
@@ -126,7 +130,8 @@ def pan(sequence: LabelledSequence, root: Path, zoom: float = 2.0, hold: int = 1
     """A virtual camera zoomed ``zoom`` times, centred on the object of the clip's first frame,
     panning sideways (towards the side with more room) until the object has left the view, holding
     ``hold`` frames, and panning back; frames and ground truth cropped alike and scaled back up to
-    the clip's size. Returns None when the object cannot leave the zoomed view within the frame."""
+    the clip's size. Returns None when the object cannot leave the zoomed view within the frame, or
+    the clip is too short to pan off, hold and come back in time to be seen again (:func:`_pan_offsets`)."""
     frames = list(_frames(sequence))
     if not frames:
         return None
@@ -145,6 +150,8 @@ def pan(sequence: LabelledSequence, root: Path, zoom: float = 2.0, hold: int = 1
     needed = (columns[-1] - centre_x if direction > 0 else centre_x - columns[0]) + crop_w / 2 + 1
     travel = float(min(room, needed))
     offsets = _pan_offsets(len(frames), direction * travel, hold)
+    if offsets is None:
+        return None
     far = [k for k, o in enumerate(offsets) if abs(o) == travel]
     if not far or all(_crop(frames[k][1], centre_y, centre_x + offsets[k], crop_h, crop_w).any() for k in far):
         return None
