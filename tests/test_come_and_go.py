@@ -449,10 +449,10 @@ def _cut_clip(root: Path, before: int = 12, away: int = 12, after: int = 12) -> 
 def test_a_cut_back_is_found_within_two_frames_where_keys_can_be_cancelled(tmp_path, colour_backbone, can_cancel):
     """On the simulated clock: a key costs 2.5 camera frames, so one is always running when the
     scene cuts back; where the backbone can stop it, the worker takes the cut frame (offered as it
-    arrived) once the flow step has found the cut, keys it in a crop where the object was, and the
-    object is shown again 2 frames after its return (the search key lands during the next frame's
-    wait, and is carried onto the frame after). Where the running key cannot be stopped, the cut
-    frame waits for it."""
+    arrived) once the flow step has found the cut, and keys it in a crop where the object was; that
+    cheap key lands before the next frame's flow step ends, is shown with that frame, and is on
+    screen from the instant after: 2 frames after the return. Where the running key cannot be
+    stopped, the cut frame waits for it."""
     from dinomask.evaluate.datasets import load_dataset
     from dinomask.evaluate.live import LiveEvalSettings, replay_sequence
     from dinomask.keyframes import KeyframeSettings
