@@ -10,7 +10,9 @@ from dinomask.postprocess import (
     TemporalSmoother,
     ThresholdRule,
     apply_threshold,
+    nearest_object,
     otsu_threshold,
+    split_among,
     upsample_score,
 )
 from dinomask.preprocess import InputGeometry
@@ -236,3 +238,32 @@ def test_the_default_says_no_object_in_a_frame_without_it(colour_backbone, kind)
     floor = presence_floor(reference, segmenter._objects[0].prototypes, "reference")
     assert 0 < floor <= 0.5  # halfway up to the object's own level (1.0 for a uniform colour)
     assert Segmenter(colour_backbone, reference, method="paper").config.presence == "none"  # the paper as written
+
+
+def test_a_mask_pixel_no_object_claims_goes_to_the_nearest_object_not_the_first():
+    """Two objects; the mask (a coarser grid's, say) reaches past both objects' shares. Its fringe
+    around object 2 is object 2's: an argmax over two zero shares would have given it to object 1
+    (the pairs' first object then took a rim of the second, and its crop spanned both)."""
+    mask = np.zeros((60, 200), bool)
+    mask[10:50, 10:50] = mask[10:50, 140:190] = True
+    shares = np.zeros((2, 60, 200), np.float32)
+    shares[0, 20:40, 20:40] = 1.0
+    shares[1, 20:40, 150:180] = 1.0
+    labels = split_among(mask, shares)
+    assert set(np.unique(labels[mask])) == {1, 2} and not labels[~mask].any()
+    assert (labels[10:50, 10:50] == 1).all() and (labels[10:50, 140:190] == 2).all()
+    # the same from shares at a quarter of the size (the carried maps): the nearest object is the same
+    coarse = shares[:, ::4, ::4]
+    np.testing.assert_array_equal(split_among(mask, shares, coarse), labels)
+    # where shares overlap the larger wins; with no share anywhere nothing is labelled
+    shares[0, 20:40, 150:160] = 2.0
+    assert (split_among(mask, shares)[20:40, 150:160] == 1).all()
+    assert not split_among(mask, np.zeros_like(shares)).any()
+
+
+def test_the_nearest_object_map_is_a_voronoi_of_the_claimed_pixels():
+    shares = np.zeros((3, 1, 30), np.float32)
+    shares[0, 0, 0] = shares[1, 0, 10] = shares[2, 0, 29] = 1.0
+    row = nearest_object(shares)[0]
+    assert list(row[:5]) == [1] * 5 and list(row[6:15]) == [2] * 9 and list(row[21:]) == [3] * 9
+    assert not nearest_object(np.zeros((2, 4, 4), np.float32)).any()

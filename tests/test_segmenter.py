@@ -119,6 +119,27 @@ def test_several_objects_give_a_label_map(colour_backbone):
     np.testing.assert_array_equal(result.mask, result.labels > 0)
 
 
+
+def test_a_carried_mask_wider_than_the_carried_labels_keeps_each_object_its_own_rim(colour_backbone):
+    """A carried frame's mask is its score > 0 upsampled, each object's label share is carried
+    apart: where the score reaches past the shares (a grid's score is coarser than the labels), the
+    rim belongs to the nearest object, never all to object 1."""
+    settings = ReferenceSettings(geometry=InputGeometry(140))
+    red = Reference.from_images(colour_backbone, [reference_on_black()], settings=settings, label="red")
+    green = Reference.from_images(colour_backbone, [reference_on_black(colour=GREEN)], settings=settings, label="green")
+    segmenter = Segmenter(colour_backbone, [red, green], SegmenterConfig.preset("dinomask"))
+    image = canvas(140, 280, BLUE)
+    score = np.full((10, 20), -1.0, np.float32)  # a 14 px grid: objects 3 x 3 patches each
+    score[3:6, 2:5] = score[3:6, 14:17] = 1.0
+    shares = np.zeros((2, 140, 280), np.float32)  # the labels, a patch's rim inside the grid's squares
+    shares[0, 50:76, 36:62] = 1.0
+    shares[1, 50:76, 204:230] = 1.0
+    result = segmenter.carried_result(image, [score, score, *shares])
+    rim = result.mask & (shares.max(axis=0) == 0)
+    assert rim[:, 140:].sum() > 100  # object 2 has a rim no share reaches
+    assert (result.labels[:, 140:][result.mask[:, 140:]] == 2).all()
+    assert (result.labels[:, :140][result.mask[:, :140]] == 1).all()
+
 def test_real_tiny_dinov2_on_a_davis_frame(tiny_backbone, davis):
     ref = Reference.from_images(
         tiny_backbone, [davis / "JPEGImages/480p/dog/00000.jpg"], [davis / "Annotations/480p/dog/00000.png"]

@@ -34,6 +34,7 @@ from dinomask.postprocess import (
     UpsampleMode,
     apply_threshold,
     otsu_threshold,
+    split_among,
     upsample_score,
 )
 from dinomask.preprocess import ColorOrder, FrameLike, InputGeometry, load_image
@@ -565,7 +566,9 @@ class Segmenter:
         mask = upsample_score(maps[0], size, mode) > 0
         if len(self._objects) > 1:
             shares = np.stack([upsample_score(m, size, "bilinear") for m in maps[2:]])
-            labels = np.where(mask, shares.argmax(axis=0) + 1, 0).astype(np.uint8)
+            # the mask's fringe that no share reaches goes to the nearest object (found on the carried maps)
+            coarse = np.stack(maps[2:]) if len({m.shape for m in maps[2:]}) == 1 else None
+            labels = split_among(mask, shares, coarse)
         else:
             labels = mask.astype(np.uint8)
         return SegmentationResult(

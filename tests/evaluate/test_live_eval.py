@@ -363,6 +363,31 @@ def test_the_oracle_puts_the_ground_truth_on_the_grid_the_key_used(colour_backbo
         assert not np.array_equal(shown, finer), kind  # the budget's grid would have drawn another mask
 
 
+
+def test_the_oracle_gives_each_object_its_own_part_of_a_coarse_keys_mask(colour_backbone, colour_reference):
+    """Two objects, a whole-frame key on a coarse grid: the oracle's mask reaches past both objects'
+    ground truths. Each object's share of it (what flow carries, what the next crops follow) is the
+    part nearest that object: object 1 took the rim of object 2 before (on the pairs, its crop then
+    spanned both objects and the key's patches grew coarser)."""
+    from dinomask.evaluate.live import key_maker
+    from dinomask.roi import RoiSettings
+    from tests.helpers import textured
+
+    image = textured(240, 640, seed=1, tint=(0.2, 0.3, 0.9))
+    ids = np.zeros((240, 640), np.uint8)
+    ids[70:163, 61:149] = 1
+    ids[80:171, 451:530] = 2  # edges off the grid's lines
+    segmenter = _segmenter(colour_backbone, [colour_reference, colour_reference], "async")
+    segmenter.config = segmenter.config.replace(roi=RoiSettings(enabled=True, crop_tokens="scale"))
+    maps = key_maker(segmenter, [ids > 0], [ids], (1, 2))(image, 0)
+    assert segmenter.last_key.grids[0][0] * segmenter.last_key.grids[0][1] <= 300  # one whole-frame key
+    mask, shares = maps[0] > 0, np.stack(maps[2:]) > 0
+    assert (mask & (ids == 0)).sum() > 100  # the grid's rim outside both objects
+    np.testing.assert_array_equal(shares.any(axis=0), mask)
+    assert not (shares[0] & shares[1]).any()
+    assert not shares[0][:, 320:].any() and not shares[1][:, :320].any()
+    assert shares[1][ids == 2].mean() > 0.9 and shares[0][ids == 1].mean() > 0.9
+
 def test_the_simulated_clock_takes_a_key_that_lands_during_the_flow_step(monkeypatch, colour_backbone, colour_reference):
     """As the live loop does (AsyncKeyStage looks for a landed key after the frame's flow step), the
     simulated clock uses a key that lands during a frame's flow step for that frame. Keys cost 50 ms,

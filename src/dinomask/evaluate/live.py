@@ -176,6 +176,7 @@ def key_maker(segmenter: Segmenter, truths, labels=None, objects: tuple[int, ...
 
     from dinomask.async_keys import segmenter_keys
     from dinomask.evaluate.oracle import oracle_frame
+    from dinomask.postprocess import split_among
 
     real = segmenter_keys(segmenter)
     patch = segmenter.backbone.spec.patch_size
@@ -206,10 +207,11 @@ def key_maker(segmenter: Segmenter, truths, labels=None, objects: tuple[int, ...
             mask = oracle_frame(image, truth, segmenter.config, patch, result.roi, segmenter.refiner, grids[0]).mask
         coverage = patch_coverage(truth, result.score.shape)
         found = None
-        if members:  # each object's part of the oracle's mask: the next key's crops follow them
-            found = np.zeros(mask.shape, np.uint8)
-            for i, member in enumerate(members):
-                found[mask & member] = i + 1
+        if members:  # each object's part of the oracle's mask: the next key's crops follow them, flow carries them
+            # a crop's mask is its object's; the grid's fringe outside every object goes to the nearest one
+            claims = shares if not result.crops else [f.mask + member for f, member in zip(frames, shares)]
+            found = split_among(mask, np.stack(claims))
+            shares = [(found == i + 1).astype(np.float32) for i in range(len(members))]
         segmenter.follow(mask, found)
         return [np.where(mask, 1.0, -1.0).astype(np.float32), coverage, *shares]
 
