@@ -125,6 +125,7 @@ def test_the_scenario_builder_writes_cuts_pans_tiles_and_long_runs(tmp_path, dav
         build("long", [davis], tmp_path / "long", n=13)  # nothing is written over
 
 
+
 def _planted_clip(root: Path, frames: int, size=(480, 640)) -> Path:
     images, masks = root / "JPEGImages/480p/planted", root / "Annotations/480p/planted"
     images.mkdir(parents=True)
@@ -503,3 +504,45 @@ def test_objects_apart_are_each_keyed_in_a_crop_of_their_own(colour_backbone):
     assert not second.labels[:, 300:660].any()
     carried = segmenter.carry_maps(second)  # the crops' mask is carried as itself
     assert carried[0].shape == (240, 960) and (carried[0] > 0).sum() == second.mask.sum()
+
+
+def test_an_object_gone_while_another_stays_in_view_is_searched_for_in_every_other_key(colour_backbone):
+    """Two objects apart in a wide frame; the green one goes while the red one stays. The crop around
+    the red one would never look for it (only the whole-frame refresh, every 15th key, would): every
+    other key now searches the whole frame for it, at SEARCH_SCALE_PX a patch (finer than
+    SEARCH_TOKENS over two views side by side), and finds it where it comes back."""
+    from dinomask.keyframes import KeyframeSettings
+    from dinomask.preprocess import InputGeometry
+    from dinomask.reference import Reference, ReferenceSettings
+    from dinomask.roi import RoiSettings
+    from dinomask.segmenter import SEARCH_SCALE_PX, Segmenter, SegmenterConfig
+    from tests.helpers import reference_on_black
+
+    settings = ReferenceSettings(geometry=InputGeometry(140))
+    references = [Reference.from_images(colour_backbone, [reference_on_black(colour=c)], settings=settings, label=name)
+                  for c, name in (((230, 25, 25), "red"), ((25, 230, 25), "green"))]
+    config = SegmenterConfig.preset("dinomask").replace(
+        keyframes=KeyframeSettings.parse("async"), background="none", threshold="0.9",
+        geometry=InputGeometry(tokens=2000), roi=RoiSettings(enabled=True, crop_tokens="scale"))
+    segmenter = Segmenter(colour_backbone, references, config)
+    background = textured(240, 960, seed=1)
+
+    def frame(green_x: int | None) -> np.ndarray:
+        image = background.copy()
+        image[80:160, 40:120] = (230, 25, 25)
+        if green_x is not None:
+            image[80:160, green_x:green_x + 80] = (25, 230, 25)
+        return image
+
+    segmenter.key(frame(840))
+    assert len(segmenter.key(frame(840)).crops) == 2  # both in view: a crop each
+    gone = segmenter.key(frame(None))  # the green one is gone: its crop finds nothing
+    assert len(gone.crops) == 2 and not (gone.labels == 2).any() and not segmenter.key_follows_mask
+    search = segmenter.key(frame(None))  # so the next key searches the whole frame for it
+    expected = ((240 + SEARCH_SCALE_PX - 1) // SEARCH_SCALE_PX) * ((960 + SEARCH_SCALE_PX - 1) // SEARCH_SCALE_PX)
+    assert search.roi is None and not search.crops and segmenter.last_key.patches == expected
+    assert segmenter.key_follows_mask  # and the next one follows the red one again
+    assert segmenter.key(frame(None)).roi is not None
+    back = segmenter.key(frame(480))  # a search again: the green one is found where it came back
+    assert back.roi is None and (back.labels[80:160, 480:560] == 2).mean() > 0.5
+    assert len(segmenter.key(frame(480)).crops) == 2

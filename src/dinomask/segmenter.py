@@ -153,6 +153,15 @@ MIN_CROP_TOKENS = 64
 #: whole-frame searches only). Looking back where an object walked out of the view was tried too and
 #: lost a little on the pan scenarios (re-acquire 10.3 frames against 10.0): not kept.
 SEARCH_TOKENS = 405
+#: With several objects on a camera's clock, one that is gone while another stays in view (the flow
+#: lost a small, fast object; it left; it is hidden) is searched for in every other key, the whole
+#: frame at this many source pixels a patch: as finely as :data:`SEARCH_TOKENS` look at an 854 x 480
+#: frame (480 / 15 rows), whatever the frame's size (two views side by side at 405 tokens are 47 px a
+#: patch, more than a ball's width). The crop around those in view would never look for it; only the
+#: whole-frame refresh would. Two DAVIS clips side by side (``eval live --oracle --costs 262,22``,
+#: docs/speed.md): the soccer ball beside another clip 0.438 / 0.466 -> 0.452 / 0.471 live J, and on a
+#: machine twice as fast 0.516 / 0.543 -> 0.547 / 0.548; at SEARCH_TOKENS instead it lost at 1x (0.415).
+SEARCH_SCALE_PX = 32
 
 
 def _area(box: Box) -> int:
@@ -370,6 +379,8 @@ class Segmenter:
         self._labels: np.ndarray | None = None  # several objects: the last labels, for a crop each (_object_crops)
         self._look_back = False  # searches look where it was last seen too (after a scene cut)
         self._back_turn = False  # the next search key looks there
+        self._missing = False  # several objects: one is gone while another is in view
+        self._missing_turn = False  # the next key searches the whole frame for it (every other key)
         self._since_full = 0
         #: what the last key (:meth:`key`) cost: patches and source pixels per patch side
         self.last_key: KeyInfo | None = None
@@ -417,6 +428,7 @@ class Segmenter:
         self._lost = True
         self._last_box, self._look_back, self._back_turn = None, False, False
         self._labels = None
+        self._missing = self._missing_turn = False
         self._since_full = 0
         for obj in self._objects:
             obj.prototypes = obj.original.copy()
@@ -510,6 +522,16 @@ class Segmenter:
             self._last_box, self._look_back, self._back_turn = self._roi_box, False, False
         several = len(self._objects) > 1 and self.config.roi.crop_tokens == "scale"
         self._labels = labels if several and not self._lost else None  # its crops are found when a key needs them
+        missing = self._labels is not None and self._some_missing(self._labels)
+        if missing and not self._missing:
+            self._missing_turn = True  # one just went: search at once, as for a lone object
+        self._missing = missing
+
+    def _some_missing(self, labels: np.ndarray) -> bool:
+        """Whether an object has less of ``labels`` than the region of interest's ``min_area`` (is
+        gone from the view, or too small to crop around)."""
+        least = self.config.roi.min_area * labels.size
+        return any(np.count_nonzero(labels == i + 1) < least for i in range(len(self._objects)))
 
     @property
     def key_follows_mask(self) -> bool:
@@ -520,7 +542,8 @@ class Segmenter:
         soon as the frame arrives, a flow step sooner (:class:`~dinomask.async_keys.AsyncKeyStage`; on
         the cut scenarios a return is found in 3.3 frames, max 4, where it took 5.7 and 3.4, max 29 and 7:
         docs/speed.md)."""
-        return self.config.roi.enabled and not self._lost and self._since_full < self.config.roi.refresh
+        return (self.config.roi.enabled and not self._lost and self._since_full < self.config.roi.refresh
+                and not (self._missing and self._missing_turn))
 
     def _object_crops(self) -> tuple[Box, ...]:
         """A crop per object around the last labels followed, when together they are less to see than
@@ -587,13 +610,21 @@ class Segmenter:
             return self._object_crops_key(image, crops, full_grid, timings, follow)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
         geometry = self.config.geometry
-        if self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
+        search_missing = self._missing and self._missing_turn  # one of several is gone (SEARCH_SCALE_PX)
+        if self._missing:
+            self._missing_turn = not search_missing
+        if (self._lost or search_missing) and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
             # nothing to crop around: search the whole frame, coarsely (see SEARCH_TOKENS), and after a
             # scene cut in turn where the object was last seen, as a crop key would have looked
-            box = self._last_box if self._back_turn else None
-            self._back_turn = self._look_back and not self._back_turn
+            box = None
+            if self._lost:
+                box = self._last_box if self._back_turn else None
+                self._back_turn = self._look_back and not self._back_turn
             if box is None:
-                geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, SEARCH_TOKENS))
+                tokens = SEARCH_TOKENS
+                if search_missing:
+                    tokens = math.ceil(image.shape[0] / SEARCH_SCALE_PX) * math.ceil(image.shape[1] / SEARCH_SCALE_PX)
+                geometry = dataclasses.replace(geometry, tokens=min(geometry.tokens, tokens))
                 full_grid = geometry.grid(*image.shape[:2], patch)
         crop = image if box is None else np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
         if box is not None and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
