@@ -126,6 +126,41 @@ def test_the_scenario_builder_writes_cuts_pans_tiles_and_long_runs(tmp_path, dav
 
 
 
+def test_the_clips_alone_are_the_frames_their_pair_shows_and_each_object_is_compared_with_them(tmp_path, davis):
+    """A pair is as long as its shorter clip: ``alone`` writes each clip of each pair cut to that
+    length (``NAME@LENGTH``), with the same ground truth as its half of the pair, and
+    benchmarks/tile_vs_alone.py compares each object with those frames, not the whole clip."""
+    import sys
+
+    from dinomask.evaluate.datasets import load_dataset, load_truth_labels
+    from dinomask.evaluate.scenarios import build
+
+    (pair,) = build("tile", [davis], tmp_path / "tile", pairs=1)
+    written = build("alone", [davis], tmp_path / "alone", pairs=1)
+    length = len(list(pair.glob("*.jpg")))
+    names = pair.name.split("+")
+    assert sorted(p.name for p in written) == sorted(f"{n}@{length}" for n in names)
+    for number, name in enumerate(names, start=1):
+        alone = load_dataset(tmp_path / "alone").sequences
+        (sequence,) = [s for s in alone if s.name == f"{name}@{length}"]
+        assert len(sequence.frames) == length
+        half = load_truth_labels(tmp_path / "tile/Annotations/480p" / pair.name / "00001.png")
+        half = half[:, (number - 1) * 854:number * 854] == number
+        np.testing.assert_array_equal(load_truth_labels(sequence.frames[1].mask) > 0, half)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import tile_vs_alone
+    finally:
+        sys.path.pop(0)
+    tile = {pair.name: {"frames": length, "objects": {"1": {"live_j": 0.70}, "2": {"live_j": 0.50}}}}
+    singles = {f"{names[0]}@{length}": {"live_j": 0.72}, f"{names[1]}@{length}": {"live_j": 0.60},
+               names[1]: {"live_j": 0.40}}  # the whole clip would flatter the pair
+    rows = tile_vs_alone.compare(tile, singles)
+    assert [round(r["difference"], 3) for r in rows] == [-0.02, -0.1]
+    with pytest.raises(SystemExit, match="scenarios.py alone"):
+        tile_vs_alone.compare(tile, {names[0]: {"live_j": 0.7}})
+
 def _planted_clip(root: Path, frames: int, size=(480, 640)) -> Path:
     images, masks = root / "JPEGImages/480p/planted", root / "Annotations/480p/planted"
     images.mkdir(parents=True)

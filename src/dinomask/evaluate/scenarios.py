@@ -7,7 +7,9 @@
   gone, holding there, and panning back; the ground truth cropped the same way;
 * ``tile``: two or more clips side by side, the ground truth a label map (1, 2, ... in the
   order given) saved as a DAVIS-2017 palette PNG;
-* ``long``: a clip played forward and back until it has ``n`` frames.
+* ``long``: a clip played forward and back until it has ``n`` frames;
+* ``alone``: each clip of each ``tile`` pair on its own, as long as its pair (``NAME@LENGTH``):
+  the yardstick for ``tile``, each object against the same frames without the other one.
 
 Frames are written as JPEG (quality 95), masks as PNG (0/255, or a palette label map for
 ``tile``), named ``00000.jpg``/``00000.png`` on. Each builder returns the folder of the new
@@ -26,7 +28,7 @@ from PIL import Image
 from dinomask.evaluate.datasets import LabelledSequence, load_dataset, load_truth_labels
 from dinomask.preprocess import load_image
 
-SCENARIOS = ("cut", "pan", "tile", "long")
+SCENARIOS = ("cut", "pan", "tile", "long", "alone")
 
 
 def _frames(sequence: LabelledSequence) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -189,6 +191,17 @@ def tile(sequences: list[LabelledSequence], root: Path) -> Path:
     return writer.images
 
 
+def alone(sequence: LabelledSequence, root: Path, length: int) -> Path:
+    """The clip's first ``length`` frames on their own, named ``NAME@LENGTH`` (what ``tile`` shows
+    of it beside a clip of ``length`` frames)."""
+    writer = SetWriter(root, f"{sequence.name}@{length}")
+    for index, (frame, ids) in enumerate(_frames(sequence)):
+        if index == length:
+            break
+        writer.add(frame, ids)
+    return writer.images
+
+
 def long(sequence: LabelledSequence, root: Path, n: int) -> Path:
     """The clip played forward and back (without repeating its turning frames) until ``n`` frames."""
     frames = list(_frames(sequence))
@@ -207,7 +220,8 @@ def build(kind: str, sources: list[str | Path], out: str | Path, *, k: int = 24,
     """A scenario set at ``out`` from every clip of the DAVIS-layout ``sources``: ``cut`` each clip
     with the next one (in name order, wrapping), ``pan`` each clip (those whose object cannot
     leave the view are left out), ``tile`` each clip beside the next one (``pairs`` of them, or
-    all), ``long`` each clip to ``n`` frames. Returns the sequence folders written."""
+    all), ``long`` each clip to ``n`` frames, ``alone`` each clip of each of those pairs as long
+    as its pair (once per length). Returns the sequence folders written."""
     if kind not in SCENARIOS:
         raise ValueError(f"expected one of {', '.join(SCENARIOS)}, got {kind!r}")
     clips = sorted((s for source in sources for s in load_dataset(source).sequences), key=lambda s: s.name)
@@ -223,11 +237,18 @@ def build(kind: str, sources: list[str | Path], out: str | Path, *, k: int = 24,
             path = pan(clip, out, zoom, hold)
             if path is not None:
                 written.append(path)
-        elif kind == "tile":
-            if pairs is not None and len(written) >= pairs:
+        elif kind in ("tile", "alone"):
+            if pairs is not None and index >= pairs:
                 break
-            if following is not clip:
+            if following is clip:
+                continue
+            if kind == "tile":
                 written.append(tile([clip, following], out))
+                continue
+            length = min(len(clip.frames), len(following.frames))
+            for member in (clip, following):
+                if not (out / "JPEGImages" / "480p" / f"{member.name}@{length}").exists():
+                    written.append(alone(member, out, length))
         else:
             written.append(long(clip, out, n))
     return written
