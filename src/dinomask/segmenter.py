@@ -777,7 +777,7 @@ class Segmenter:
                 [upsample_score(s, size, self.config.upsample, image) for s in score_stack]
             )
             mask = full_stack.max(axis=0) > 0
-            labels = np.where(mask, full_stack.argmax(axis=0) + 1, 0).astype(np.uint8)
+            labels = split_among(mask, full_stack)  # the highest score's object (every mask pixel has one > 0)
         rule_name = str(rule) + ("+bg" if background is not None and rule.kind != "fg-vs-bg" else "")
         return SegmentationResult(
             similarity=similarity.max(axis=0),
