@@ -99,9 +99,10 @@ def draw(summaries: dict[str, dict], path: Path, caption: str = "") -> Path:
         ceiling = summary.get("late_by_one_reacquire_frames_mean")
         if ceiling is not None:
             back_axis.plot([i], [ceiling], "_", color="k", markersize=16, markeredgewidth=2)
-        if missed:
-            back_axis.plot([i], [0.5], "x", color="#c44e52", markersize=7)
-            back_axis.text(i, 1.2, f"{missed} missed", ha="center", fontsize=6, color="#c44e52")
+        if missed:  # above the label, clear of the bars
+            top = worst if worst is not None else 0
+            back_axis.plot([i], [top + 1.6], "x", color="#c44e52", markersize=6)
+            back_axis.text(i, top + 2.1, f"{missed} missed", ha="center", fontsize=6.5, color="#c44e52")
     fp_axis.axhline(100 * GOALS["absent_fp_rate"], color="0.3", linestyle="--", linewidth=0.8)
     fp_axis.set_title("mask shown while the object is gone\n(% of absent frames; goal <= 5%; tick: ceiling)", fontsize=9)
     fp_axis.set_ylim(bottom=0)
@@ -109,13 +110,17 @@ def draw(summaries: dict[str, dict], path: Path, caption: str = "") -> Path:
         back_axis.axhline(GOALS[goal], color="0.3", linestyle="--" if goal.endswith("mean") else ":", linewidth=0.8)
     back_axis.set_title("frames to find it again after a return\n(bar: mean, dot: max, tick: ceiling; goals 3, 8)", fontsize=9)
     back_axis.set_ylim(bottom=0)
+    back_axis.set_ylim(top=back_axis.get_ylim()[1] + 1)  # room for the labels above the highest dot
     for axis in axes:
         axis.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     if caption:
-        fig.text(0.5, 1.0, caption, ha="center", va="bottom", fontsize=8, color="0.3")
+        import textwrap
+
+        fig.text(0.5, 1.0, "\n".join(textwrap.wrap(caption, 150)), ha="center", va="bottom", fontsize=8,
+                 color="#b00020" if "RANDOM" in caption else "0.3")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
