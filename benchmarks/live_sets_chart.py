@@ -34,6 +34,18 @@ FIELDS = ("live_j", "present_live_j", "absent_frames", "absent_fp_rate", "reacqu
           "late_by_one_reacquire_frames_mean")
 
 
+def read_summary(folder: str | Path, schedule: str) -> dict:
+    """One schedule's summary (its ``sequences`` per clip among them) from the ``metrics.json`` that
+    ``dinomask eval live -o FOLDER`` wrote; a missing file or schedule stops with what to do."""
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no metrics.json (run dinomask eval live -o {folder} first)")
+    schedules = json.loads(path.read_text())["schedules"]
+    if schedule not in schedules:
+        raise SystemExit(f"{path}: no schedule {schedule!r} (it has {', '.join(schedules)})")
+    return schedules[schedule]
+
+
 def read_runs(runs: list[str], schedule: str) -> dict[str, dict]:
     """``NAME=DIR`` pairs -> ``{NAME: that schedule's summary in DIR/metrics.json}``."""
     summaries = {}
@@ -41,13 +53,7 @@ def read_runs(runs: list[str], schedule: str) -> dict[str, dict]:
         name, sep, folder = run.partition("=")
         if not sep or not name or not folder:
             raise SystemExit(f"--run takes NAME=DIR (an eval live output folder), got {run!r}")
-        path = Path(folder) / "metrics.json"
-        if not path.is_file():
-            raise SystemExit(f"{path}: no metrics.json (run dinomask eval live -o {folder} first)")
-        schedules = json.loads(path.read_text())["schedules"]
-        if schedule not in schedules:
-            raise SystemExit(f"{path}: no schedule {schedule!r} (it has {', '.join(schedules)})")
-        summaries[name] = schedules[schedule]
+        summaries[name] = read_summary(folder, schedule)
     return summaries
 
 

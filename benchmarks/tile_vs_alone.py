@@ -16,19 +16,10 @@ other, the difference) and how many are within the margin.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-
-def _sequences(folder: Path, schedule: str) -> dict[str, dict]:
-    path = Path(folder) / "metrics.json"
-    if not path.is_file():
-        raise SystemExit(f"{path}: no metrics.json (run dinomask eval live -o {folder} first)")
-    schedules = json.loads(path.read_text())["schedules"]
-    if schedule not in schedules:
-        raise SystemExit(f"{path}: no schedule {schedule!r} (it has {', '.join(schedules)})")
-    return schedules[schedule]["sequences"]
+from live_sets_chart import read_summary  # beside this script: one reader of eval live's metrics.json
 
 
 def compare(tile: dict[str, dict], alone: dict[str, dict], lengths: dict[str, int] | None = None) -> list[dict]:
@@ -57,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--within", type=float, default=0.05, help="the margin (default 0.05 live J)")
     parser.add_argument("--schedule", default="async")
     args = parser.parse_args(argv)
-    rows = compare(_sequences(args.tile, args.schedule), _sequences(args.alone, args.schedule))
+    rows = compare(read_summary(args.tile, args.schedule)["sequences"],
+                   read_summary(args.alone, args.schedule)["sequences"])
     print(f"{'pair':30s} {'object':16s} {'alone':>6s} {'beside':>6s} {'diff':>7s}")
     for row in rows:
         flag = "" if row["difference"] >= -args.within else "  <- outside"

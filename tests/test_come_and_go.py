@@ -505,24 +505,28 @@ def test_a_cut_back_is_found_within_two_frames_where_keys_can_be_cancelled(tmp_p
         assert figures["reacquire_frames_max"] <= 8, figures
 
 
-def test_objects_apart_are_each_keyed_in_a_crop_of_their_own(colour_backbone):
-    """Two objects at the two ends of a wide frame: the crop around both is the whole frame, so after
-    the first key each object gets a crop of its own at the frame's scale (fewer patches than the
-    whole frame, finer than it at the same cost), and each object is taken from its own crop."""
+def _red_and_green(backbone, tokens: int):
+    """A live segmenter (async keys, crops at the frame's scale) for two objects: red, then green."""
+    from dinomask.keyframes import KeyframeSettings
     from dinomask.preprocess import InputGeometry
     from dinomask.reference import Reference, ReferenceSettings
     from dinomask.roi import RoiSettings
     from dinomask.segmenter import Segmenter, SegmenterConfig
-    from dinomask.keyframes import KeyframeSettings
     from tests.helpers import reference_on_black
 
     settings = ReferenceSettings(geometry=InputGeometry(140))
-    references = [Reference.from_images(colour_backbone, [reference_on_black(colour=c)], settings=settings, label=name)
+    references = [Reference.from_images(backbone, [reference_on_black(colour=c)], settings=settings, label=name)
                   for c, name in (((230, 25, 25), "red"), ((25, 230, 25), "green"))]
     config = SegmenterConfig.preset("dinomask").replace(
         keyframes=KeyframeSettings.parse("async"), background="none", threshold="0.9",
-        geometry=InputGeometry(tokens=400), roi=RoiSettings(enabled=True, crop_tokens="scale"))
-    segmenter = Segmenter(colour_backbone, references, config)
+        geometry=InputGeometry(tokens=tokens), roi=RoiSettings(enabled=True, crop_tokens="scale"))
+    return Segmenter(backbone, references, config)
+
+def test_objects_apart_are_each_keyed_in_a_crop_of_their_own(colour_backbone):
+    """Two objects at the two ends of a wide frame: the crop around both is the whole frame, so after
+    the first key each object gets a crop of its own at the frame's scale (fewer patches than the
+    whole frame, finer than it at the same cost), and each object is taken from its own crop."""
+    segmenter = _red_and_green(colour_backbone, tokens=400)
     frame = textured(240, 960, seed=1)
     red, green = np.zeros((240, 960), bool), np.zeros((240, 960), bool)
     red[80:160, 40:120], green[80:160, 840:920] = True, True
@@ -546,20 +550,9 @@ def test_an_object_gone_while_another_stays_in_view_is_searched_for_in_every_oth
     the red one would never look for it (only the whole-frame refresh, every 15th key, would): every
     other key now searches the whole frame for it, at SEARCH_SCALE_PX a patch (finer than
     SEARCH_TOKENS over two views side by side), and finds it where it comes back."""
-    from dinomask.keyframes import KeyframeSettings
-    from dinomask.preprocess import InputGeometry
-    from dinomask.reference import Reference, ReferenceSettings
-    from dinomask.roi import RoiSettings
-    from dinomask.segmenter import SEARCH_SCALE_PX, Segmenter, SegmenterConfig
-    from tests.helpers import reference_on_black
+    from dinomask.segmenter import SEARCH_SCALE_PX
 
-    settings = ReferenceSettings(geometry=InputGeometry(140))
-    references = [Reference.from_images(colour_backbone, [reference_on_black(colour=c)], settings=settings, label=name)
-                  for c, name in (((230, 25, 25), "red"), ((25, 230, 25), "green"))]
-    config = SegmenterConfig.preset("dinomask").replace(
-        keyframes=KeyframeSettings.parse("async"), background="none", threshold="0.9",
-        geometry=InputGeometry(tokens=2000), roi=RoiSettings(enabled=True, crop_tokens="scale"))
-    segmenter = Segmenter(colour_backbone, references, config)
+    segmenter = _red_and_green(colour_backbone, tokens=2000)
     background = textured(240, 960, seed=1)
 
     def frame(green_x: int | None) -> np.ndarray:
