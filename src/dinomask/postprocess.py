@@ -184,7 +184,8 @@ def refine_edge_band(soft: np.ndarray, image: np.ndarray, cell: float) -> np.nda
 def _owners(shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each pixel's object with the largest share (``1..K``, uint8; ties to the first) and that
     share, from ``K x H x W`` shares. One elementwise pass an object: numpy's ``argmax`` over the
-    first axis took 14 ms at 1708 x 480 on the build machine, this about 1."""
+    first axis, with ``np.where`` on its int64 result, took 11 ms for two objects at 1708 x 480 on
+    the build machine, this about 1."""
     best = np.array(shares[0], np.float32)
     owner = np.ones(best.shape, np.uint8)
     for k in range(1, len(shares)):
