@@ -574,3 +574,26 @@ def test_an_object_gone_while_another_stays_in_view_is_searched_for_in_every_oth
     back = segmenter.key(frame(480))  # a search again: the green one is found where it came back
     assert back.roi is None and (back.labels[80:160, 480:560] == 2).mean() > 0.5
     assert len(segmenter.key(frame(480)).crops) == 2
+
+
+def test_a_sliver_left_of_an_object_that_has_gone_is_not_shown_on_a_cameras_clock(colour_backbone):
+    """On a camera's clock the loop counts a mask under the region of interest's min_area as lost
+    (and searches the whole frame): what is left of an object that walked out is not shown either.
+    Files (crops at the token budget) show every mask, however small."""
+    from dinomask.roi import RoiSettings
+
+    segmenter = _red_and_green(colour_backbone, tokens=400)
+    image = textured(240, 320, seed=3)
+    score = np.full((240, 320), -1.0, np.float32)
+    score[100:104, 316:320] = 1.0  # 16 px of a 76,800 px frame: under min_area (0.2%)
+    shares = [np.where(score > 0, 1.0, 0.0).astype(np.float32), np.zeros((240, 320), np.float32)]
+    sliver = segmenter.carried_result(image, [score, score, *shares])
+    assert not sliver.mask.any() and not sliver.labels.any()
+    segmenter.follow(sliver.mask, sliver.labels)
+    assert not segmenter.key_follows_mask  # the loop searches, as it did with the sliver
+    score[60:160, 200:300] = 1.0  # an object in view is shown
+    shares[0] = np.where(score > 0, 1.0, 0.0).astype(np.float32)
+    assert segmenter.carried_result(image, [score, score, *shares]).mask.sum() == (score > 0).sum()
+    segmenter.config = segmenter.config.replace(roi=RoiSettings(enabled=True, crop_tokens="budget"))
+    score[60:160, 200:300] = -1.0
+    assert segmenter.carried_result(image, [score, score, *shares]).mask.sum() == 16
