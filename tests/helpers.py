@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -9,6 +12,8 @@ import numpy as np
 import torch
 
 from dinomask.backbones import Backbone, BackboneSpec
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -100,3 +105,13 @@ def assert_tables_render(text: str) -> None:
     html = markdown.markdown(text, extensions=["tables"])
     rows = [line for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
     assert html.count("<tr>") == len(rows), (html.count("<tr>"), len(rows))
+
+
+def import_benchmark(name: str):
+    """The script ``benchmarks/NAME.py`` as a module (benchmarks/ is on the import path only while
+    it is imported, so a script that imports another one beside it finds it)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

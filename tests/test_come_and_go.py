@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from dinomask.keyframes import FlowCarrier
-from tests.helpers import textured
+from tests.helpers import import_benchmark, textured
 
 SIZE = (240, 320)
 
@@ -130,8 +130,6 @@ def test_the_clips_alone_are_the_frames_their_pair_shows_and_each_object_is_comp
     """A pair is as long as its shorter clip: ``alone`` writes each clip of each pair cut to that
     length (``NAME@LENGTH``), with the same ground truth as its half of the pair, and
     benchmarks/tile_vs_alone.py compares each object with those frames, not the whole clip."""
-    import sys
-
     from dinomask.evaluate.datasets import load_dataset, load_truth_labels
     from dinomask.evaluate.scenarios import build
 
@@ -148,11 +146,7 @@ def test_the_clips_alone_are_the_frames_their_pair_shows_and_each_object_is_comp
         half = half[:, (number - 1) * 854:number * 854] == number
         np.testing.assert_array_equal(load_truth_labels(sequence.frames[1].mask) > 0, half)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    try:
-        import tile_vs_alone
-    finally:
-        sys.path.pop(0)
+    tile_vs_alone = import_benchmark("tile_vs_alone")
     tile = {pair.name: {"frames": length, "objects": {"1": {"live_j": 0.70}, "2": {"live_j": 0.50}}}}
     singles = {f"{names[0]}@{length}": {"live_j": 0.72}, f"{names[1]}@{length}": {"live_j": 0.60},
                names[1]: {"live_j": 0.40}}  # the whole clip would flatter the pair

@@ -4,24 +4,18 @@ from the metrics.json files eval live writes; a set with no absent frame has no 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import import_benchmark
 
 
 @pytest.fixture()
 def chart():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import live_sets_chart
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return live_sets_chart
+    return import_benchmark("live_sets_chart")
 
 
 def _write(folder: Path, summary: dict) -> str:

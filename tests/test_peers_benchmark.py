@@ -6,21 +6,15 @@ itself (figures in benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import import_benchmark
 
 
 def test_peers_stream_two_frames_beside_the_key(tmp_path, davis, capsys):
     pytest.importorskip("transformers.models.sam2_video")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import peers
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    peers = import_benchmark("peers")
     code = peers.main(["--tiny", "--frames", "2", "--data", str(davis), "--clip", "dog",
                        "--json", str(tmp_path / "peers.json"), "--plot", str(tmp_path / "peers.png")])
     assert code == 0

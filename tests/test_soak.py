@@ -4,23 +4,17 @@ the 30-minute figures are in benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import import_benchmark
 
 
 def test_sixty_seconds_of_live_and_serve_without_growth(tmp_path):
     pytest.importorskip("psutil")
     pytest.importorskip("websockets")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import soak
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    soak = import_benchmark("soak")
     code = soak.main(["--seconds", "60", "--arch", "tiny", "--interval", "2", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "soak.json").read_text())
     assert (tmp_path / "soak.png").stat().st_size > 10_000
@@ -29,12 +23,7 @@ def test_sixty_seconds_of_live_and_serve_without_growth(tmp_path):
 
 
 def _soak():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import soak
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return soak
+    return import_benchmark("soak")
 
 
 def _samples(seconds: float, rss, p95, interval: float = 2.0) -> list[dict]:
