@@ -229,6 +229,7 @@ def build(kind: str, sources: list[str | Path], out: str | Path, *, k: int = 24,
         raise ValueError("no clip with ground truth in " + ", ".join(map(str, sources)))
     out = Path(out)
     written: list[Path] = []
+    alone_written: set[tuple[str, int]] = set()  # ``alone``: each clip once per pair length
     for index, clip in enumerate(clips):
         following = clips[(index + 1) % len(clips)]
         if kind == "cut":
@@ -247,7 +248,8 @@ def build(kind: str, sources: list[str | Path], out: str | Path, *, k: int = 24,
                 continue
             length = min(len(clip.frames), len(following.frames))
             for member in (clip, following):
-                if not (out / "JPEGImages" / "480p" / f"{member.name}@{length}").exists():
+                if (member.name, length) not in alone_written:
+                    alone_written.add((member.name, length))
                     written.append(alone(member, out, length))
         else:
             written.append(long(clip, out, n))
