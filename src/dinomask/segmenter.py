@@ -34,6 +34,7 @@ from dinomask.postprocess import (
     UpsampleMode,
     apply_threshold,
     otsu_threshold,
+    owners,
     split_among,
     upsample_score,
 )
@@ -517,7 +518,7 @@ class Segmenter:
         if not self.config.roi.enabled:
             return
         self._roi_box = next_box(mask, self.config.roi, 2 * self.backbone.spec.patch_size)
-        self._lost = float(mask.mean()) < self.config.roi.min_area  # gone, not merely too large to crop
+        self._lost = self._too_small(np.count_nonzero(mask), mask.size)  # gone, not merely too large to crop
         if not self._lost:
             self._last_box, self._look_back, self._back_turn = self._roi_box, False, False
         several = len(self._objects) > 1 and self.config.roi.crop_tokens == "scale"
@@ -530,8 +531,13 @@ class Segmenter:
     def _some_missing(self, labels: np.ndarray) -> bool:
         """Whether an object has less of ``labels`` than the region of interest's ``min_area`` (is
         gone from the view, or too small to crop around)."""
-        least = self.config.roi.min_area * labels.size
-        return any(np.count_nonzero(labels == i + 1) < least for i in range(len(self._objects)))
+        return any(self._too_small(np.count_nonzero(labels == i + 1), labels.size) for i in range(len(self._objects)))
+
+    def _too_small(self, pixels: int, size: int) -> bool:
+        """Whether ``pixels`` of a ``size``-pixel frame are less than the region of interest's
+        ``min_area``: what the loop counts as lost (it searches the whole frame), and on a camera's
+        clock what it does not show (:meth:`carried_result`)."""
+        return pixels < self.config.roi.min_area * size
 
     @property
     def key_follows_mask(self) -> bool:
@@ -603,7 +609,8 @@ class Segmenter:
         else:
             labels = mask.astype(np.uint8)
         roi = self.config.roi
-        if roi.enabled and roi.crop_tokens == "scale" and mask.any() and float(mask.mean()) < roi.min_area:
+        shown = np.count_nonzero(mask)
+        if roi.enabled and roi.crop_tokens == "scale" and shown and self._too_small(shown, mask.size):
             # on a camera's clock, less than min_area is what the loop counts as lost (it searches the
             # whole frame): the sliver of an object that has left is not shown
             mask = np.zeros_like(mask)
@@ -790,8 +797,9 @@ class Segmenter:
             full_stack = np.stack(
                 [upsample_score(s, size, self.config.upsample, image) for s in score_stack]
             )
-            mask = full_stack.max(axis=0) > 0
-            labels = split_among(mask, full_stack)  # the highest score's object (every mask pixel has one > 0)
+            labels, highest = owners(full_stack)  # the highest score's object
+            mask = highest > 0
+            labels[~mask] = 0
         rule_name = str(rule) + ("+bg" if background is not None and rule.kind != "fg-vs-bg" else "")
         return SegmentationResult(
             similarity=similarity.max(axis=0),
