@@ -138,6 +138,8 @@ def test_the_clips_alone_are_the_frames_their_pair_shows_and_each_object_is_comp
     length = len(list(pair.glob("*.jpg")))
     names = pair.name.split("+")
     assert sorted(p.name for p in written) == sorted(f"{n}@{length}" for n in names)
+    with pytest.raises(FileExistsError):
+        build("alone", [davis], tmp_path / "alone", pairs=1)  # nothing is written over, nothing skipped
     for number, name in enumerate(names, start=1):
         alone = load_dataset(tmp_path / "alone").sequences
         (sequence,) = [s for s in alone if s.name == f"{name}@{length}"]
