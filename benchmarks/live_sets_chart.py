@@ -26,7 +26,6 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"absent_fp_rate": 0.05, "reacquire_frames_mean": 3, "reacquire_frames_max": 8}
 #: the fields of an eval live summary the chart reads (all in dinomask.evaluate.live_scores.LIVE_METRICS)
 FIELDS = ("live_j", "present_live_j", "absent_frames", "absent_fp_rate", "reacquire_frames_mean",
@@ -59,11 +58,13 @@ def read_runs(runs: list[str], schedule: str) -> dict[str, dict]:
 
 def draw(summaries: dict[str, dict], path: Path, caption: str = "") -> Path:
     """Write the three panels (see the module's docstring) for ``summaries`` to ``path`` (PNG)."""
-    import matplotlib
+    import textwrap
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from dinomask.plots import _pyplot, _save  # the project's figure setup and caption, as its reports use
+
+    plt = _pyplot()
 
     names = list(summaries)
     x = np.arange(len(names))
@@ -121,15 +122,7 @@ def draw(summaries: dict[str, dict], path: Path, caption: str = "") -> Path:
         axis.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if caption:
-        import textwrap
-
-        fig.text(0.5, 1.0, "\n".join(textwrap.wrap(caption, 150)), ha="center", va="bottom", fontsize=8,
-                 color="#b00020" if "RANDOM" in caption else "0.3")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, "\n".join(textwrap.wrap(caption, 150)))
 
 
 def main(argv: list[str] | None = None) -> int:
