@@ -127,3 +127,33 @@ def test_several_references_are_carried_with_their_labels(colour_backbone, polic
         assert result.object_names == ("red", "green")
         red, green = centroid(result.labels == 1), centroid(result.labels == 2)
         assert abs(red[1] - (70 + 3 * i)) < 3 and abs(green[0] - (150 + 3 * i)) < 3, (i, red, green)
+
+
+def test_the_camera_shift_is_found_with_its_sign_and_only_where_the_view_moves_as_one():
+    from dinomask.keyframes import camera_shift
+
+    previous = cv2.cvtColor(textured(160, 284, seed=5, scales=(2.0, 8.0)), cv2.COLOR_RGB2GRAY)
+    moved = np.roll(previous, (-7, 33), axis=(0, 1))  # the content moves 33 px right and 7 px up
+    dx, dy = camera_shift(moved, previous)
+    assert dx == pytest.approx(33, abs=0.5) and dy == pytest.approx(-7, abs=0.5)
+    unrelated = cv2.cvtColor(textured(160, 284, seed=6, scales=(2.0, 8.0)), cv2.COLOR_RGB2GRAY)
+    assert camera_shift(unrelated, previous) is None
+
+
+def test_dis_runs_again_from_the_camera_shift_only_where_it_lost_it():
+    """A pan of 45 px a frame at the flow's size is beyond DIS's coarsest level: its median flow misses
+    the shift, DIS runs again from it (three passes) and that flow is kept; a slow pan is one pass each
+    way, and the same flow as DIS alone."""
+    from dinomask.keyframes import PannedFlow, dis_flow
+
+    world = cv2.cvtColor(textured(160, 600, seed=5), cv2.COLOR_RGB2GRAY)
+    previous = np.ascontiguousarray(world[:, 100:384])
+    flow = PannedFlow()
+    fast = np.ascontiguousarray(world[:, 145:429])  # the view moved 45 px right: the content 45 px left
+    backward = flow.backward(fast, previous)
+    assert flow.passes == 3
+    assert np.median(backward[..., 0]) == pytest.approx(45, abs=1.0)  # each pixel was 45 px further right
+    assert np.median(dis_flow().calc(fast, previous, None)[..., 0]) < 40  # DIS alone loses it
+    assert np.median(flow.forward(previous, fast)[..., 0]) == pytest.approx(-45, abs=1.0)
+    slow = np.ascontiguousarray(world[:, 103:387])
+    assert np.array_equal(flow.backward(slow, previous), dis_flow().calc(slow, previous, None)) and flow.passes == 2

@@ -320,7 +320,10 @@ def test_the_machine_factor_plays_a_slower_machine(tmp_path, colour_backbone, co
         figures[factor] = replay_sequence(sequence, _segmenter(colour_backbone, colour_reference, "async"),
                                           KeyframeSettings.parse("async"),
                                           LiveEvalSettings(oracle=True, costs=(100, 20), machine_factor=factor))
-    assert figures[1.0]["latency_ms_p50"] == pytest.approx(23.97, abs=0.1) and figures[1.0]["shown_fps"] == 24.0
+    from dinomask.evaluate.live import FLOW_STEP_MS_AT_120
+
+    frame_ms = 20 + FLOW_STEP_MS_AT_120 * ((160 / 120) ** 2 - 1)  # 24.4 ms: the step at 160 px in place of 120's
+    assert figures[1.0]["latency_ms_p50"] == pytest.approx(frame_ms, abs=0.1) and figures[1.0]["shown_fps"] == 24.0
     assert figures[2.0]["latency_ms_p50"] >= 2 * figures[1.0]["latency_ms_p50"]
     assert figures[2.0]["shown_fps"] < 24.0 and figures[2.0]["startup_ms"] > figures[1.0]["startup_ms"]
     with pytest.raises(ValueError, match="machine_factor"):
@@ -391,7 +394,7 @@ def test_the_oracle_gives_each_object_its_own_part_of_a_coarse_keys_mask(colour_
 def test_the_simulated_clock_takes_a_key_that_lands_during_the_flow_step(monkeypatch, colour_backbone, colour_reference):
     """As the live loop does (AsyncKeyStage looks for a landed key after the frame's flow step), the
     simulated clock uses a key that lands during a frame's flow step for that frame. Keys cost 50 ms,
-    a frame's work 20 ms of which the flow step (120 px) is 5.1: the first key for a frame after the
+    a frame's work 20 ms of which the flow step (120 px) is 5.6: the first key for a frame after the
     first lands at 170 ms, 3.3 ms into frame 4's flow step (frame 4 arrives at 166.7 ms), and frame 4
     shows it; waiting for the next frame would show it on frame 5."""
     import dataclasses
@@ -414,3 +417,32 @@ def test_the_simulated_clock_takes_a_key_that_lands_during_the_flow_step(monkeyp
     shown = replay_simulated([image] * 8, segmenter, make, keyframes, LiveEvalSettings(oracle=True, costs=(50, 20)))
     first_full = next(s for s in shown if s.mask.all())
     assert first_full.index == 4 and first_full.ready == pytest.approx(166.67e-3 + 20e-3, abs=1e-4)
+
+
+def test_the_simulated_clock_charges_a_third_dis_pass_where_flow_ran_again_from_the_camera_shift(monkeypatch, colour_backbone, colour_reference):
+    """A flow step that ran DIS again from the camera's shift (:class:`~dinomask.keyframes.PannedFlow`)
+    costs half a step more on the simulated clock, as it does on the wall clock."""
+    import dataclasses
+
+    import dinomask.evaluate.live as live
+    from dinomask.evaluate.live import CostModel, replay_simulated
+    from dinomask.keyframes import FlowCarrier
+    from tests.helpers import textured
+
+    model = CostModel(50.0, 20.0, tokens=1, exponent=0.0, flow_side=120)
+    assert model.pass_s(2) == 0 and model.pass_s(3) == pytest.approx(model.step_s / 2)
+    monkeypatch.setattr(live, "cost_model", lambda *args: model)
+    segmenter = _segmenter(colour_backbone, colour_reference, "async")
+    keyframes = dataclasses.replace(segmenter.config.keyframes, flow_side=120)
+    image = textured(240, 320, seed=1)
+
+    def make(frame, index):
+        return [np.full((8, 8), 1.0, np.float32), np.zeros((8, 8), np.float32)]
+
+    def latencies():
+        shown = replay_simulated([image] * 8, segmenter, make, keyframes, LiveEvalSettings(oracle=True, costs=(50, 20)))
+        return [s.ready - s.captured for s in shown if not s.key and s.index > 3]
+
+    plain = latencies()
+    monkeypatch.setattr(FlowCarrier, "passes", property(lambda self: 3))
+    assert latencies() == pytest.approx([latency + model.step_s / 2 for latency in plain])

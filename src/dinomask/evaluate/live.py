@@ -109,10 +109,12 @@ def parse_costs(text: str | None) -> tuple[float, float] | None:
     return key, flow
 
 
-#: One flow step (two DIS flows, warping, uncovered background) at the default 120 px short side,
-#: 854 x 480 frames, measured on the 2-core build machine with ``benchmarks/flow_cost.py``
-#: (5.1 ms; 10.9 at 180 px, 18.9 at 240: it grows with the flow image's area).
-FLOW_STEP_MS_AT_120 = 5.1
+#: One flow step (two DIS flows, the camera's shift, warping, uncovered background) at the default
+#: 120 px short side, 854 x 480 frames, measured on the 2-core build machine with
+#: ``benchmarks/flow_cost.py`` (5.1 ms; 10.9 at 180 px, 18.9 at 240: it grows with the flow image's
+#: area), and a tenth more since each step also finds the camera's shift (7.0 -> 7.7 ms at 120 px,
+#: 11.6 -> 12.8 at 160, both measured in one run; :class:`~dinomask.keyframes.PannedFlow`).
+FLOW_STEP_MS_AT_120 = 5.6
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,11 @@ class CostModel:
         takes a key that landed by its end (:class:`~dinomask.async_keys.AsyncKeyStage` looks for one
         after the step)."""
         return self.factor * FLOW_STEP_MS_AT_120 * (self.flow_side / 120.0) ** 2 / 1000.0
+
+    def pass_s(self, passes: int) -> float:
+        """What a flow step's DIS passes beyond its two cost (a third when DIS ran again from the
+        camera's shift): half a step each, the step being two passes and the rest."""
+        return max(0, passes - 2) * self.step_s / 2
 
     @property
     def frame_s(self) -> float:
@@ -379,10 +386,11 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
         now = max(now, index / fps)
         early = carrier.maps is not None and not segmenter.key_follows_mask  # as AsyncKeyStage offers it
         maps = carrier.step(index, images[index])
+        extra = model.pass_s(carrier.passes)
         was_key = False
         if early and job is not None:
             offered.append((index, now))
-        if job is not None and job[1] <= now + model.step_s:  # landed by the end of the flow step
+        if job is not None and job[1] <= now + model.step_s + extra:  # landed by the end of the flow step
             carrier.land(job[0], job[2])
             maps, was_key, free_at = carrier.maps, job[0] == index, job[1]
             job = None
@@ -397,12 +405,12 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
             if job is not None and job[0] < index and can_cancel:  # a key for the old scene is stopped
                 job, offered = None, []  # (cancel_stale_key), after the flow step that found the cut,
                 if early:  # and the worker takes the cut frame, offered as it arrived
-                    job = start(index, now + model.step_s)
-        cost = flow_s
+                    job = start(index, now + model.step_s + extra)
+        cost = flow_s + extra
         if maps is None:
             key_maps, seconds = key(index)
             carrier.land(index, key_maps)
-            maps, was_key, cost = carrier.maps, True, flow_s + seconds
+            maps, was_key, cost = carrier.maps, True, flow_s + extra + seconds
         result = segmenter.carried_result(images[index], maps, keyframe=was_key)
         segmenter.follow(result.mask, result.labels)  # as the live loop does: the next crop key is around this mask
         now += cost
