@@ -151,6 +151,35 @@ def test_a_slower_planted_flow_makes_the_loop_size_its_flow_down(colour_backbone
     assert result.mask.any()
 
 
+def test_the_flow_size_settles_where_a_step_fits_and_does_not_swing_back(colour_backbone):
+    """A flow step that costs 18 ms at 160 px and 11.5 at 128 (it grows with its area; planted in
+    what the sizer is told, whatever this machine's load), on a 24 FPS camera (budget 16.7 ms): the
+    loop settles at 128 px. The first frame at a new size runs no flow (its maps are resized), so it
+    took no time; counted as a step, it made the size at once look cheap enough to grow back, and the
+    loop swung between 128 and 160 every ten frames or so, each swing carrying a frame without
+    motion and refusing the key in flight (seen on pans on this 2-core machine's wall clock)."""
+    from dinomask.video import Frame
+
+    segmenter = colour_segmenter(colour_backbone, "async")
+    stage = AsyncKeyStage(segmenter, fps=24.0)
+    told, sides = stage.flow_sizer.update, []
+
+    def planted(spent_ms):  # a step that ran flow costs the planted time; one that ran none, what it took
+        if stage.carrier.passes:
+            spent_ms = 18.0 * (stage.carrier.flow_side / 160) ** 2
+        return told(spent_ms)
+
+    stage.flow_sizer.update = planted
+    try:
+        for index in range(40):
+            stage(Frame(scene((index % 5, index % 5))[0], index, index / 24.0))
+            sides.append(stage.carrier.flow_side)
+    finally:
+        stage.close()
+    changes = sum(a != b for a, b in zip(sides, sides[1:]))
+    assert sides[-1] == 128 and changes <= 1, sides
+
+
 def test_the_loop_says_it_is_behind_rather_than_building_a_queue(caplog):
     from dinomask.live import IntervalReport
     from dinomask.video import Frame

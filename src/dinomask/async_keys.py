@@ -57,7 +57,10 @@ class FlowSizer:
     Every camera frame pays a flow step. When the measured step (a running mean) passes
     :data:`SHARE` of a camera frame, the flow side shrinks by a fifth (never below
     :data:`MIN_SIDE`); when the step at the next size up would stay under 80% of that share, it
-    grows back, never above the configured side. The reason for the share: the loop's thread also
+    grows back, never above the configured side. Only steps that ran flow are fed to it: the first
+    frame at a new size runs none (its maps are resized), and counted it made the size just left
+    look cheap enough to grow back to, so the loop swung between two sizes every ten frames or so,
+    each swing a frame without motion and a key refused. The reason for the share: the loop's thread also
     composites, draws and hands each frame on, and on a 2-core machine the key worker takes the
     other core, so a flow step above 40% of a frame leaves it no room (at 160 px: 8.7 ms on the
     AVX-512 build machine, ``benchmarks/flow_cost.py``; 13.6 ms on an AVX2 laptop, as issue 33
@@ -247,7 +250,7 @@ class AsyncKeyStage:
         if self.carrier.cut_at == frame.index:
             self.segmenter.scene_cut()
             self.cancel_stale_key(frame.index)
-        if self.flow_sizer is not None:
+        if self.flow_sizer is not None and self.carrier.passes:  # a step that ran no flow says nothing of its cost
             side = self.flow_sizer.update((time.perf_counter() - started) * 1e3)
             if side is not None:
                 self.carrier.resize(side)
