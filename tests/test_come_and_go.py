@@ -39,51 +39,48 @@ def test_a_scene_cut_drops_the_carried_mask_and_refuses_a_key_from_before_it():
     assert (carrier.step(7, second)[0] > 0).any()
 
 
+def _panned_view(width: int, thing_columns: tuple[int, int], offsets) -> list[tuple[float, float, int]]:
+    """A camera panning over a textured world (240 px high) holding a textured object in
+    ``thing_columns``, its view 320 px wide with its left edge at each of ``offsets``: the object's
+    ground truth of the first view is carried by :class:`FlowCarrier` (160 px) over the others. Each
+    later view gives (IoU of the carried mask with the truth at the flow's size, the share of the
+    view the object holds, DIS passes of that step)."""
+    height, view = 240, 320
+    world = textured(height, width, seed=3, tint=(0.5, 0.5, 0.4), scales=(2.0, 8.0))
+    thing = np.zeros((height, width), bool)
+    thing[50:190, thing_columns[0]:thing_columns[1]] = True
+    world[thing] = textured(height, width, seed=4, tint=(0.9, 0.3, 0.2), scales=(2.0, 8.0))[thing]
+    carrier, steps = FlowCarrier(flow_side=160), []
+    for index, offset in enumerate(offsets):
+        image, truth = np.ascontiguousarray(world[:, offset:offset + view]), thing[:, offset:offset + view]
+        maps = carrier.step(index, image)
+        if index == 0:
+            carrier.land(0, [np.where(truth, 1.0, -1.0).astype(np.float32), truth.astype(np.float32)])
+            continue
+        small = cv2.resize(truth.astype(np.uint8), maps.shape[:0:-1], interpolation=cv2.INTER_NEAREST) > 0
+        carried = maps[0] > 0
+        steps.append(((carried & small).sum() / (carried | small).sum(), float(small.mean()), carrier.passes))
+    return steps
+
+
 def test_an_object_the_camera_pans_back_onto_grows_into_the_view_as_it_enters():
     """A camera panning back onto an object cut by the frame's left edge: each frame 10 px more of it
     comes into view. What comes in has nothing in the previous frame to go back to, so it fails the
     forward-backward check, and no object pixel lands on it by forward flow; it is still no uncovered
     background, and the carried mask grows with the object (it was erased strip by strip: IoU 0.71
     after eight frames, where it is now above 0.95)."""
-    height, width, view = 240, 560, 320
-    world = textured(height, width, seed=3, tint=(0.5, 0.5, 0.4), scales=(2.0, 8.0))
-    thing = np.zeros((height, width), bool)
-    thing[50:190, 40:220] = True
-    world[thing] = textured(height, width, seed=4, tint=(0.9, 0.3, 0.2), scales=(2.0, 8.0))[thing]
-    carrier = FlowCarrier(flow_side=160)
-    for index, offset in enumerate(range(160, 70, -10)):  # the view's left edge in the world
-        image, truth = np.ascontiguousarray(world[:, offset:offset + view]), thing[:, offset:offset + view]
-        maps = carrier.step(index, image)
-        if index == 0:
-            carrier.land(0, [np.where(truth, 1.0, -1.0).astype(np.float32), truth.astype(np.float32)])
-            continue
-        small = cv2.resize(truth.astype(np.uint8), maps.shape[:0:-1], interpolation=cv2.INTER_NEAREST) > 0
-        carried = maps[0] > 0
-        assert (carried & small).sum() / (carried | small).sum() > 0.95, index
-    assert small.mean() > 1.9 * np.mean(thing[:, 160:160 + view])  # it came in: twice what was in view
+    steps = _panned_view(560, (40, 220), range(160, 70, -10))
+    assert all(iou > 0.95 for iou, _, _ in steps), steps
+    assert steps[-1][1] > 1.9 * (140 / 240) * (220 - 160) / 320  # it came in: twice what was in view
 
 
 def test_an_object_is_carried_across_a_pan_faster_than_dis_follows_alone():
     """A camera panning 45 px a frame (30 px at the flow's 160 px): DIS alone loses the shift, and the
     carried mask fell to IoU 0.63, 0.38, 0.21, 0.08 over the first four frames. Started from the
     camera's shift (:class:`~dinomask.keyframes.PannedFlow`), it stays above 0.9."""
-    height, width, view, step = 240, 2400, 320, 45
-    world = textured(height, width, seed=3, tint=(0.5, 0.5, 0.4), scales=(2.0, 8.0))
-    thing = np.zeros((height, width), bool)
-    thing[50:190, 900:1100] = True
-    world[thing] = textured(height, width, seed=4, tint=(0.9, 0.3, 0.2), scales=(2.0, 8.0))[thing]
-    carrier, passes = FlowCarrier(flow_side=160), []
-    for index, offset in enumerate(range(810, 810 + 6 * step, step)):  # the view's left edge in the world
-        image, truth = np.ascontiguousarray(world[:, offset:offset + view]), thing[:, offset:offset + view]
-        maps = carrier.step(index, image)
-        if index == 0:
-            carrier.land(0, [np.where(truth, 1.0, -1.0).astype(np.float32), truth.astype(np.float32)])
-            continue
-        small = cv2.resize(truth.astype(np.uint8), maps.shape[:0:-1], interpolation=cv2.INTER_NEAREST) > 0
-        carried = maps[0] > 0
-        assert (carried & small).sum() / (carried | small).sum() > 0.9, index
-        passes.append(carrier.passes)
-    assert passes[0] == 3  # DIS ran again from the shift where it lost it
+    steps = _panned_view(2400, (900, 1100), range(810, 810 + 6 * 45, 45))
+    assert all(iou > 0.9 for iou, _, _ in steps), steps
+    assert steps[0][2] == 3  # DIS ran again from the shift where it lost it
 
 
 def _leaving_clip(root: Path, frames: int = 48) -> Path:
