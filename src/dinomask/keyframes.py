@@ -236,8 +236,8 @@ class PannedFlow:
     a frame or two behind; the plain clips, whose camera moves slowly, are unchanged.
 
     Attributes:
-        passes: DIS passes of the last :meth:`backward` and :meth:`forward` together (2, or 3 when
-            DIS ran again from the shift); the simulated clock of ``eval live`` charges the third.
+        passes: DIS passes since :meth:`backward` (1, or 2 when DIS ran again from the shift),
+            :meth:`forward` included (2 or 3); the simulated clock of ``eval live`` charges the third.
     """
 
     def __init__(self):
@@ -248,7 +248,7 @@ class PannedFlow:
     def backward(self, grey: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """``h x w x 2`` float32: where each pixel of ``grey`` was in ``previous``."""
         flow = self._plain.calc(grey, previous, None)
-        self._shift, self.passes = None, 2
+        self._shift, self.passes = None, 1
         shift = camera_shift(grey, previous)
         if shift is None:
             return flow
@@ -256,7 +256,7 @@ class PannedFlow:
         if max(abs(medians[0] + shift[0]), abs(medians[1] + shift[1])) <= SHIFT_MISS_PX:
             return flow
         started = self._started.calc(grey, previous, _uniform(grey.shape, -shift[0], -shift[1]))
-        self.passes = 3
+        self.passes = 2
         if warp_error(started, grey, previous) < warp_error(flow, grey, previous):
             self._shift = shift
             return started
@@ -264,6 +264,7 @@ class PannedFlow:
 
     def forward(self, previous: np.ndarray, grey: np.ndarray) -> np.ndarray:
         """``h x w x 2`` float32: where each pixel of ``previous`` goes in ``grey`` (after :meth:`backward` of the same pair)."""
+        self.passes += 1
         if self._shift is None:
             return self._plain.calc(previous, grey, None)
         return self._started.calc(previous, grey, _uniform(grey.shape, *self._shift))
@@ -502,7 +503,8 @@ class FlowCarrier:
     @property
     def passes(self) -> int:
         """DIS passes the last :meth:`step` ran: 2, 3 when DIS ran again from the camera's shift
-        (:class:`PannedFlow`), 0 when it computed no flow (the first frame, a new flow size)."""
+        (:class:`PannedFlow`), 1 or 2 on a scene cut (no forward flow), 0 when it computed no flow
+        (the first frame, a new flow size)."""
         return self._flow.passes
 
     def land(self, key_index: int, maps: "np.ndarray | list[np.ndarray]") -> bool:
