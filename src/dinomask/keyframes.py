@@ -216,12 +216,12 @@ def _hanning(height: int, width: int) -> np.ndarray:
     return cv2.createHanningWindow((width, height), cv2.CV_32F)
 
 
-def warp_error(backward: np.ndarray, grey: np.ndarray, previous: np.ndarray) -> float:
-    """Mean absolute grey difference (0-255) between ``grey`` and ``previous`` warped onto it by the
-    backward flow: how well a flow explains the frame."""
-    map_x, map_y = sampling_grid(backward)
+def photometric_error(grey: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> float:
+    """Mean absolute grey difference (0-1) between ``grey`` and ``previous`` warped onto it by a
+    backward flow's sampling grid (:func:`sampling_grid`): how well that flow explains the frame
+    (``auto``'s key trigger, the carrier's scene cut, :class:`PannedFlow`'s choice)."""
     warped = cv2.remap(previous, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return float(np.abs(warped.astype(np.float32) - grey).mean())
+    return float(np.abs(warped.astype(np.float32) - grey).mean() / 255.0)
 
 
 class PannedFlow:
@@ -229,7 +229,7 @@ class PannedFlow:
 
     :meth:`backward` runs DIS; when the frame moved as one (:func:`camera_shift`) and DIS's median flow
     misses that shift by more than :data:`SHIFT_MISS_PX`, DIS runs again from the shift, and the flow
-    that explains the frame better (:func:`warp_error`) is kept; :meth:`forward` then starts from the
+    that explains the frame better (:func:`photometric_error`) is kept; :meth:`forward` then starts from the
     same shift. A second DIS object runs the started passes: OpenCV's DIS computes differently after
     it was once given a starting flow. On the pan scenarios (``eval live --oracle --costs 262,22``,
     docs/speed.md) it follows the camera where DIS alone carried an object the camera pans back onto
@@ -257,7 +257,7 @@ class PannedFlow:
             return flow
         started = self._started.calc(grey, previous, _uniform(grey.shape, -shift[0], -shift[1]))
         self.passes = 2
-        if warp_error(started, grey, previous) < warp_error(flow, grey, previous):
+        if photometric_error(grey, previous, *sampling_grid(started)) < photometric_error(grey, previous, *sampling_grid(flow)):
             self._shift = shift
             return started
         return flow
@@ -377,9 +377,7 @@ class ScorePropagator:
         untrusted = untrusted_flow(backward, forward, map_x, map_y, self.settings.fb_tolerance)
         region = cv2.dilate(carried_object.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         inconsistent = float(untrusted[region].mean()) if region.any() else 0.0
-        previous = cv2.remap(self._grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        photometric = float(np.abs(previous.astype(np.float32) - grey).mean() / 255.0)
-        return untrusted, FlowCheck(inconsistent, photometric)
+        return untrusted, FlowCheck(inconsistent, photometric_error(grey, self._grey, map_x, map_y))
 
 
 #: A scene cut, for the carrier (``async``): the previous frame warped by the flow misses this one by
@@ -455,8 +453,7 @@ class FlowCarrier:
         ``map_x``, ``map_y``: the backward flow's sampling grid (:func:`sampling_grid`)."""
         if self.cut_photometric is None:
             return False
-        warped = cv2.remap(self._grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        error = float(np.abs(warped.astype(np.float32) - grey).mean() / 255.0)
+        error = photometric_error(grey, self._grey, map_x, map_y)
         level = float(np.median(self._errors)) if self._errors else None
         cut = level is not None and error > self.cut_photometric and error > CUT_JUMP * max(level, 1e-3)
         if cut:
