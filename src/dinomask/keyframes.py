@@ -271,9 +271,8 @@ class PannedFlow:
 
 
 def _uniform(shape: tuple[int, ...], dx: float, dy: float) -> np.ndarray:
-    flow = np.empty((shape[0], shape[1], 2), np.float32)
-    flow[..., 0], flow[..., 1] = dx, dy
-    return flow
+    """A flow of ``shape[:2]`` that moves every pixel by ``(dx, dy)``: DIS's starting flow."""
+    return np.full((shape[0], shape[1], 2), (dx, dy), np.float32)
 
 
 def came_into_view(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:

@@ -387,10 +387,11 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
         early = carrier.maps is not None and not segmenter.key_follows_mask  # as AsyncKeyStage offers it
         maps = carrier.step(index, images[index])
         extra = model.pass_s(carrier.passes)
+        stepped = now + model.step_s + extra  # the end of this frame's flow step
         was_key = False
         if early and job is not None:
             offered.append((index, now))
-        if job is not None and job[1] <= now + model.step_s + extra:  # landed by the end of the flow step
+        if job is not None and job[1] <= stepped:  # landed by the end of the flow step
             carrier.land(job[0], job[2])
             maps, was_key, free_at = carrier.maps, job[0] == index, job[1]
             job = None
@@ -405,7 +406,7 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
             if job is not None and job[0] < index and can_cancel:  # a key for the old scene is stopped
                 job, offered = None, []  # (cancel_stale_key), after the flow step that found the cut,
                 if early:  # and the worker takes the cut frame, offered as it arrived
-                    job = start(index, now + model.step_s + extra)
+                    job = start(index, stepped)
         cost = flow_s + extra
         if maps is None:
             key_maps, seconds = key(index)
