@@ -159,3 +159,122 @@ def test_dis_runs_again_from_the_camera_shift_only_where_it_lost_it():
     assert np.array_equal(flow.backward(slow, previous), dis_flow().calc(slow, previous, None)) and flow.passes == 1
     flow.forward(previous, slow)
     assert flow.passes == 2
+
+
+def _against_the_pan(pan: int, move: int, car_x: int, car_y: int = 70) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two flow-sized RGB views of a textured world and the mask of a small textured 'car' in each: the
+    camera pans ``pan`` px (the background moves left) while the car moves ``move`` px right."""
+    world = textured(160, 700, seed=5)
+    car = textured(24, 40, seed=7, tint=(0.9, 0.1, 0.1))
+    views = []
+    for offset, x in ((100, car_x), (100 + pan, car_x + move)):
+        view = np.ascontiguousarray(world[:, offset:offset + 284]).copy()
+        view[car_y:car_y + 24, x:x + 40] = car
+        mask = np.zeros(view.shape[:2], bool)
+        mask[car_y:car_y + 24, x:x + 40] = True
+        views.append((view, mask))
+    return views
+
+
+def _carried(views, key_at_first: bool = True) -> np.ndarray:
+    """The first view's mask carried by :class:`FlowCarrier` (160 px) onto the last view: as a key
+    of the first frame landing there (``key_at_first``), or landing on the first frame and stepped."""
+    from dinomask.keyframes import FlowCarrier
+
+    carrier = FlowCarrier(flow_side=160)
+    (first, mask), rest = views[0], views[1:]
+    maps = [np.where(mask, 1.0, -1.0).astype(np.float32), np.zeros(mask.shape, np.float32)]
+    carrier.step(0, first)
+    if not key_at_first:
+        carrier.land(0, maps)
+    for index, (view, _) in enumerate(rest, start=1):
+        carrier.step(index, view)
+    if key_at_first:
+        assert carrier.land(0, maps)
+    return carrier.maps[0] > 0
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+@pytest.mark.parametrize("pan, move, car_x", [(12, 10, 4), (20, 10, 4), (30, 12, 4), (12, 10, 60)])
+@pytest.mark.parametrize("late", [False, True])
+def test_a_small_object_driving_against_the_pan_is_carried_by_its_own_shift(monkeypatch, pan, move, car_x, late):
+    """DIS gives a small object the motion of the panning background around it (as it gave the car of
+    drift-turn-pan2x): carried by DIS alone, the car's mask slides off it. Its own shift (masked template
+    matching) carries it, stepped frame by frame and replayed for a key that lands late alike."""
+    import dinomask.keyframes as keyframes
+
+    views = _against_the_pan(pan, move, car_x)
+    truth = views[-1][1]
+    followed = _carried(views, key_at_first=late)
+    assert _iou(followed, truth) > 0.9
+    monkeypatch.setattr(keyframes, "follow_object", lambda *args: False)
+    assert _iou(_carried(views, key_at_first=late), truth) < 0.7  # DIS alone loses it
+
+
+def test_an_objects_shift_is_found_with_its_sign_and_dis_is_kept_where_it_follows():
+    from dinomask.keyframes import PannedFlow, follow_object, object_shift, small_grey
+
+    (first, mask), (second, _) = _against_the_pan(12, 10, 60)
+    previous, grey = small_grey(first, 160), small_grey(second, 160)
+    assert object_shift(previous, grey, mask, 40) == (10, 0)
+    assert object_shift(grey, previous, np.roll(mask, 10, axis=1), 40) == (-10, 0)
+    assert object_shift(previous, grey, np.zeros_like(mask), 40) is None  # nothing to match
+    (first, mask), (second, _) = _against_the_pan(3, 2, 60)  # slow: DIS follows the car itself
+    previous, grey = small_grey(first, 160), small_grey(second, 160)
+    flow = PannedFlow()
+    backward, forward = flow.backward(grey, previous), flow.forward(previous, grey)
+    kept_backward, kept_forward = backward.copy(), forward.copy()
+    assert not follow_object(backward, forward, previous, grey, mask)
+    assert np.array_equal(backward, kept_backward) and np.array_equal(forward, kept_forward)
+
+
+def test_each_of_several_objects_is_followed_on_its_own():
+    """Two objects' shares (``maps[2:]``): the car driving against the pan is moved by its own shift,
+    a second object that moves with the background keeps DIS's flow; each share stays on its object."""
+    from dinomask.keyframes import FlowCarrier
+
+    world = textured(160, 700, seed=5)
+    car = textured(24, 40, seed=7, tint=(0.9, 0.1, 0.1))
+    sign = textured(30, 30, seed=8, tint=(0.1, 0.9, 0.1))
+    frames, cars, signs = [], [], []
+    for offset, car_x in ((100, 4), (112, 14)):  # the camera pans 12 px, the car drives 10 px the other way
+        view = np.ascontiguousarray(world[:, offset:offset + 284]).copy()
+        view[70:94, car_x:car_x + 40] = car
+        sign_x = 200 - (offset - 100)  # a sign fixed in the world moves with the background
+        view[20:50, sign_x:sign_x + 30] = sign
+        car_mask, sign_mask = np.zeros((160, 284), bool), np.zeros((160, 284), bool)
+        car_mask[70:94, car_x:car_x + 40], sign_mask[20:50, sign_x:sign_x + 30] = True, True
+        frames.append(view)
+        cars.append(car_mask)
+        signs.append(sign_mask)
+    carrier = FlowCarrier(flow_side=160)
+    carrier.step(0, frames[0])
+    score = np.where(cars[0] | signs[0], 1.0, -1.0).astype(np.float32)
+    carrier.land(0, [score, np.zeros_like(score), cars[0].astype(np.float32), signs[0].astype(np.float32)])
+    maps = carrier.step(1, frames[1])
+    shown = maps[0] > 0
+    assert _iou(shown & (maps[2] > 0.5), cars[1]) > 0.9
+    assert _iou(shown & (maps[3] > 0.5), signs[1]) > 0.9
+
+
+def test_a_late_key_is_not_matched_again_where_the_step_found_dis_following_the_same_object():
+    """The loop's own carry matched the car at a step and found DIS following it; a key for the frame
+    before, landing late with the same car, is carried through that step without matching it again
+    (``matches`` counts what the simulated clock charges), while an object elsewhere is matched."""
+    from dinomask.keyframes import FlowCarrier
+
+    (first, mask), (second, _) = _against_the_pan(3, 2, 60)  # slow: DIS follows the car
+    carrier = FlowCarrier(flow_side=160)
+    carrier.step(0, first)
+    maps = [np.where(mask, 1.0, -1.0).astype(np.float32), np.zeros(mask.shape, np.float32)]
+    carrier.land(0, maps)
+    carrier.step(1, second)
+    assert carrier.matches == 1
+    assert carrier.land(0, maps) and carrier.matches == 1  # the same car: not matched again
+    elsewhere = np.zeros_like(mask)
+    elsewhere[100:140, 180:260] = True
+    assert carrier.land(0, [np.where(elsewhere, 1.0, -1.0).astype(np.float32), np.zeros(mask.shape, np.float32)])
+    assert carrier.matches == 2

@@ -308,12 +308,15 @@ def test_a_planted_object_moving_30_px_a_frame_is_carried_between_keys(tmp_path,
             assert len(carried) >= 6, scored  # most frames between keys are carried, and held
 
 
-def test_the_machine_factor_plays_a_slower_machine(tmp_path, colour_backbone, colour_reference):
+def test_the_machine_factor_plays_a_slower_machine(tmp_path, monkeypatch, colour_backbone, colour_reference):
     """Issue 33: the simulated clock can play a machine twice as slow: every cost doubles, so the
     same loop's frame (24 ms of flow at 160 px) takes 48 ms, more than a 24 FPS camera's 41.7: it shows
     its frames later and drops some."""
     from dinomask.evaluate.datasets import load_dataset
 
+    import dinomask.evaluate.live as live
+
+    monkeypatch.setattr(live, "MATCH_MS_AT_120", 0.0)  # the frame's flow step alone (matching: its own test)
     sequence = load_dataset(write_clip(tmp_path / "d", frames=24, step=4)).sequences[0]
     figures = {}
     for factor in (1.0, 2.0):
@@ -446,3 +449,35 @@ def test_the_simulated_clock_charges_a_third_dis_pass_where_flow_ran_again_from_
     plain = latencies()
     monkeypatch.setattr(FlowCarrier, "passes", property(lambda self: 3))
     assert latencies() == pytest.approx([latency + model.step_s / 2 for latency in plain])
+
+
+def test_the_simulated_clock_charges_each_object_matched_to_its_own_shift(monkeypatch, colour_backbone, colour_reference):
+    """Each carried object is matched to its own shift on every flow step and on each step a late key
+    is carried through (:func:`~dinomask.keyframes.follow_object`); the simulated clock charges each
+    match (:data:`~dinomask.evaluate.live.MATCH_MS_AT_120`), as the wall clock pays it."""
+    import dataclasses
+
+    import dinomask.evaluate.live as live
+    from dinomask.evaluate.live import CostModel, replay_simulated
+    from tests.helpers import textured
+
+    model = CostModel(50.0, 20.0, tokens=1, exponent=0.0, flow_side=120)
+    monkeypatch.setattr(live, "cost_model", lambda *args: model)
+    segmenter = _segmenter(colour_backbone, colour_reference, "async")
+    keyframes = dataclasses.replace(segmenter.config.keyframes, flow_side=120)
+    image = textured(240, 320, seed=1)
+
+    def make(frame, index):  # an object over the whole frame: one match a step
+        return [np.full((8, 8), 1.0, np.float32), np.zeros((8, 8), np.float32)]
+
+    def latencies():
+        shown = replay_simulated([image] * 8, segmenter, make, keyframes, LiveEvalSettings(oracle=True, costs=(50, 20)))
+        return [s.ready - s.captured for s in shown if not s.key and s.index > 3]
+
+    one = model.match_s(1)
+    assert one == pytest.approx(live.MATCH_MS_AT_120 / 1000) and one > 0
+    charged = latencies()
+    monkeypatch.setattr(live, "MATCH_MS_AT_120", 0.0)
+    free = latencies()
+    extra = [(a - b) / one for a, b in zip(charged, free)]
+    assert extra and all(k >= 1 - 1e-6 and abs(k - round(k)) < 1e-6 for k in extra), extra  # a match or more a frame

@@ -115,6 +115,12 @@ def parse_costs(text: str | None) -> tuple[float, float] | None:
 #: area), and a tenth more since each step also finds the camera's shift (7.0 -> 7.7 ms at 120 px,
 #: 11.6 -> 12.8 at 160, both measured in one run; :class:`~dinomask.keyframes.PannedFlow`).
 FLOW_STEP_MS_AT_120 = 5.6
+#: Matching one carried object to its own shift (:func:`~dinomask.keyframes.follow_object`), on each
+#: flow step and on each step a late key is carried through, at a 120 px flow: what
+#: ``FlowCarrier.step`` with one object gained with it on four clips of davis-motion and davis-train6
+#: (median 7.6 / 7.8 -> 8.1 / 8.3 ms at 120 px, 13.0 / 13.2 -> 13.8 / 14.1 at 160, two rounds each,
+#: build machine), grown with the flow image's area as the step is.
+MATCH_MS_AT_120 = 0.5
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,10 @@ class CostModel:
         takes a key that landed by its end (:class:`~dinomask.async_keys.AsyncKeyStage` looks for one
         after the step)."""
         return self.factor * FLOW_STEP_MS_AT_120 * (self.flow_side / 120.0) ** 2 / 1000.0
+
+    def match_s(self, matches: int) -> float:
+        """What matching ``matches`` carried objects to their own shift costs (:data:`MATCH_MS_AT_120`)."""
+        return matches * self.factor * MATCH_MS_AT_120 * (self.flow_side / 120.0) ** 2 / 1000.0
 
     def pass_s(self, passes: int) -> float:
         """What a flow step's DIS passes beyond its two cost (a third when DIS ran again from the
@@ -386,7 +396,8 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
         now = max(now, index / fps)
         early = carrier.maps is not None and not segmenter.key_follows_mask  # as AsyncKeyStage offers it
         maps = carrier.step(index, images[index])
-        extra = model.pass_s(carrier.passes)
+        extra = model.pass_s(carrier.passes) + model.match_s(carrier.matches)
+        step_matches = carrier.matches
         stepped = now + model.step_s + extra  # the end of this frame's flow step
         was_key = False
         if early and job is not None:
@@ -407,7 +418,7 @@ def replay_simulated(images, segmenter: Segmenter, make, keyframes: KeyframeSett
                 job, offered = None, []  # (cancel_stale_key), after the flow step that found the cut,
                 if early:  # and the worker takes the cut frame, offered as it arrived
                     job = start(index, stepped)
-        cost = flow_s + extra
+        cost = flow_s + extra + model.match_s(carrier.matches - step_matches)  # a late key's replays
         if maps is None:
             key_maps, seconds = key(index)
             carrier.land(index, key_maps)
