@@ -31,7 +31,7 @@ from dinomask.preprocess import load_image
 SCENARIOS = ("cut", "pan", "tile", "long", "alone")
 
 
-def _frames(sequence: LabelledSequence) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def labelled_frames(sequence: LabelledSequence) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Each frame with its ground-truth ids (a frame without a mask is skipped: a scenario's
     ground truth must be whole)."""
     for image, mask in sequence.played:
@@ -87,8 +87,8 @@ def _fit(frame: np.ndarray, size: tuple[int, int], interpolation=cv2.INTER_AREA)
 def cut(sequence: LabelledSequence, other: LabelledSequence, root: Path, k: int) -> Path:
     """``sequence`` with ``k`` frames of ``other`` (its first ``k``, resized to fit, played forward
     and back if it is shorter) spliced into its middle; the ground truth is empty there."""
-    frames = list(_frames(sequence))
-    others = [frame for frame, _ in _frames(other)]
+    frames = list(labelled_frames(sequence))
+    others = [frame for frame, _ in labelled_frames(other)]
     if k < 1 or not others or len(frames) < 2:
         raise ValueError(f"cut needs k >= 1 and two clips with frames; got k={k}, {len(frames)} and {len(others)}")
     cycle = others + others[-2:0:-1]
@@ -134,7 +134,7 @@ def pan(sequence: LabelledSequence, root: Path, zoom: float = 2.0, hold: int = 1
     ``hold`` frames, and panning back; frames and ground truth cropped alike and scaled back up to
     the clip's size. Returns None when the object cannot leave the zoomed view within the frame, or
     the clip is too short to pan off, hold and come back in time to be seen again (:func:`_pan_offsets`)."""
-    frames = list(_frames(sequence))
+    frames = list(labelled_frames(sequence))
     if not frames:
         return None
     height, width = frames[0][0].shape[:2]
@@ -176,7 +176,7 @@ def tile(sequences: list[LabelledSequence], root: Path) -> Path:
     long as the shortest; the ground truth a label map: object ``i`` is clip ``i`` (1, 2, ...)."""
     if len(sequences) < 2:
         raise ValueError(f"tile needs two or more clips, got {len(sequences)}")
-    streams = [list(_frames(s)) for s in sequences]
+    streams = [list(labelled_frames(s)) for s in sequences]
     length = min(len(s) for s in streams)
     height = streams[0][0][0].shape[0]
     writer = SetWriter(root, "+".join(s.name for s in sequences), labels=True)
@@ -195,7 +195,7 @@ def alone(sequence: LabelledSequence, root: Path, length: int) -> Path:
     """The clip's first ``length`` frames on their own, named ``NAME@LENGTH`` (what ``tile`` shows
     of it beside a clip of ``length`` frames)."""
     writer = SetWriter(root, f"{sequence.name}@{length}")
-    for index, (frame, ids) in enumerate(_frames(sequence)):
+    for index, (frame, ids) in enumerate(labelled_frames(sequence)):
         if index == length:
             break
         writer.add(frame, ids)
@@ -204,7 +204,7 @@ def alone(sequence: LabelledSequence, root: Path, length: int) -> Path:
 
 def long(sequence: LabelledSequence, root: Path, n: int) -> Path:
     """The clip played forward and back (without repeating its turning frames) until ``n`` frames."""
-    frames = list(_frames(sequence))
+    frames = list(labelled_frames(sequence))
     if n < 1 or len(frames) < 2:
         raise ValueError(f"long needs n >= 1 and a clip of two frames or more; got n={n}, {len(frames)} frames")
     order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))
