@@ -16,7 +16,6 @@ change), then per flow side the steps, the steps it changed and both means.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,16 +27,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def carried(truth: np.ndarray, backward: np.ndarray, forward: np.ndarray, side: int) -> np.ndarray:
-    """``truth`` (bool, flow-sized) carried one step by these flows, as the live loop's carrier does."""
-    from dinomask.keyframes import came_into_view, clear_uncovered, sampling_grid, untrusted_flow, warp_maps
+    """``truth`` (bool, flow-sized) carried one step by these flows, as the live loop's carrier does
+    at a ``side`` px flow (its forward-backward tolerance for that side)."""
+    from dinomask.keyframes import FlowCarrier, KeyframeSettings, carry_step
 
-    maps = np.where(truth, 1.0, -1.0).astype(np.float32)[None]
-    map_x, map_y = sampling_grid(backward)
-    warped = warp_maps(maps, map_x, map_y)
-    tolerance = side / 240  # FlowCarrier.for_settings: 1 px at 240, scaled to the side
-    clear_uncovered(warped, maps, forward, untrusted_flow(backward, forward, map_x, map_y, tolerance),
-                    came_into_view(map_x, map_y))
-    return warped[0] > 0
+    tolerance = FlowCarrier.for_settings(KeyframeSettings(policy="async", flow_side=side)).fb_tolerance
+    return carry_step(np.where(truth, 1.0, -1.0).astype(np.float32)[None], backward, forward, tolerance)[0] > 0
 
 
 def clip_steps(sequence, side: int) -> list[tuple[int, float, float]]:

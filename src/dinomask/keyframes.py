@@ -216,12 +216,15 @@ def _hanning(height: int, width: int) -> np.ndarray:
     return cv2.createHanningWindow((width, height), cv2.CV_32F)
 
 
-def photometric_error(grey: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> float:
+def photometric_error(grey: np.ndarray, previous: np.ndarray, map_x: np.ndarray, map_y: np.ndarray,
+                      where: np.ndarray | None = None) -> float:
     """Mean absolute grey difference (0-1) between ``grey`` and ``previous`` warped onto it by a
     backward flow's sampling grid (:func:`sampling_grid`): how well that flow explains the frame
-    (``auto``'s key trigger, the carrier's scene cut, :class:`PannedFlow`'s choice)."""
+    (``auto``'s key trigger, the carrier's scene cut, :class:`PannedFlow`'s choice), or with
+    ``where`` (``h x w`` bool) those pixels of it (:func:`follow_object`'s choice)."""
     warped = cv2.remap(previous, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return float(np.abs(warped.astype(np.float32) - grey).mean() / 255.0)
+    difference = np.abs(warped.astype(np.float32) - grey)
+    return float((difference if where is None else difference[where]).mean() / 255.0)
 
 
 class PannedFlow:
@@ -324,7 +327,8 @@ def follow_object(backward: np.ndarray, forward: np.ndarray, previous: np.ndarra
     the object's new place misses it by more than :data:`SHIFT_MISS_PX` (beyond a DIS patch, DIS lost
     it) *and* the shift explains those pixels of ``grey`` better than DIS does (mean absolute grey
     difference). One flow step carrying the ground truth on the eleven clips and the 2x and 3x pans,
-    at 96, 128 and 160 px: it changed 9-13 of 1,419 steps, each for the better (IoU +0.01 to +0.57).
+    at 96, 128 and 160 px: it changed 9-13 of 1,384 steps, each for the better (IoU +0.01 to +0.57;
+    ``benchmarks/object_shift_steps.py``).
 
     Args:
         backward, forward: ``h x w x 2`` float32 flows of one step (changed in place).
@@ -353,15 +357,14 @@ def follow_object(backward: np.ndarray, forward: np.ndarray, previous: np.ndarra
     ys, xs = np.nonzero(obj)
     ty, tx = ys + dy, xs + dx
     inside = (ty >= 0) & (ty < height) & (tx >= 0) & (tx < width)
-    ty, tx = ty[inside], tx[inside]
-    if ty.size < MIN_OBJECT_PX:
+    if np.count_nonzero(inside) < MIN_OBJECT_PX:
         return False
-    here = grey[ty, tx].astype(np.float32)
-    by_dis = cv2.remap(previous, *sampling_grid(backward), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[ty, tx]
-    by_shift = previous[ty - dy, tx - dx]
-    if np.abs(here - by_shift).mean() >= np.abs(here - by_dis).mean():
+    moved = np.zeros(obj.shape, bool)  # the object's new place
+    moved[ty[inside], tx[inside]] = True
+    by_shift = photometric_error(grey, previous, *sampling_grid(_uniform(grey.shape, -dx, -dy)), where=moved)
+    if by_shift >= photometric_error(grey, previous, *sampling_grid(backward), where=moved):
         return False
-    backward[ty, tx] = (-dx, -dy)
+    backward[moved] = (-dx, -dy)
     forward[obj] = (dx, dy)
     return True
 
@@ -407,6 +410,20 @@ def clear_uncovered(warped: np.ndarray, previous: np.ndarray, forward: np.ndarra
     if entered is not None:
         uncovered &= ~entered
     warped[0][uncovered] = np.minimum(warped[0][uncovered], -1e-3)
+
+
+def carry_step(maps: np.ndarray, backward: np.ndarray, forward: np.ndarray, tolerance: float,
+               grid: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``K x h x w`` maps of the previous frame carried one flow step onto this one, as
+    :class:`FlowCarrier` carries them: backward warping (what comes into view copies the edge), then
+    the background an object uncovers cleared where the flow fails the forward-backward check by
+    more than ``tolerance`` px (:func:`clear_uncovered`). ``grid``: the backward flow's sampling
+    grid, when already made."""
+    map_x, map_y = grid if grid is not None else sampling_grid(backward)
+    warped = warp_maps(maps, map_x, map_y)
+    clear_uncovered(warped, maps, forward, untrusted_flow(backward, forward, map_x, map_y, tolerance),
+                    came_into_view(map_x, map_y))
+    return warped
 
 
 class ScorePropagator:
@@ -669,8 +686,4 @@ class FlowCarrier:
                 followed = True
             elif kept is not None:
                 kept.append(box)
-        map_x, map_y = grid if grid is not None and not followed else sampling_grid(backward)
-        warped = warp_maps(maps, map_x, map_y)
-        clear_uncovered(warped, maps, forward, untrusted_flow(backward, forward, map_x, map_y, self.fb_tolerance),
-                        came_into_view(map_x, map_y))
-        return warped
+        return carry_step(maps, backward, forward, self.fb_tolerance, None if followed else grid)
