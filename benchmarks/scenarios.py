@@ -3,6 +3,7 @@
     python benchmarks/scenarios.py cut  -d ../shared/data/davis-live -d ../shared/data/davis-motion \\
         -d ../shared/data/davis-train6 -o scenarios/cut24 --k 24
     python benchmarks/scenarios.py pan  -d ... -o scenarios/pan --zoom 2
+    python benchmarks/scenarios.py pan  -d ... -o scenarios/pan3-slow --zoom 3 --speed 0.67 --hold 8
     python benchmarks/scenarios.py tile -d ... -o scenarios/tile
     python benchmarks/scenarios.py long -d ../shared/data/davis-live -o scenarios/long --n 10000
 
@@ -26,10 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=24, help="cut: frames of the other clip spliced in")
     parser.add_argument("--zoom", type=float, default=2.0, help="pan: the virtual camera's zoom")
     parser.add_argument("--hold", type=int, default=12, help="pan: frames held with the object out of view")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="pan: the pan's speed against the default (off the object over an eighth of the clip)")
     parser.add_argument("--n", type=int, default=10_000, help="long: frames of the played clip")
     parser.add_argument("--pairs", type=int, default=None, help="tile: at most this many side-by-side pairs")
     args = parser.parse_args(argv)
-    written = build(args.kind, args.dataset, args.output, k=args.k, zoom=args.zoom, hold=args.hold, n=args.n,
+    written = build(args.kind, args.dataset, args.output, k=args.k, zoom=args.zoom, hold=args.hold, speed=args.speed, n=args.n,
                     pairs=args.pairs)
     for path in written:
         print(path)

@@ -4,7 +4,8 @@
 * ``cut``: ``k`` frames of another clip spliced into the middle of a clip (a scene cut away and
   back); the ground truth is empty there;
 * ``pan``: a virtual camera zoomed in ``zoom`` times on the object, panning off it until it is
-  gone, holding there, and panning back; the ground truth cropped the same way;
+  gone, holding there, and panning back (``speed`` times as fast as over an eighth of the clip each
+  way); the ground truth cropped the same way;
 * ``tile``: two or more clips side by side, the ground truth a label map (1, 2, ... in the
   order given) saved as a DAVIS-2017 palette PNG;
 * ``long``: a clip played forward and back until it has ``n`` frames;
@@ -104,13 +105,18 @@ def cut(sequence: LabelledSequence, other: LabelledSequence, root: Path, k: int)
     return writer.images
 
 
-def _pan_offsets(count: int, travel: float, hold: int) -> list[float] | None:
+def _pan_offsets(count: int, travel: float, hold: int, speed: float = 1.0) -> list[float] | None:
     """The camera's offset per frame: on the object for a quarter of the clip, then off it over
-    an eighth (at least 4 frames), ``hold`` frames away, back over the same time, on it after for
-    as long again at least; None when the clip is too short for that (a return at or near the clip's
-    end could not be re-acquired by any loop, and would be scored as missed)."""
-    ramp = max(4, count // 8)
+    an eighth of the clip divided by ``speed`` (at least 4 frames), ``hold`` frames away, back over
+    the same time, on it after for as long again at least; None when the clip is too short for that
+    (a return at or near the clip's end could not be re-acquired by any loop, and would be scored as
+    missed). A slower pan that does not fit after a quarter of the clip starts after an eighth."""
+    if speed <= 0:
+        raise ValueError(f"the pan's speed must be above 0, got {speed}")
+    ramp = max(4, int(count / 8 / speed))
     start = count // 4
+    if start + 3 * ramp + hold > count and speed < 1:
+        start = max(4, count // 8)
     if start + 3 * ramp + hold > count:
         return None
     offsets = []
@@ -128,7 +134,8 @@ def _pan_offsets(count: int, travel: float, hold: int) -> list[float] | None:
     return offsets
 
 
-def pan(sequence: LabelledSequence, root: Path, zoom: float = 2.0, hold: int = 12) -> Path | None:
+def pan(sequence: LabelledSequence, root: Path, zoom: float = 2.0, hold: int = 12,
+        speed: float = 1.0) -> Path | None:
     """A virtual camera zoomed ``zoom`` times, centred on the object of the clip's first frame,
     panning sideways (towards the side with more room) until the object has left the view, holding
     ``hold`` frames, and panning back; frames and ground truth cropped alike and scaled back up to
@@ -151,13 +158,13 @@ def pan(sequence: LabelledSequence, root: Path, zoom: float = 2.0, hold: int = 1
     columns = np.nonzero(np.any([ids.any(axis=0) for _, ids in frames], axis=0))[0]
     needed = (columns[-1] - centre_x if direction > 0 else centre_x - columns[0]) + crop_w / 2 + 1
     travel = float(min(room, needed))
-    offsets = _pan_offsets(len(frames), direction * travel, hold)
+    offsets = _pan_offsets(len(frames), direction * travel, hold, speed)
     if offsets is None:
         return None
     far = [k for k, o in enumerate(offsets) if abs(o) == travel]
     if not far or all(_crop(frames[k][1], centre_y, centre_x + offsets[k], crop_h, crop_w).any() for k in far):
         return None
-    writer = SetWriter(root, f"{sequence.name}-pan{zoom:g}x")
+    writer = SetWriter(root, f"{sequence.name}-pan{zoom:g}x" + ("" if speed == 1 else f"-speed{speed:g}"))
     for (frame, ids), offset in zip(frames, offsets):
         view = _crop(frame, centre_y, centre_x + offset, crop_h, crop_w)
         truth = _crop(ids, centre_y, centre_x + offset, crop_h, crop_w)
@@ -216,7 +223,7 @@ def long(sequence: LabelledSequence, root: Path, n: int) -> Path:
 
 
 def build(kind: str, sources: list[str | Path], out: str | Path, *, k: int = 24, zoom: float = 2.0, hold: int = 12,
-          n: int = 10_000, pairs: int | None = None) -> list[Path]:
+          n: int = 10_000, pairs: int | None = None, speed: float = 1.0) -> list[Path]:
     """A scenario set at ``out`` from every clip of the DAVIS-layout ``sources``: ``cut`` each clip
     with the next one (in name order, wrapping), ``pan`` each clip (those whose object cannot
     leave the view are left out), ``tile`` each clip beside the next one (``pairs`` of them, or
@@ -235,7 +242,7 @@ def build(kind: str, sources: list[str | Path], out: str | Path, *, k: int = 24,
         if kind == "cut":
             written.append(cut(clip, following, out, k))
         elif kind == "pan":
-            path = pan(clip, out, zoom, hold)
+            path = pan(clip, out, zoom, hold, speed)
             if path is not None:
                 written.append(path)
         elif kind in ("tile", "alone"):
