@@ -515,6 +515,28 @@ class ScorePropagator:
 #: splice of one clip into another jumps to 0.117 or more (at least 5x).
 CUT_JUMP = 3.0
 CUT_HISTORY = 8
+#: ... *and* the frame's colours are not the last frame's: the Bhattacharyya distance between their
+#: hue-saturation histograms (:func:`colour_change`, 0 for the same colours, 1 for none shared) is
+#: at least this. The warp's error jumps where the flow cannot follow the motion, not only at a cut:
+#: a camera zoomed 3x panning fast (breakdance-pan3x, mallard-fly-pan3x) jumped 3.5-7.2x at 0.09-0.16,
+#: and the mask was dropped for three frames of an object in full view. A pan keeps the scene's
+#: colours, a cut changes them: on the pans of ``benchmarks/scenarios.py`` (2x, 2.5x, 3x, slower and
+#: shorter holds) and the eleven clips, no frame changed them by more than 0.44 and the pans' false cuts by
+#: 0.16-0.25; the 66 splices of the cut scenarios (8, 24 and 72 frames) by 0.50 or more.
+CUT_COLOUR = 0.4
+#: The hue-saturation histogram of :func:`colour_change`: 30 hues, 32 saturations.
+COLOUR_BINS = (30, 32)
+
+
+def colour_change(colour: np.ndarray, previous: np.ndarray) -> float:
+    """Bhattacharyya distance (0-1) between the hue-saturation histograms of two small ``h x w x 3``
+    uint8 RGB frames: how much of their colours they do not share, whatever moved where."""
+    hists = []
+    for image in (colour, previous):
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+        hist = cv2.calcHist([hsv], [0, 1], None, list(COLOUR_BINS), [0, 180, 0, 256])
+        hists.append(cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1))
+    return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_BHATTACHARYYA))
 
 
 class FlowCarrier:
@@ -544,6 +566,7 @@ class FlowCarrier:
         # (previous index, index, backward, forward, previous grey, grey, boxes of objects DIS followed)
         self._steps: deque = deque(maxlen=history)
         self._grey: np.ndarray | None = None
+        self._colour: np.ndarray | None = None  # the last frame, small, in colour (a scene cut's colours)
         self._errors: deque = deque(maxlen=CUT_HISTORY)  # recent photometric errors (the clip's level)
         self.index: int | None = None
         self.maps: np.ndarray | None = None
@@ -566,7 +589,7 @@ class FlowCarrier:
         """Forget the maps, the frames and their flows (a new scene or reference)."""
         self._steps.clear()
         self._errors.clear()
-        self._grey, self.index, self.maps = None, None, None
+        self._grey, self._colour, self.index, self.maps = None, None, None, None
 
     def resize(self, flow_side: int) -> None:
         """Run the flow at ``flow_side`` from the next frame on: the carried maps are resized to it
@@ -578,14 +601,17 @@ class FlowCarrier:
         self.flow_side = flow_side
         self._resize_next = True
 
-    def _is_cut(self, grey: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> bool:
-        """This frame is a new scene (see :data:`CUT_JUMP`); the error joins the clip's level.
-        ``map_x``, ``map_y``: the backward flow's sampling grid (:func:`sampling_grid`)."""
+    def _is_cut(self, grey: np.ndarray, colour: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> bool:
+        """This frame is a new scene (see :data:`CUT_JUMP` and :data:`CUT_COLOUR`); the error joins the
+        clip's level. ``colour``: the frame, small (:meth:`_small_colour`); ``map_x``, ``map_y``: the
+        backward flow's sampling grid (:func:`sampling_grid`)."""
         if self.cut_photometric is None:
             return False
         error = photometric_error(grey, self._grey, map_x, map_y)
         level = float(np.median(self._errors)) if self._errors else None
         cut = level is not None and error > self.cut_photometric and error > CUT_JUMP * max(level, 1e-3)
+        if cut and self._colour is not None and self._colour.shape == colour.shape:
+            cut = colour_change(colour, self._colour) >= CUT_COLOUR
         if cut:
             self._errors.clear()  # the new scene's level starts afresh
         self._errors.append(error)
@@ -601,20 +627,21 @@ class FlowCarrier:
         """Frame ``index`` (``H x W x 3`` uint8 RGB, later than the last): compute its flow from
         the last frame and carry the maps onto it. Returns the carried maps (None before any key)."""
         grey = small_grey(image, self.flow_side)
+        colour = self._small_colour(image, grey.shape)
         self._flow.passes, self.matches = 0, 0
         if self._resize_next and self._grey is not None and flow_possible(grey):  # a new flow size (resize)
             self._resize_next = False
             self._steps.clear()
             if self.maps is not None:
                 self.maps = np.stack([to_flow_size(m, grey.shape) for m in self.maps])
-            self._grey, self.index = grey, index
+            self._grey, self._colour, self.index = grey, colour, index
             return self.maps
         if self._grey is None or grey.shape != self._grey.shape or not flow_possible(grey):
             self.reset()  # a frame too small for flow is keyed on its own
         else:
             backward = self._flow.backward(grey, self._grey)  # where each pixel of this frame was before
             grid = sampling_grid(backward)  # once: the cut check and the warp both sample by it
-            if self._is_cut(grey, *grid):  # a new scene: nothing of the old one is carried onto it
+            if self._is_cut(grey, colour, *grid):  # a new scene: nothing of the old one is carried onto it
                 self._steps.clear()  # a key made before the cut is refused when it lands
                 self.cut_at = index
                 if self.maps is not None:
@@ -626,8 +653,14 @@ class FlowCarrier:
                                     self._grey, grey, kept))
                 if self.maps is not None:
                     self.maps = self._warp(self.maps, backward, forward, self._grey, grey, grid, kept=kept)
-        self._grey, self.index = grey, index
+        self._grey, self._colour, self.index = grey, colour, index
         return self.maps
+
+    @staticmethod
+    def _small_colour(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The frame (``H x W x 3`` uint8 RGB) at the flow's ``(h, w)``, nearest pixels: what
+        :func:`colour_change` compares (a histogram needs no finer resampling)."""
+        return cv2.resize(np.ascontiguousarray(image[:, :, :3]), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
     @property
     def passes(self) -> int:
