@@ -39,6 +39,40 @@ def test_a_scene_cut_drops_the_carried_mask_and_refuses_a_key_from_before_it():
     assert (carrier.step(7, second)[0] > 0).any()
 
 
+def test_a_whip_pan_is_no_scene_cut_where_a_splice_is():
+    """The warp's error jumps where the flow cannot follow the motion, not only at a cut: a view that
+    jumps far along the same scene fails the flow as a splice does, but keeps its colours
+    (CUT_COLOUR); a splice of another scene changes them."""
+    import dinomask.keyframes as keyframes
+
+    def scene(width: int, seed: int, tint) -> np.ndarray:  # high contrast: the warp's error is large where it fails
+        grey = textured(240, width, seed=seed, tint=(0.5, 0.5, 0.5), scales=(2.0, 8.0))[..., 0].astype(np.float32)
+        grey = np.clip((grey - grey.mean()) * 6 + 128, 0, 255) / 255
+        return (np.stack([grey * 0.6 + 0.4 * t for t in tint], axis=2) * 255).astype(np.uint8)
+
+    world = scene(1200, 1, (0.2, 0.3, 0.9))
+    other = scene(320, 7, (0.9, 0.8, 0.2))
+    views = [np.ascontiguousarray(world[:, x:x + 320]) for x in range(0, 20, 2)]
+    jumped = np.ascontiguousarray(world[:, 700:1020])  # a whip pan: far along the same scene
+
+    def cut_at(colour_rule: bool, last: np.ndarray) -> int | None:
+        carrier = FlowCarrier(flow_side=160)
+        before = keyframes.CUT_COLOUR
+        keyframes.CUT_COLOUR = before if colour_rule else 0.0
+        try:
+            for index, view in enumerate(views + [last]):
+                carrier.step(index, view)
+        finally:
+            keyframes.CUT_COLOUR = before
+        return carrier.cut_at
+
+    assert keyframes.colour_change(FlowCarrier._small_colour(jumped, (160, 213)),
+                                   FlowCarrier._small_colour(views[-1], (160, 213))) < keyframes.CUT_COLOUR
+    assert cut_at(False, jumped) == len(views)  # the warp's error alone calls the jump a cut
+    assert cut_at(True, jumped) is None  # its colours say it is the same scene
+    assert cut_at(True, other) == len(views)  # a splice changes them
+
+
 def _panned_view(width: int, thing_columns: tuple[int, int], offsets) -> list[tuple[float, float, int]]:
     """A camera panning over a textured world (240 px high) holding a textured object in
     ``thing_columns``, its view 320 px wide with its left edge at each of ``offsets``: the object's
@@ -144,6 +178,24 @@ def test_the_scenario_builder_writes_cuts_pans_tiles_and_long_runs(tmp_path, dav
     with pytest.raises(FileExistsError):
         build("long", [davis], tmp_path / "long", n=13)  # nothing is written over
 
+
+
+def test_a_slower_pan_takes_longer_off_the_object_and_back():
+    """``--speed``: the pan off the object and back takes an eighth of the clip each way at 1, twice
+    that at 0.5 (starting after an eighth of the clip where a quarter leaves too little room); a clip
+    too short for it is left out, and a speed that is not above 0 is refused."""
+    from dinomask.evaluate.scenarios import _pan_offsets
+
+    def ramp(offsets):  # frames from the first that moves to the first at the full travel
+        return offsets.index(100.0) - next(t for t, o in enumerate(offsets) if o) + 1
+
+    default, slow = _pan_offsets(96, 100.0, 6), _pan_offsets(96, 100.0, 6, speed=0.5)
+    assert ramp(default) == 12 and default.index(100 / 12) == 24  # off over 12 frames, after a quarter
+    assert ramp(slow) == 24 and slow.index(100 / 24) == 12  # 24 frames, after an eighth
+    assert sum(o == 100 for o in slow) == 1 + 6 and slow[-24:] == [0.0] * 24  # there, held 6, then on it for 24
+    assert _pan_offsets(60, 100.0, 12, speed=0.5) is None
+    with pytest.raises(ValueError, match="above 0"):
+        _pan_offsets(96, 100.0, 6, speed=0)
 
 
 def test_the_clips_alone_are_the_frames_their_pair_shows_and_each_object_is_compared_with_them(tmp_path, davis):
@@ -561,11 +613,12 @@ def test_objects_apart_are_each_keyed_in_a_crop_of_their_own(colour_backbone):
     assert carried[0].shape == (240, 960) and (carried[0] > 0).sum() == second.mask.sum()
 
 
-def test_an_object_gone_while_another_stays_in_view_is_searched_for_in_every_other_key(colour_backbone):
+def test_an_object_gone_while_another_stays_in_view_is_searched_for_in_every_key(colour_backbone):
     """Two objects apart in a wide frame; the green one goes while the red one stays. The crop around
     the red one would never look for it (only the whole-frame refresh, every 15th key, would): every
-    other key now searches the whole frame for it, at SEARCH_SCALE_PX a patch (finer than
-    SEARCH_TOKENS over two views side by side), and finds it where it comes back."""
+    key now searches the whole frame for it until it is found, as for a lone object, at
+    SEARCH_SCALE_PX a patch (finer than SEARCH_TOKENS over two views side by side), and finds it
+    where it comes back."""
     from dinomask.segmenter import SEARCH_SCALE_PX
 
     segmenter = _red_and_green(colour_backbone, tokens=2000)
@@ -582,14 +635,52 @@ def test_an_object_gone_while_another_stays_in_view_is_searched_for_in_every_oth
     assert len(segmenter.key(frame(840)).crops) == 2  # both in view: a crop each
     gone = segmenter.key(frame(None))  # the green one is gone: its crop finds nothing
     assert len(gone.crops) == 2 and not (gone.labels == 2).any() and not segmenter.key_follows_mask
-    search = segmenter.key(frame(None))  # so the next key searches the whole frame for it
     expected = ((240 + SEARCH_SCALE_PX - 1) // SEARCH_SCALE_PX) * ((960 + SEARCH_SCALE_PX - 1) // SEARCH_SCALE_PX)
-    assert search.roi is None and not search.crops and segmenter.last_key.patches == expected
-    assert segmenter.key_follows_mask  # and the next one follows the red one again
-    assert segmenter.key(frame(None)).roi is not None
-    back = segmenter.key(frame(480))  # a search again: the green one is found where it came back
+    for _ in range(2):  # so the next keys search the whole frame for it (no larger than a lone search's window)
+        search = segmenter.key(frame(None))
+        assert search.roi is None and not search.crops and segmenter.last_key.patches == expected
+        assert not segmenter.key_follows_mask
+    back = segmenter.key(frame(480))  # found where it came back
     assert back.roi is None and (back.labels[80:160, 480:560] == 2).mean() > 0.5
+    assert segmenter.key_follows_mask  # and the next key crops around each again
     assert len(segmenter.key(frame(480)).crops) == 2
+
+
+def _wide_red_and_green(green_x: int | None) -> np.ndarray:
+    """480 x 1920: a red square at the left, a green one at ``green_x`` (or none)."""
+    image = textured(480, 1920, seed=1)
+    image[200:280, 40:120] = (230, 25, 25)
+    if green_x is not None:
+        image[200:280, green_x:green_x + 80] = (25, 230, 25)
+    return image
+
+
+def test_on_a_wide_frame_a_gone_object_is_looked_for_first_where_it_was_last_seen(colour_backbone):
+    """On a frame larger than a lone object's search (SEARCH_TOKENS patches at SEARCH_SCALE_PX: 414,720
+    pixels), the searches for one of several objects that has gone look in turn in a window that
+    large around where it was last seen, the others each in its own crop (what a lone object's search
+    costs, and their crops), and at the whole frame."""
+    from dinomask.segmenter import SEARCH_SCALE_PX, SEARCH_TOKENS
+
+    segmenter = _red_and_green(colour_backbone, tokens=2000)
+    segmenter.key(_wide_red_and_green(1700))
+    assert len(segmenter.key(_wide_red_and_green(1700)).crops) == 2  # both in view: a crop each
+    gone = segmenter.key(_wide_red_and_green(None))
+    assert not (gone.labels == 2).any() and not segmenter.key_follows_mask
+    window = segmenter.key(_wide_red_and_green(1500))  # it came back near where it went
+    red_crop, around = window.crops
+    assert red_crop[3] < 480 and around == (0, 480, 1920 - 864, 1920)  # 480 x 864, inside the frame
+    assert segmenter.last_key.grids[1] == (480 // SEARCH_SCALE_PX, 864 // SEARCH_SCALE_PX)
+    assert segmenter.last_key.grids[1][0] * segmenter.last_key.grids[1][1] == SEARCH_TOKENS
+    assert segmenter.last_key.patches < ((480 // SEARCH_SCALE_PX) * (1920 // SEARCH_SCALE_PX))  # less than the whole frame
+    assert (window.labels[200:280, 1500:1580] == 2).mean() > 0.5 and (window.labels[200:280, 40:120] == 1).mean() > 0.5
+    assert segmenter.key_follows_mask and len(segmenter.key(_wide_red_and_green(1500)).crops) == 2  # found
+
+    segmenter.key(_wide_red_and_green(None))  # gone again
+    missed = segmenter.key(_wide_red_and_green(600))  # the window misses it, far off
+    assert missed.crops[1][2] >= 1920 - 864 and not (missed.labels == 2).any()
+    whole = segmenter.key(_wide_red_and_green(600))  # the next search looks at the whole frame
+    assert whole.roi is None and not whole.crops and (whole.labels[200:280, 600:680] == 2).mean() > 0.5
 
 
 def test_a_sliver_left_of_an_object_that_has_gone_is_not_shown_on_a_cameras_clock(colour_backbone):

@@ -155,13 +155,17 @@ MIN_CROP_TOKENS = 64
 #: lost a little on the pan scenarios (re-acquire 10.3 frames against 10.0): not kept.
 SEARCH_TOKENS = 405
 #: With several objects on a camera's clock, one that is gone while another stays in view (the flow
-#: lost a small, fast object; it left; it is hidden) is searched for in every other key, the whole
-#: frame at this many source pixels a patch: as finely as :data:`SEARCH_TOKENS` look at an 854 x 480
-#: frame (480 / 15 rows), whatever the frame's size (two views side by side at 405 tokens are 47 px a
-#: patch, more than a ball's width). The crop around those in view would never look for it; only the
-#: whole-frame refresh would. Two DAVIS clips side by side (``eval live --oracle --costs 262,22``,
-#: docs/speed.md): the soccer ball beside another clip 0.438 / 0.466 -> 0.452 / 0.471 live J, and on a
-#: machine twice as fast 0.516 / 0.543 -> 0.547 / 0.548; at SEARCH_TOKENS instead it lost at 1x (0.415).
+#: lost a small, fast object; it left; it is hidden) is searched for in every key until it is found,
+#: as a lone object is, at this many source pixels a patch: as finely as :data:`SEARCH_TOKENS` look
+#: at an 854 x 480 frame (480 / 15 rows), whatever the frame's size (two views side by side at 405
+#: tokens are 47 px a patch, more than a ball's width). On a frame larger than a lone object's search
+#: (``SEARCH_TOKENS`` patches at this scale), the searches look in turn in a window that large around
+#: where it was last seen (the others each in its own crop: 470-550 patches on two views side by
+#: side, against 810 for the whole frame, which took 143 ms, 3.4 camera frames) and at the whole
+#: frame. Two DAVIS clips side by side (``eval live --oracle --costs 262,22``, docs/speed.md): the
+#: soccer ball beside parkour and beside the stroller 0.450 / 0.505 -> 0.482 / 0.529 live J (alone
+#: 0.553), and on a machine twice as fast 0.547 / 0.570 -> 0.580 / 0.549 (alone 0.595), where every
+#: other key searched the whole frame and the keys between cropped around all the objects.
 SEARCH_SCALE_PX = 32
 
 
@@ -381,7 +385,8 @@ class Segmenter:
         self._look_back = False  # searches look where it was last seen too (after a scene cut)
         self._back_turn = False  # the next search key looks there
         self._missing = False  # several objects: one is gone while another is in view
-        self._missing_turn = False  # the next key searches the whole frame for it (every other key)
+        self._window_turn = False  # the next search for it looks around where it was last seen
+        self._seen: dict[int, np.ndarray] = {}  # several objects: the labels each one was last seen in
         self._since_full = 0
         #: what the last key (:meth:`key`) cost: patches and source pixels per patch side
         self.last_key: KeyInfo | None = None
@@ -429,7 +434,8 @@ class Segmenter:
         self._lost = True
         self._last_box, self._look_back, self._back_turn = None, False, False
         self._labels = None
-        self._missing = self._missing_turn = False
+        self._missing = self._window_turn = False
+        self._seen = {}
         self._since_full = 0
         for obj in self._objects:
             obj.prototypes = obj.original.copy()
@@ -523,15 +529,16 @@ class Segmenter:
             self._last_box, self._look_back, self._back_turn = self._roi_box, False, False
         several = len(self._objects) > 1 and self.config.roi.crop_tokens == "scale"
         self._labels = labels if several and not self._lost else None  # its crops are found when a key needs them
-        missing = self._labels is not None and self._some_missing(self._labels)
+        missing = False
+        if self._labels is not None:
+            for i in range(len(self._objects)):
+                if self._too_small(np.count_nonzero(self._labels == i + 1), self._labels.size):
+                    missing = True  # gone from the view, or too small to crop around
+                else:
+                    self._seen[i] = self._labels  # where a search for it looks first once it has gone
         if missing and not self._missing:
-            self._missing_turn = True  # one just went: search at once, as for a lone object
+            self._window_turn = True  # one just went: search at once, around where it was first
         self._missing = missing
-
-    def _some_missing(self, labels: np.ndarray) -> bool:
-        """Whether an object has less of ``labels`` than the region of interest's ``min_area`` (is
-        gone from the view, or too small to crop around)."""
-        return any(self._too_small(np.count_nonzero(labels == i + 1), labels.size) for i in range(len(self._objects)))
 
     def _too_small(self, pixels: int, size: int) -> bool:
         """Whether ``pixels`` of a ``size``-pixel frame are less than the region of interest's
@@ -549,7 +556,7 @@ class Segmenter:
         the cut scenarios a return is found in 3.3 frames, max 4, where it took 5.7 and 3.4, max 29 and 7:
         docs/speed.md)."""
         return (self.config.roi.enabled and not self._lost and self._since_full < self.config.roi.refresh
-                and not (self._missing and self._missing_turn))
+                and not self._missing)
 
     def _object_crops(self) -> tuple[Box, ...]:
         """A crop per object around the last labels followed, when together they are less to see than
@@ -631,9 +638,14 @@ class Segmenter:
             return self._object_crops_key(image, crops, full_grid, timings, follow)
         box = self._roi_box if self._since_full < self.config.roi.refresh else None
         geometry = self.config.geometry
-        search_missing = self._missing and self._missing_turn  # one of several is gone (SEARCH_SCALE_PX)
-        if self._missing:
-            self._missing_turn = not search_missing
+        search_missing = self._missing  # one of several is gone (SEARCH_SCALE_PX)
+        if search_missing and not self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
+            window_turn, self._window_turn = self._window_turn, not self._window_turn
+            crops = self._window_crops(image.shape[:2]) if window_turn else None
+            if crops is not None:  # around where it was last seen, the others each in its own crop
+                scale = KeyInfo.of(image.shape[:2], full_grid).scale_px
+                scales = tuple(SEARCH_SCALE_PX if gone else scale for _, gone in crops)
+                return self._object_crops_key(image, tuple(box for box, _ in crops), full_grid, timings, follow, scales)
         if (self._lost or search_missing) and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
             # nothing to crop around: search the whole frame, coarsely (see SEARCH_TOKENS), and after a
             # scene cut in turn where the object was last seen, as a crop key would have looked
@@ -671,12 +683,47 @@ class Segmenter:
         timings["postprocess"] = timings.get("postprocess", 0.0) + time.perf_counter() - start
         return result
 
+    def _window_crops(self, size: tuple[int, int]) -> list[tuple[Box, bool]] | None:
+        """Several objects, one or more gone: for each object ``(box, gone)``, the crop around it when
+        in view, or when gone the search window around where it was last seen; None when the frame is
+        no larger than a window, a gone object was never seen or one in view is too large to crop
+        around (the whole frame is searched instead). A window is what a lone object's search looks
+        at, :data:`SEARCH_TOKENS` patches at :data:`SEARCH_SCALE_PX` (414,720 pixels: 480 x 864 on a
+        frame 480 rows high, at most square on a taller one), centred on where the object was last
+        seen, inside the frame."""
+        height, width = size
+        area = SEARCH_TOKENS * SEARCH_SCALE_PX ** 2
+        if height * width <= area or self._labels is None or self._labels.shape != size:
+            return None
+        win_h = min(height, math.isqrt(area))
+        win_w = min(width, area // win_h)
+        crops: list[tuple[Box, bool]] = []
+        for i in range(len(self._objects)):
+            member = self._labels == i + 1
+            if not self._too_small(np.count_nonzero(member), member.size):
+                box = next_box(member, self.config.roi, 2 * self.backbone.spec.patch_size)
+                if box is None:
+                    return None
+                crops.append((box, False))
+                continue
+            seen = self._seen.get(i)
+            last = None if seen is None or seen.shape != size else seen == i + 1
+            if last is None or not last.any():
+                return None
+            x, y, w, h = cv2.boundingRect(last.view(np.uint8))
+            top = int(np.clip(y + h // 2 - win_h // 2, 0, height - win_h))
+            left = int(np.clip(x + w // 2 - win_w // 2, 0, width - win_w))
+            crops.append(((top, top + win_h, left, left + win_w), True))
+        return crops
+
     def _object_crops_key(self, image: np.ndarray, boxes: tuple[Box, ...], full_grid: tuple[int, int],
-                          timings: dict[str, float], follow: bool) -> SegmentationResult:
+                          timings: dict[str, float], follow: bool,
+                          scales: tuple[float, ...] | None = None) -> SegmentationResult:
         """Several objects apart on a camera's clock: one key, a backbone pass on each object's own crop
-        at the whole frame's scale (object ``i`` is taken from crop ``i``). The crop around all of them
-        would hold the frame between them too: side by side it is the whole frame, and its patches
-        coarser at the same cost (two DAVIS clips side by side: see docs/speed.md)."""
+        at the whole frame's scale, or at ``scales`` (one per crop; object ``i`` is taken from crop
+        ``i``). The crop around all of them would hold the frame between them too: side by side it is
+        the whole frame, and its patches coarser at the same cost (two DAVIS clips side by side: see
+        docs/speed.md). A search for a gone one gives it a window (:meth:`_window_crops`)."""
         size = image.shape[:2]
         scale = KeyInfo.of(size, full_grid).scale_px
         labels = np.zeros(size, np.uint8)
@@ -685,7 +732,8 @@ class Segmenter:
         patches, decided, grids = 0, None, []
         for i, box in enumerate(boxes):
             crop = np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]])
-            (features,) = extract_features(self.backbone, [crop], _at_scale(self.config.geometry, crop.shape[:2], scale), timings)
+            at = scale if scales is None else scales[i]
+            (features,) = extract_features(self.backbone, [crop], _at_scale(self.config.geometry, crop.shape[:2], at), timings)
             start = time.perf_counter()
             decided = self.decide(crop, features)
             region = labels[box[0]:box[1], box[2]:box[3]]
