@@ -641,11 +641,11 @@ class Segmenter:
         search_missing = self._missing  # one of several is gone (SEARCH_SCALE_PX)
         if search_missing and not self._lost and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
             window_turn, self._window_turn = self._window_turn, not self._window_turn
-            crops = self._window_crops(image.shape[:2]) if window_turn else None
-            if crops is not None:  # around where it was last seen, the others each in its own crop
+            windowed = self._window_crops(image.shape[:2]) if window_turn else None
+            if windowed is not None:  # around where it was last seen, the others each in its own crop
                 scale = KeyInfo.of(image.shape[:2], full_grid).scale_px
-                scales = tuple(SEARCH_SCALE_PX if gone else scale for _, gone in crops)
-                return self._object_crops_key(image, tuple(box for box, _ in crops), full_grid, timings, follow, scales)
+                scales = tuple(SEARCH_SCALE_PX if gone else scale for _, gone in windowed)
+                return self._object_crops_key(image, tuple(crop for crop, _ in windowed), full_grid, timings, follow, scales)
         if (self._lost or search_missing) and self.config.roi.crop_tokens == "scale" and geometry.resolution is None:
             # nothing to crop around: search the whole frame, coarsely (see SEARCH_TOKENS), and after a
             # scene cut in turn where the object was last seen, as a crop key would have looked
